@@ -1,0 +1,1 @@
+//! flannel (being written).

@@ -1,0 +1,1 @@
+//! ICMP error synthesis (being written).

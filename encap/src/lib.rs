@@ -1,0 +1,26 @@
+//! # weft-encap: the pure half of weft
+//!
+//! Everything that decides what happens to a packet, and nothing that does I/O: no sockets,
+//! no files, no clock reads (time comes in as an argument). Every function here can be
+//! unit-tested with byte vectors and fuzzed.
+//!
+//! - [`wire`]: zero-copy views over IPv4, IPv6, ICMP, ICMPv6, UDP, Ethernet, ARP and VXLAN
+//!   headers. Untrusted input always goes through `new_checked`, after which no accessor
+//!   can panic.
+//! - [`icmp`]: ICMP / ICMPv6 error synthesis, in place, in the headroom in front of the
+//!   offending packet.
+//! - [`table`]: the routing state, an immutable longest-prefix-match table from overlay
+//!   subnets to peers, cheap to rebuild on every control-plane change.
+//! - [`flannel`]: the flannel UDP backend: what to do with a packet read from the device
+//!   (encapsulate toward a peer, answer with an ICMP error, drop) and with a datagram
+//!   received from the underlay (deliver, answer, drop).
+//! - [`verdict`]: the outcome of each of those decisions, and the counted drop reasons.
+//! - [`ratelimit`]: the token bucket that bounds the ICMP errors weft generates.
+#![forbid(unsafe_code)]
+
+pub mod flannel;
+pub mod icmp;
+pub mod ratelimit;
+pub mod table;
+pub mod verdict;
+pub mod wire;

@@ -1,0 +1,152 @@
+//! What happens to a packet: the outcome of every encap/decap decision.
+//!
+//! A drop is a counted outcome, not an error: every [`DropReason`] has its own counter in the
+//! engine, indexed by [`DropReason::index`], and a stable name ([`DropReason::name`]) used by
+//! `weft stats` and the metrics.
+
+use core::ops::Range;
+
+/// Index of a peer in the [`crate::table::SubnetTable`] it was looked up in.
+///
+/// Peer ids are only meaningful together with the table (snapshot) that produced them.
+pub type PeerId = u32;
+
+/// The outcome of handling one packet.
+///
+/// Ranges index into the caller's buffer: the bytes to send or write are `buf[range]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send `buf[range]` as the payload of one UDP datagram to the peer.
+    SendToPeer {
+        /// The peer to send to (index into the table the lookup was made in).
+        peer: PeerId,
+        /// The datagram payload.
+        range: Range<usize>,
+    },
+    /// Write `buf[range]` to the local device (a decapsulated packet).
+    DeliverToDevice {
+        /// The packet to write.
+        range: Range<usize>,
+    },
+    /// The packet was dropped for `cause`, and an ICMP/ICMPv6 error was written into the
+    /// buffer at `range`, to be written into the local device.
+    ReplyToDevice {
+        /// The ICMP error packet.
+        range: Range<usize>,
+        /// Why the original packet was dropped.
+        cause: DropReason,
+    },
+    /// The packet was dropped for `cause`, and an ICMP/ICMPv6 error was written into the
+    /// buffer at `range`, to be sent back to `peer` through the tunnel.
+    ReplyToPeer {
+        /// The peer the error goes back to.
+        peer: PeerId,
+        /// The ICMP error packet.
+        range: Range<usize>,
+        /// Why the original packet was dropped.
+        cause: DropReason,
+    },
+    /// The packet was dropped.
+    Drop(DropReason),
+}
+
+impl Verdict {
+    /// The drop reason, if this verdict drops the original packet (also when an ICMP error
+    /// is sent in its place).
+    pub fn drop_reason(&self) -> Option<DropReason> {
+        match self {
+            Verdict::Drop(r) => Some(*r),
+            Verdict::ReplyToDevice { cause, .. } | Verdict::ReplyToPeer { cause, .. } => {
+                Some(*cause)
+            }
+            _ => None,
+        }
+    }
+}
+
+macro_rules! drop_reasons {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
+        /// Why a packet was dropped. Each reason has its own counter.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter-index order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// Number of reasons (size of a counter array).
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Stable snake_case name, used for counters and metrics.
+            pub const fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            /// Counter index of this reason, `0..COUNT`.
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Not a well-formed IPv4/IPv6 packet (version, header length, total length vs. the
+    /// bytes actually present).
+    Malformed => "malformed",
+    /// A datagram from an underlay address that is not a known peer.
+    UnknownPeer => "unknown_peer",
+    /// The inner source address is outside the subnets of the peer that sent it.
+    SpoofedSource => "spoofed_source",
+    /// No route for the destination (an ICMP net unreachable may have been sent).
+    NoRoute => "no_route",
+    /// TTL / hop limit ran out (an ICMP time exceeded may have been sent).
+    TtlExceeded => "ttl_exceeded",
+    /// Larger than the path allows with DF set, or IPv6 (an ICMP fragmentation needed /
+    /// ICMPv6 packet too big may have been sent).
+    TooBig => "too_big",
+    /// The datagram did not fit the receive buffer (never happens with the default 64 KiB
+    /// buffers; counted rather than silently truncated).
+    Truncated => "truncated",
+    /// The destination is this host's own tunnel address range but arrived from the device
+    /// (a routing loop).
+    Loop => "loop",
+    /// A VXLAN frame without the I flag.
+    VxlanNoIFlag => "vxlan_no_i_flag",
+    /// A VXLAN frame for a VNI this host does not serve.
+    UnknownVni => "unknown_vni",
+    /// An inner Ethernet frame whose destination MAC is not ours (L3 mode).
+    WrongDestMac => "wrong_dest_mac",
+    /// An inner Ethernet frame whose source MAC is our own VTEP MAC.
+    OwnSourceMac => "own_source_mac",
+    /// An inner Ethernet frame with an ethertype weft does not carry.
+    UnsupportedEthertype => "unsupported_ethertype",
+    /// The socket or device refused the packet (buffer full, send error).
+    IoError => "io_error",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_dense_and_names_unique() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn drop_reason_of_verdicts() {
+        assert_eq!(Verdict::Drop(DropReason::NoRoute).drop_reason(), Some(DropReason::NoRoute));
+        let v = Verdict::ReplyToDevice { range: 0..28, cause: DropReason::TtlExceeded };
+        assert_eq!(v.drop_reason(), Some(DropReason::TtlExceeded));
+        assert_eq!(Verdict::DeliverToDevice { range: 0..20 }.drop_reason(), None);
+    }
+}

@@ -1,0 +1,2 @@
+//! weft engine (being written).
+pub mod sys;

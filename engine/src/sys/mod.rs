@@ -1,0 +1,1 @@
+//! All of weft's `unsafe` code (being written).

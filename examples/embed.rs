@@ -1,0 +1,2 @@
+//! Example (being written).
+fn main() {}
