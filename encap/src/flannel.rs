@@ -1,1 +1,331 @@
-//! flannel (being written).
+//! The flannel UDP backend: what happens to each packet.
+//!
+//! Wire format (flanneld's `udp` backend, its C proxy): the UDP payload is the raw inner
+//! IPv4 (or, with weft, IPv6) packet, no header of its own; both ends use the same port
+//! (8285 by default) as source and destination.
+//!
+//! [`FlannelBackend::handle_device_packet`] takes a packet read from the TUN device and
+//! decides: encapsulate toward a peer, answer with an ICMP error written back into the
+//! device, or drop. [`FlannelBackend::handle_datagram`] takes a received datagram and
+//! decides: deliver the inner packet to the device, answer the sending peer with an ICMP
+//! error through the tunnel, or drop. Both work in place in a caller-owned buffer that keeps
+//! at least [`HEADROOM`] bytes in front of the packet, so an ICMP error is built around the
+//! quoted packet without copying it.
+//!
+//! Differences from flanneld, all deliberate:
+//! - longest-prefix match instead of a first-match list;
+//! - TTL exhaustion is answered with ICMP time exceeded (flanneld: a TODO);
+//! - the ICMP errors written into the device use the offender's *destination* as their
+//!   source address. flanneld uses the TUN's own address, which the receiving kernel treats
+//!   as a martian (a local source arriving on a non-loopback device) and drops, so its
+//!   "net unreachable" never reaches the sender;
+//! - packets larger than the underlay path allows with DF set (and every IPv6 packet) are
+//!   answered with fragmentation needed / packet too big instead of failing in `sendto`;
+//! - received datagrams are validated (well-formed IP, known peer, inner source inside that
+//!   peer's subnets); flanneld accepts anything from anyone;
+//! - generated ICMP errors are rate limited.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::icmp::{self, IcmpErrorKind};
+use crate::ratelimit::TokenBucket;
+use crate::table::SubnetTable;
+use crate::verdict::{DropReason, PeerId, Verdict};
+use crate::wire::{ipv4, ipv6};
+
+/// Bytes a caller must keep free in front of each packet (room for an ICMP error's headers).
+pub const HEADROOM: usize = icmp::HEADROOM;
+
+/// Outer IPv4 + UDP header bytes: the device MTU is the underlay MTU minus this.
+pub const OVERHEAD_V4: usize = 20 + 8;
+/// Outer IPv6 + UDP header bytes.
+pub const OVERHEAD_V6: usize = 40 + 8;
+
+/// IPv6's minimum link MTU (RFC 8200): a packet-too-big never advertises less.
+const IPV6_MIN_MTU: usize = 1280;
+
+/// Settings of the UDP backend.
+#[derive(Debug, Clone)]
+pub struct FlannelConfig {
+    /// This host's overlay IPv4 address (the TUN's address): the source of ICMP errors sent
+    /// back through the tunnel.
+    pub local_v4: Option<Ipv4Addr>,
+    /// This host's overlay IPv6 address, likewise.
+    pub local_v6: Option<Ipv6Addr>,
+    /// The largest datagram payload the underlay path carries without fragmentation
+    /// (underlay MTU minus [`OVERHEAD_V4`] or [`OVERHEAD_V6`]).
+    pub max_payload: usize,
+    /// Drop datagrams whose outer source IP is not a known peer.
+    pub check_peer: bool,
+    /// Drop datagrams whose inner source address is outside the sending peer's subnets.
+    pub check_inner_source: bool,
+    /// ICMP errors per second, on average.
+    pub icmp_rate: u32,
+    /// ICMP errors that may be sent at once after a quiet period.
+    pub icmp_burst: u32,
+}
+
+impl Default for FlannelConfig {
+    fn default() -> Self {
+        FlannelConfig {
+            local_v4: None,
+            local_v6: None,
+            max_payload: 1500 - OVERHEAD_V4,
+            check_peer: true,
+            check_inner_source: true,
+            icmp_rate: 100,
+            icmp_burst: 50,
+        }
+    }
+}
+
+/// Counters the backend keeps itself (the engine counts verdicts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IcmpStats {
+    /// ICMP errors suppressed by the rate limit.
+    pub rate_limited: u64,
+}
+
+/// The UDP backend's per-worker state: its settings and the ICMP rate limiter.
+#[derive(Debug, Clone)]
+pub struct FlannelBackend {
+    config: FlannelConfig,
+    limiter: TokenBucket,
+    stats: IcmpStats,
+}
+
+/// The fields of an inner IP header that the decisions need.
+struct Inner {
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+    len: usize,
+    dont_fragment: bool,
+}
+
+/// Validates the IP packet in `pkt` (version, header length, total length within `pkt`).
+fn parse_inner(pkt: &[u8]) -> Option<Inner> {
+    match pkt.first()? >> 4 {
+        4 => {
+            let p = ipv4::Packet::new_checked(pkt).ok()?;
+            Some(Inner {
+                src: IpAddr::V4(p.src_addr()),
+                dst: IpAddr::V4(p.dst_addr()),
+                ttl: p.ttl(),
+                len: usize::from(p.total_len()),
+                dont_fragment: p.dont_frag(),
+            })
+        }
+        6 => {
+            let p = ipv6::Packet::new_checked(pkt).ok()?;
+            Some(Inner {
+                src: IpAddr::V6(p.src_addr()),
+                dst: IpAddr::V6(p.dst_addr()),
+                ttl: p.hop_limit(),
+                len: p.total_len(),
+                dont_fragment: true,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Lowers the TTL / hop limit of the (already validated) packet by one.
+fn decrement_ttl(pkt: &mut [u8]) {
+    if pkt[0] >> 4 == 4 {
+        ipv4::Packet::new_unchecked(pkt).decrement_ttl();
+    } else {
+        let mut p = ipv6::Packet::new_unchecked(pkt);
+        let hop = p.hop_limit();
+        p.set_hop_limit(hop.saturating_sub(1));
+    }
+}
+
+impl FlannelBackend {
+    /// A backend with these settings and a full ICMP token bucket.
+    pub fn new(config: FlannelConfig) -> FlannelBackend {
+        let limiter = TokenBucket::new(config.icmp_rate, config.icmp_burst);
+        FlannelBackend { config, limiter, stats: IcmpStats::default() }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FlannelConfig {
+        &self.config
+    }
+
+    /// ICMP counters kept by the backend.
+    pub fn icmp_stats(&self) -> IcmpStats {
+        self.stats
+    }
+
+    /// Writes an ICMP error about `buf[start..start + len]` if the rules and the rate limit
+    /// allow it; returns its range.
+    fn icmp_error(
+        &mut self,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        src: IpAddr,
+        kind: IcmpErrorKind,
+        now_ms: u64,
+    ) -> Option<core::ops::Range<usize>> {
+        if !icmp::may_answer(&buf[start..start + len]) {
+            return None;
+        }
+        if !self.limiter.allow(now_ms) {
+            self.stats.rate_limited += 1;
+            return None;
+        }
+        icmp::write_error(buf, start, len, src, kind)
+    }
+
+    fn reply_to_device(
+        &mut self,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        src: IpAddr,
+        kind: IcmpErrorKind,
+        cause: DropReason,
+        now_ms: u64,
+    ) -> Verdict {
+        match self.icmp_error(buf, start, len, src, kind, now_ms) {
+            Some(range) => Verdict::ReplyToDevice { range, cause },
+            None => Verdict::Drop(cause),
+        }
+    }
+
+    /// Decides what happens to the packet `buf[start..start + len]` read from the device.
+    ///
+    /// `start` must be at least [`HEADROOM`] for ICMP errors to be possible (with less, the
+    /// packet is dropped without an error). On [`Verdict::SendToPeer`] the packet has had
+    /// its TTL / hop limit decremented in place.
+    pub fn handle_device_packet(
+        &mut self,
+        table: &SubnetTable,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Verdict {
+        let Some(end) = start.checked_add(len).filter(|&e| e <= buf.len()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let Some(inner) = parse_inner(&buf[start..end]) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let len = inner.len;
+        let Some(peer) = table.lookup(inner.dst) else {
+            let kind = IcmpErrorKind::NetUnreachable;
+            return self.reply_to_device(
+                buf,
+                start,
+                len,
+                inner.dst,
+                kind,
+                DropReason::NoRoute,
+                now_ms,
+            );
+        };
+        if inner.ttl <= 1 {
+            let kind = IcmpErrorKind::TimeExceeded;
+            return self.reply_to_device(
+                buf,
+                start,
+                len,
+                inner.dst,
+                kind,
+                DropReason::TtlExceeded,
+                now_ms,
+            );
+        }
+        if len > self.config.max_payload && inner.dont_fragment {
+            let mtu = if inner.dst.is_ipv4() {
+                self.config.max_payload
+            } else {
+                self.config.max_payload.max(IPV6_MIN_MTU)
+            };
+            let kind = IcmpErrorKind::TooBig { mtu: u32::try_from(mtu).unwrap_or(u32::MAX) };
+            return self.reply_to_device(
+                buf,
+                start,
+                len,
+                inner.dst,
+                kind,
+                DropReason::TooBig,
+                now_ms,
+            );
+        }
+        decrement_ttl(&mut buf[start..start + len]);
+        Verdict::SendToPeer { peer, range: start..start + len }
+    }
+
+    /// Decides what happens to the datagram payload `buf[start..start + len]` received from
+    /// the underlay address `source`.
+    ///
+    /// On [`Verdict::DeliverToDevice`] the inner packet has had its TTL / hop limit
+    /// decremented in place. A packet whose TTL runs out is answered with ICMP time exceeded
+    /// from this host's overlay address, sent back to the peer ([`Verdict::ReplyToPeer`]).
+    pub fn handle_datagram(
+        &mut self,
+        table: &SubnetTable,
+        source: IpAddr,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Verdict {
+        let Some(end) = start.checked_add(len).filter(|&e| e <= buf.len()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let sender = table.peer_by_endpoint(source);
+        if self.config.check_peer && sender.is_none() {
+            return Verdict::Drop(DropReason::UnknownPeer);
+        }
+        let inner = match parse_inner(&buf[start..end]) {
+            Some(inner) if inner.len == len => inner,
+            _ => return Verdict::Drop(DropReason::Malformed),
+        };
+        if self.config.check_inner_source {
+            let owns = sender.and_then(|id| table.peer(id)).is_some_and(|p| p.owns(inner.src));
+            if !owns {
+                return Verdict::Drop(DropReason::SpoofedSource);
+            }
+        }
+        if inner.ttl <= 1 {
+            return self.time_exceeded_to_peer(table, sender, &inner, buf, start, now_ms);
+        }
+        decrement_ttl(&mut buf[start..end]);
+        Verdict::DeliverToDevice { range: start..end }
+    }
+
+    fn time_exceeded_to_peer(
+        &mut self,
+        table: &SubnetTable,
+        sender: Option<PeerId>,
+        inner: &Inner,
+        buf: &mut [u8],
+        start: usize,
+        now_ms: u64,
+    ) -> Verdict {
+        let cause = DropReason::TtlExceeded;
+        let local = match inner.src {
+            IpAddr::V4(_) => self.config.local_v4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.config.local_v6.map(IpAddr::V6),
+        };
+        // The error goes to the inner source, through whichever peer owns it.
+        let Some(peer) = table.lookup(inner.src).or(sender) else {
+            return Verdict::Drop(cause);
+        };
+        let Some(local) = local else {
+            return Verdict::Drop(cause);
+        };
+        match self.icmp_error(buf, start, inner.len, local, IcmpErrorKind::TimeExceeded, now_ms) {
+            Some(range) => Verdict::ReplyToPeer { peer, range, cause },
+            None => Verdict::Drop(cause),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

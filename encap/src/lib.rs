@@ -24,3 +24,5 @@ pub mod ratelimit;
 pub mod table;
 pub mod verdict;
 pub mod wire;
+#[cfg(test)]
+mod testutil;

@@ -1,2 +1,56 @@
-//! weft engine (being written).
+//! # weft: an embeddable userspace overlay dataplane
+//!
+//! weft carries IP packets between hosts by wrapping them in UDP, wire-compatible with
+//! flanneld's UDP backend (the raw inner packet as the UDP payload, port 8285). It is a
+//! library first; the `weft` binary is a thin wrapper over [`daemon::run`].
+//!
+//! ## Embedding
+//! Bring your own device (a TUN you opened, a descriptor from elsewhere, or the in-memory
+//! [`MemoryDevice`] in tests), a bound UDP socket and routes; the engine runs one worker
+//! thread with a mio loop and batched `recvmmsg`/`sendmmsg`:
+//!
+//! ```no_run
+//! use std::net::UdpSocket;
+//! use weft::{Engine, RouteTable, Tun, TunOptions};
+//! use weft_encap::table::Route;
+//!
+//! let tun = Tun::open("vpn0", &TunOptions::default())?;   // configure it with `ip` or weft::setup
+//! let socket = UdpSocket::bind("198.18.0.1:8285")?;
+//! let routes = RouteTable::new([Route {
+//!     subnet: "100.96.2.0/24".parse()?,
+//!     endpoint: "198.18.0.2:8285".parse()?,
+//!     vtep_mac: None,
+//! }])?;
+//! let engine = Engine::builder(tun, socket).routes(routes.clone()).spawn()?;
+//! // ... later, while traffic flows:
+//! routes.remove(&"100.96.2.0/24".parse()?);
+//! println!("{}", engine.stats());
+//! engine.shutdown()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Modules
+//! - [`engine`]: the builder, the running [`Engine`] handle and the worker loop.
+//! - [`routes`]: [`RouteTable`], lock-free route snapshots with runtime edits.
+//! - [`device`]: the [`Device`] trait, real TUN/TAP queues and the in-memory device.
+//! - [`counters`]: traffic and per-reason drop counters.
+//! - [`config`], [`setup`], [`control`], [`daemon`]: the flanneld-style daemon (`weft run`).
+//! - [`testbed`], [`demo`]: hosts in network namespaces, for tests, `weft demo` and benches.
+//! - [`sys`]: every `unsafe` line of the crate (TUN ioctls, rtnetlink, mmsg, namespaces).
+
+pub mod config;
+pub mod control;
+pub mod counters;
+pub mod daemon;
+pub mod demo;
+pub mod device;
+pub mod engine;
+pub mod routes;
+pub mod setup;
 pub mod sys;
+pub mod testbed;
+
+pub use counters::Stats;
+pub use device::{Device, DeviceKind, MemoryDevice, Tun, TunOptions};
+pub use engine::{Engine, EngineBuilder, EngineError};
+pub use routes::RouteTable;

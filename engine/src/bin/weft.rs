@@ -1,2 +1,219 @@
-//! The `weft` binary (being written).
-fn main() {}
+//! The `weft` command: a thin wrapper over the `weft` library.
+//!
+//! Every failure ends in one line on stderr, `weft: <what failed, on what>: <why>`, and a
+//! non-zero exit; never a backtrace.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use weft::config::{default_control_socket, Config};
+use weft::control;
+use weft_encap::table::Cidr;
+
+/// weft: a userspace overlay dataplane, wire-compatible with flanneld's UDP backend.
+#[derive(Parser)]
+#[command(name = "weft", version, about, long_about = None)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace (or set WEFT_LOG).
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_level)]
+    log_level: Option<log::LevelFilter>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: create the device, carry traffic until SIGINT/SIGTERM.
+    Run {
+        /// The configuration file (TOML).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print what it sets up, without running anything.
+    Check {
+        /// The configuration file (TOML).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Add, remove or list peer routes of a running daemon.
+    Peer {
+        #[command(subcommand)]
+        action: PeerAction,
+    },
+    /// Print a running daemon's counters, one `name value` per line.
+    Stats {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Build two hosts in network namespaces on this machine, run traffic through weft
+    /// between them, show what went through, and clean up.
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum PeerAction {
+    /// Route SUBNET to the host at ENDPOINT (replaces an existing route for SUBNET).
+    Add {
+        /// The peer's overlay subnet, e.g. 100.96.2.0/24.
+        #[arg(long, value_name = "CIDR")]
+        subnet: Cidr,
+        /// The peer's underlay address, IP or IP:PORT (default port: the daemon's).
+        #[arg(long, value_name = "IP[:PORT]")]
+        endpoint: String,
+        /// The peer's VTEP MAC (VXLAN L3 mode).
+        #[arg(long, value_name = "MAC")]
+        vtep_mac: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove the route for SUBNET.
+    Del {
+        /// The overlay subnet, e.g. 100.96.2.0/24.
+        #[arg(long, value_name = "CIDR")]
+        subnet: Cidr,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the routes: `<subnet> <endpoint>` per line.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which daemon to talk to.
+#[derive(Args)]
+struct Target {
+    /// The daemon's device; its control socket is @weft/<DEVICE>.
+    #[arg(long, value_name = "NAME", default_value = "flannel0")]
+    device: String,
+    /// The control socket, when not the device's default (a path, or @name).
+    #[arg(long, value_name = "SOCKET")]
+    control: Option<String>,
+}
+
+impl Target {
+    fn socket(&self) -> String {
+        self.control.clone().unwrap_or_else(|| default_control_socket(&self.device))
+    }
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse().map_err(|_| "expected off, error, warn, info, debug or trace".to_owned())
+}
+
+/// Logs `weft: level: message` lines to stderr.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let level = record.level().as_str().to_ascii_lowercase();
+            let _ = writeln!(std::io::stderr(), "weft: {level}: {}", record.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    let line = message.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    let _ = writeln!(std::io::stderr(), "weft: {line}");
+    ExitCode::FAILURE
+}
+
+fn print_lines(lines: &[String]) {
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        let _ = writeln!(out, "{l}");
+    }
+}
+
+fn talk(target: &Target, request: &str) -> ExitCode {
+    match control::request(&target.socket(), request) {
+        Ok(lines) => {
+            print_lines(&lines);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // clap's message is several lines; keep the one that says what is wrong.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let _ = writeln!(std::io::stderr(), "weft: {first} (see weft --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let level = cli.log_level.unwrap_or_else(|| {
+        std::env::var("WEFT_LOG").ok().and_then(|v| v.parse().ok()).unwrap_or(log::LevelFilter::Info)
+    });
+    let _ = log::set_logger(&StderrLogger);
+    log::set_max_level(level);
+
+    match cli.command {
+        Command::Run { config } => match weft::daemon::run(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                let mtus = weft::daemon::mtus(&c);
+                println!("{}: ok", c.path.display());
+                println!("device {} address {}/{}", c.device.name, c.device.address, c.network.prefix_len());
+                if let Ok(m) = mtus {
+                    println!("mtu underlay {} device {}", m.underlay, m.device);
+                }
+                println!("listen {}", c.listen);
+                println!("control {}", c.control_socket);
+                for r in &c.peers {
+                    println!("peer {} {}", r.subnet, r.endpoint);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Peer { action } => match action {
+            PeerAction::Add { subnet, endpoint, vtep_mac, target } => {
+                let mac = vtep_mac.map(|m| format!(" {m}")).unwrap_or_default();
+                talk(&target, &format!("peer add {subnet} {endpoint}{mac}"))
+            }
+            PeerAction::Del { subnet, target } => talk(&target, &format!("peer del {subnet}")),
+            PeerAction::List { target } => talk(&target, "peer list"),
+        },
+        Command::Stats { target } => talk(&target, "stats"),
+        Command::Demo => demo(),
+    }
+}
+
+fn demo() -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot find the weft executable: {e}")),
+    };
+    match weft::demo::run(&exe) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}

@@ -1,0 +1,1 @@
+//! Byte-vector tests of the UDP backend (being written).

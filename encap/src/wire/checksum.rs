@@ -1,0 +1,206 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+//!
+//! The checksum is the one's complement of the one's complement sum of the data taken as
+//! big-endian 16-bit words. Sums are accumulated in a [`Sum`] (a `u64` with end-around carry),
+//! so they can be chained over several slices (pseudo header, header, payload) and folded to
+//! 16 bits once at the end:
+//!
+//! ```
+//! use weft_encap::wire::checksum;
+//! let header = [0x45, 0x00, 0x00, 0x1c];
+//! let payload = [0x08, 0x00, 0x00, 0x00];
+//! let partial = checksum::sum(&header, 0);
+//! let total = checksum::sum(&payload, partial);
+//! assert_eq!(!checksum::fold(total), checksum::checksum(&[header, payload].concat()));
+//! ```
+//!
+//! Chaining rule: every slice except the last must have an even length (an odd slice is
+//! padded with a zero byte, exactly as if it were the end of the data).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// A partial one's complement sum, not yet folded. Start a fresh sum with `0`.
+pub type Sum = u64;
+
+/// Adds `b` to `a` with end-around carry (one's complement addition on 64 bits).
+#[inline]
+fn add_carry(a: u64, b: u64) -> u64 {
+    let (s, carry) = a.overflowing_add(b);
+    s + u64::from(carry)
+}
+
+/// Adds the bytes of `data` (big-endian 16-bit words, an odd last byte padded with zero) to
+/// the partial sum `initial`.
+///
+/// Works on 8-byte chunks with a 64-bit accumulator: the one's complement sum of 16-bit words
+/// equals the folded one's complement sum of 64-bit words.
+pub fn sum(data: &[u8], initial: Sum) -> Sum {
+    let mut acc = initial;
+    let mut chunks = data.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        acc = add_carry(acc, u64::from_be_bytes(word));
+    }
+    let rest = chunks.remainder();
+    // At most 7 bytes: place them at the top of a zero-padded big-endian u64, which keeps
+    // each byte in its 16-bit word lane.
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        acc = add_carry(acc, u64::from_be_bytes(word));
+    }
+    acc
+}
+
+/// Folds a partial sum to 16 bits (one's complement), without complementing it.
+pub fn fold(sum: Sum) -> u16 {
+    let mut s = (sum >> 32) + (sum & 0xffff_ffff); // <= 2^33
+    s = (s >> 32) + (s & 0xffff_ffff); // <= 2^32
+    s = (s >> 16) + (s & 0xffff); // <= 0x1_fffe
+    s = (s >> 16) + (s & 0xffff); // <= 0xffff
+    s as u16
+}
+
+/// The Internet checksum of `data`: the complement of its folded one's complement sum.
+///
+/// Over data that contains a correct checksum field, the result is `0`.
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum(data, 0))
+}
+
+/// Partial sum of the IPv4 pseudo header (RFC 768 / RFC 793): source, destination, zero,
+/// protocol, and the upper-layer length `len`.
+pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u32) -> Sum {
+    let s = u64::from(u32::from(src)) + u64::from(u32::from(dst));
+    s + u64::from(protocol) + u64::from(len)
+}
+
+/// Partial sum of the IPv6 pseudo header (RFC 8200 8.1): source, destination, the 32-bit
+/// upper-layer length `len`, three zero bytes and the next header value.
+pub fn pseudo_header_v6(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, len: u32) -> Sum {
+    let s = sum(&src.octets(), 0);
+    let s = sum(&dst.octets(), s);
+    add_carry(s, u64::from(len) + u64::from(next_header))
+}
+
+/// Incrementally updates the checksum `checksum` after a 16-bit word of the covered data
+/// changed from `old` to `new` (RFC 1624 eqn. 3: `HC' = ~(~HC + ~m + m')`).
+///
+/// Unlike eqn. 2 this never produces the `0x0000` vs. `0xffff` discrepancy of RFC 1141:
+/// the result equals a full recomputation over the changed data.
+pub fn update16(checksum: u16, old: u16, new: u16) -> u16 {
+    let s = u64::from(!checksum) + u64::from(!old) + u64::from(new);
+    !fold(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Straightforward reference: 16-bit words, u32 accumulator folded at the end.
+    fn reference(data: &[u8]) -> u16 {
+        let mut acc: u64 = 0;
+        for pair in data.chunks(2) {
+            let hi = u64::from(pair[0]) << 8;
+            let lo = pair.get(1).map_or(0, |&b| u64::from(b));
+            acc += hi | lo;
+        }
+        while acc > 0xffff {
+            acc = (acc >> 16) + (acc & 0xffff);
+        }
+        !(acc as u16)
+    }
+
+    fn bytes(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 section 3: words 0001 f203 f4f5 f6f7 sum to ddf2 (folded).
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum(&data, 0)), 0xddf2);
+        assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    #[test]
+    fn matches_reference_for_all_small_lengths_and_64k() {
+        for n in 0..=67 {
+            let d = bytes(n as u64 + 7, n);
+            assert_eq!(checksum(&d), reference(&d), "len {n}");
+        }
+        let all_ff = vec![0xffu8; 65535];
+        assert_eq!(checksum(&all_ff), reference(&all_ff));
+        let big = bytes(99, 65536);
+        assert_eq!(checksum(&big), reference(&big));
+    }
+
+    #[test]
+    fn chaining_equals_one_pass() {
+        let d = bytes(3, 1001);
+        for split in (0..1000).step_by(2) {
+            let s = sum(&d[split..], sum(&d[..split], 0));
+            assert_eq!(!fold(s), checksum(&d), "split {split}");
+        }
+    }
+
+    #[test]
+    fn fold_handles_extremes() {
+        assert_eq!(fold(0), 0);
+        assert_eq!(fold(u64::MAX), 0xffff);
+        assert_eq!(fold(0xffff), 0xffff);
+        assert_eq!(fold(0x1_0000), 1);
+    }
+
+    #[test]
+    fn pseudo_headers_match_byte_layout() {
+        let src = Ipv4Addr::new(198, 18, 0, 1);
+        let dst = Ipv4Addr::new(198, 18, 0, 2);
+        let mut ph = Vec::new();
+        ph.extend_from_slice(&src.octets());
+        ph.extend_from_slice(&dst.octets());
+        ph.extend_from_slice(&[0, 17, 0x12, 0x34]);
+        assert_eq!(fold(pseudo_header_v4(src, dst, 17, 0x1234)), fold(sum(&ph, 0)));
+
+        let s6: Ipv6Addr = "fd00:198:18::1".parse().unwrap();
+        let d6: Ipv6Addr = "fd00:198:18::2".parse().unwrap();
+        let mut ph = Vec::new();
+        ph.extend_from_slice(&s6.octets());
+        ph.extend_from_slice(&d6.octets());
+        ph.extend_from_slice(&0x0001_0203u32.to_be_bytes());
+        ph.extend_from_slice(&[0, 0, 0, 58]);
+        assert_eq!(
+            fold(pseudo_header_v6(&s6, &d6, 58, 0x0001_0203)),
+            fold(sum(&ph, 0))
+        );
+    }
+
+    #[test]
+    fn update16_matches_recomputation() {
+        let mut d = bytes(5, 20);
+        for i in 0..2000u32 {
+            d[10] = 0;
+            d[11] = 0;
+            let word = (i as usize % 9) * 2;
+            let word = if word == 10 { 12 } else { word };
+            let c = checksum(&d);
+            d[10..12].copy_from_slice(&c.to_be_bytes());
+            let old = u16::from_be_bytes([d[word], d[word + 1]]);
+            let new = old.wrapping_mul(31).wrapping_add(i as u16);
+            d[word..word + 2].copy_from_slice(&new.to_be_bytes());
+            let updated = update16(c, old, new);
+            d[10] = 0;
+            d[11] = 0;
+            assert_eq!(updated, checksum(&d), "iteration {i}");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The control socket: add, remove and list peers, read counters, at runtime.
+//!
+//! A Unix stream socket, by default `@weft/<device>` in the abstract namespace. Abstract
+//! sockets belong to the network namespace, so every host of a namespace test bed (and every
+//! container) has its own, and `ip netns exec hostA weft peer list` talks to hostA's daemon.
+//! Only root and the daemon's own user may use it (checked with `SO_PEERCRED`).
+//!
+//! The protocol is one request line, answered by zero or more data lines and a final
+//! `ok` or `error: <message>` line:
+//!
+//! ```text
+//! peer add 100.96.2.0/24 198.18.0.2[:port] [vtep-mac]
+//! peer del 100.96.2.0/24
+//! peer list                  -> "<subnet> <endpoint>[ <vtep-mac>]" lines
+//! stats                      -> "<counter> <value>" lines
+//! ```
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weft_encap::table::{Cidr, Route};
+use weft_encap::wire::EthernetAddress;
+
+use crate::config::parse_endpoint;
+use crate::counters::Stats;
+use crate::routes::RouteTable;
+
+/// A control-socket failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The socket could not be bound.
+    #[error("cannot listen on control socket {socket}: {source}")]
+    Bind {
+        /// The socket name.
+        socket: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon could not be reached.
+    #[error("cannot reach weft's control socket {socket}: {source} (is `weft run` running in this network namespace? see --device / --control)")]
+    Connect {
+        /// The socket name.
+        socket: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The conversation broke off.
+    #[error("control socket {socket}: {source}")]
+    Io {
+        /// The socket name.
+        socket: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon refused the request.
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn unix_addr(socket: &str) -> io::Result<UnixAddr> {
+    match socket.strip_prefix('@') {
+        Some(name) => UnixAddr::from_abstract_name(name.as_bytes()),
+        None => UnixAddr::from_pathname(socket),
+    }
+}
+
+/// What the control server needs to know of the daemon.
+pub struct ControlContext {
+    /// The routes it edits.
+    pub routes: RouteTable,
+    /// Where counters come from.
+    pub stats: Box<dyn Fn() -> Stats + Send + Sync>,
+    /// The port of an endpoint given without one.
+    pub default_port: u16,
+    /// Subnets must lie inside one of these (the configured networks).
+    pub networks: Vec<Cidr>,
+    /// This host's own overlay addresses, which no peer subnet may contain.
+    pub local_addresses: Vec<IpAddr>,
+    /// Endpoints must be of this family (the listen address's).
+    pub ipv4_underlay: bool,
+}
+
+impl ControlContext {
+    fn handle(&self, line: &str, out: &mut Vec<String>) -> Result<(), String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["peer", "add", subnet, endpoint, rest @ ..] if rest.len() <= 1 => {
+                let route = self.parse_route(subnet, endpoint, rest.first().copied())?;
+                self.routes.insert(route).map_err(|e| e.to_string())?;
+                log::info!("peer added: {} via {}", route.subnet, route.endpoint);
+                Ok(())
+            }
+            ["peer", "del", subnet] => {
+                let subnet: Cidr = subnet.parse().map_err(|e| format!("subnet {subnet:?}: {e}"))?;
+                match self.routes.remove(&subnet) {
+                    Some(r) => {
+                        log::info!("peer removed: {} via {}", r.subnet, r.endpoint);
+                        Ok(())
+                    }
+                    None => Err(format!("no route for {subnet}")),
+                }
+            }
+            ["peer", "list"] => {
+                for r in self.routes.routes() {
+                    out.push(match r.vtep_mac {
+                        Some(mac) => format!("{} {} {}", r.subnet, r.endpoint, mac),
+                        None => format!("{} {}", r.subnet, r.endpoint),
+                    });
+                }
+                Ok(())
+            }
+            ["stats"] => {
+                let stats = (self.stats)();
+                out.extend(stats.iter().map(|(n, v)| format!("{n} {v}")));
+                Ok(())
+            }
+            _ => Err(format!(
+                "unknown request {line:?}; expected `peer add SUBNET ENDPOINT [MAC]`, `peer del SUBNET`, `peer list` or `stats`"
+            )),
+        }
+    }
+
+    fn parse_route(&self, subnet: &str, endpoint: &str, mac: Option<&str>) -> Result<Route, String> {
+        let subnet: Cidr = subnet.parse().map_err(|e| format!("subnet {subnet:?}: {e}"))?;
+        if !self.networks.iter().any(|n| n.covers(&subnet)) {
+            let nets: Vec<String> = self.networks.iter().map(|n| n.to_string()).collect();
+            return Err(format!("subnet {subnet} is outside the overlay ({})", nets.join(", ")));
+        }
+        if self.local_addresses.iter().any(|a| subnet.contains(*a)) {
+            return Err(format!("subnet {subnet} contains this host's own address"));
+        }
+        let ep = parse_endpoint(endpoint, self.default_port)
+            .ok_or_else(|| format!("endpoint {endpoint:?}: expected IP or IP:PORT"))?;
+        if ep.is_ipv4() != self.ipv4_underlay {
+            return Err(format!("endpoint {ep} is of another address family than the underlay"));
+        }
+        let vtep_mac = match mac {
+            Some(m) => Some(
+                m.parse::<EthernetAddress>().map_err(|_| format!("vtep mac {m:?}: expected e.g. 02:00:00:00:01:00"))?,
+            ),
+            None => None,
+        };
+        Ok(Route { subnet, endpoint: ep, vtep_mac })
+    }
+}
+
+/// A running control server; the socket file (if any) is removed on drop.
+pub struct ControlServer {
+    socket: String,
+}
+
+impl ControlServer {
+    /// Binds `socket` and serves requests on a background thread.
+    pub fn start(socket: &str, ctx: ControlContext) -> Result<ControlServer, ControlError> {
+        let bind_err = |source| ControlError::Bind { socket: socket.to_owned(), source };
+        if !socket.starts_with('@') {
+            let path = Path::new(socket);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(bind_err)?;
+            }
+            // A stale socket from a crashed daemon; a live one would still be refused below
+            // only by the connect check, so test it first.
+            if UnixStream::connect(path).is_ok() {
+                return Err(bind_err(io::Error::from(io::ErrorKind::AddrInUse)));
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        let listener = unix_addr(socket).and_then(|a| UnixListener::bind_addr(&a)).map_err(bind_err)?;
+        let ctx = Arc::new(ctx);
+        let name = socket.to_owned();
+        std::thread::Builder::new()
+            .name("weft-control".into())
+            .spawn(move || serve(listener, ctx, name))
+            .map_err(bind_err)?;
+        Ok(ControlServer { socket: socket.to_owned() })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        if !self.socket.starts_with('@') {
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+}
+
+fn serve(listener: UnixListener, ctx: Arc<ControlContext>, name: String) {
+    // The owner of /proc/self is this process's effective uid.
+    let own_uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        match crate::sys::peer_uid(stream.as_raw_fd()) {
+            Ok(uid) if uid == 0 || uid == own_uid => {}
+            Ok(uid) => {
+                log::warn!("control socket {name}: refused a client with uid {uid}");
+                let _ = (&stream).write_all(b"error: permission denied\n");
+                continue;
+            }
+            Err(_) => continue,
+        }
+        if let Err(e) = serve_one(&stream, &ctx) {
+            log::debug!("control socket {name}: {e}");
+        }
+    }
+}
+
+fn serve_one(stream: &UnixStream, ctx: &ControlContext) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = String::new();
+    BufReader::new(stream).take(4096).read_line(&mut line)?;
+    let mut out = Vec::new();
+    let result = ctx.handle(line.trim(), &mut out);
+    let mut w = io::BufWriter::new(stream);
+    for l in out {
+        writeln!(w, "{l}")?;
+    }
+    match result {
+        Ok(()) => writeln!(w, "ok")?,
+        Err(e) => writeln!(w, "error: {}", e.replace('\n', " "))?,
+    }
+    w.flush()
+}
+
+/// Sends one request to the daemon at `socket`; returns the data lines of the answer.
+pub fn request(socket: &str, line: &str) -> Result<Vec<String>, ControlError> {
+    let stream = unix_addr(socket)
+        .and_then(|a| UnixStream::connect_addr(&a))
+        .map_err(|source| ControlError::Connect { socket: socket.to_owned(), source })?;
+    let io_err = |source| ControlError::Io { socket: socket.to_owned(), source };
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io_err)?;
+    (&stream).write_all(format!("{}\n", line.trim()).as_bytes()).map_err(io_err)?;
+    let mut lines = Vec::new();
+    for l in BufReader::new(&stream).lines() {
+        let l = l.map_err(io_err)?;
+        if l == "ok" {
+            return Ok(lines);
+        }
+        if let Some(msg) = l.strip_prefix("error: ") {
+            return Err(ControlError::Refused(msg.to_owned()));
+        }
+        lines.push(l);
+    }
+    Err(io_err(io::Error::new(io::ErrorKind::UnexpectedEof, "the daemon closed the connection without an answer")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::Counters;
+
+    fn ctx(routes: RouteTable) -> ControlContext {
+        let counters = Arc::new(Counters::default());
+        ControlContext {
+            routes,
+            stats: Box::new(move || counters.snapshot()),
+            default_port: 8285,
+            networks: vec!["100.96.0.0/16".parse().unwrap()],
+            local_addresses: vec!["100.96.1.0".parse().unwrap()],
+            ipv4_underlay: true,
+        }
+    }
+
+    #[test]
+    fn requests_over_an_abstract_socket() {
+        let routes = RouteTable::default();
+        let name = format!("@weft-test/{}-{:?}", std::process::id(), std::thread::current().id());
+        let _server = ControlServer::start(&name, ctx(routes.clone())).unwrap();
+        assert!(request(&name, "peer add 100.96.2.0/24 198.18.0.2").unwrap().is_empty());
+        assert_eq!(routes.routes().len(), 1);
+        assert_eq!(routes.routes()[0].endpoint, "198.18.0.2:8285".parse().unwrap());
+        request(&name, "peer add 100.96.3.0/24 198.18.0.3:9000 02:00:00:00:03:00").unwrap();
+        let list = request(&name, "peer list").unwrap();
+        assert_eq!(list, ["100.96.2.0/24 198.18.0.2:8285", "100.96.3.0/24 198.18.0.3:9000 02:00:00:00:03:00"]);
+        request(&name, "peer del 100.96.2.0/24").unwrap();
+        assert_eq!(routes.routes().len(), 1);
+        let stats = request(&name, "stats").unwrap();
+        assert!(stats.iter().any(|l| l == "tx_packets 0"), "{stats:?}");
+        for (bad, why) in [
+            ("peer del 100.96.2.0/24", "no route"),
+            ("peer add 100.97.0.0/24 198.18.0.2", "outside the overlay"),
+            ("peer add 100.96.1.0/24 198.18.0.2", "own address"),
+            ("peer add 100.96.4.0/24 fd00::2", "family"),
+            ("peer add 100.96.4.0/33 198.18.0.2", "prefix length"),
+            ("frobnicate", "unknown request"),
+        ] {
+            match request(&name, bad) {
+                Err(ControlError::Refused(msg)) => assert!(msg.contains(why), "{bad}: {msg}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unreachable_daemon_says_where_it_looked() {
+        let e = request("@weft-test/nobody-here", "stats").unwrap_err().to_string();
+        assert!(e.contains("@weft-test/nobody-here") && e.contains("weft run"), "{e}");
+    }
+}

@@ -1,0 +1,146 @@
+//! Device and socket setup the way flanneld does it.
+//!
+//! flanneld's UDP backend creates the TUN `flannel0`, sets its MTU to the underlay MTU minus
+//! 28, assigns the host's overlay address *with the whole network's prefix length* (so the
+//! kernel routes the entire overlay through the device), and brings it up. [`create_tun`]
+//! does the same through rtnetlink. The device is non-persistent: it disappears, with its
+//! addresses and routes, when weft closes it, so a clean exit and a crash both leave nothing
+//! behind.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::sys::{Netlink, Tun, TunOptions};
+
+/// A setup failure, with what was being set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Opening or creating the TUN/TAP device failed.
+    #[error("cannot create device {name} via /dev/net/tun: {source}{hint}")]
+    OpenDevice {
+        /// The device name.
+        name: String,
+        /// What to do about it, if we can tell.
+        hint: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Configuring the device (MTU, address, link state) failed.
+    #[error("cannot {what} on device {name}: {source}")]
+    Configure {
+        /// What was being done, e.g. "set MTU 1472".
+        what: String,
+        /// The device name.
+        name: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Binding the UDP socket failed.
+    #[error("cannot bind UDP {addr}: {source}{hint}")]
+    Bind {
+        /// The address and port.
+        addr: SocketAddr,
+        /// What to do about it, if we can tell.
+        hint: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Talking to the kernel over rtnetlink failed.
+    #[error("rtnetlink: {0}")]
+    Netlink(#[source] io::Error),
+}
+
+/// What [`create_tun`] sets up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunSetup {
+    /// Device name, e.g. `flannel0`.
+    pub name: String,
+    /// Device options (TUN or TAP, queues, vnet headers).
+    pub options: TunOptions,
+    /// Device MTU.
+    pub mtu: u32,
+    /// Addresses to assign, each with its prefix length (the kernel adds the prefix route).
+    pub addresses: Vec<(IpAddr, u8)>,
+}
+
+/// Creates and configures the device: open, MTU, addresses, up.
+pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
+    let tun = Tun::open(&setup.name, &setup.options).map_err(|source| {
+        let hint = match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                " (weft needs root or CAP_NET_ADMIN to create devices)"
+            }
+            Some(libc::EBUSY) => " (the device is in use: is another weft or flanneld running?)",
+            Some(libc::ENOENT) | Some(libc::ENODEV) => {
+                " (no TUN/TAP support: load the tun module, or create /dev/net/tun)"
+            }
+            Some(libc::EINVAL) => {
+                " (a device of that name exists and is not a TUN/TAP device of this kind)"
+            }
+            _ => "",
+        };
+        SetupError::OpenDevice { name: setup.name.clone(), hint, source }
+    })?;
+    let name = tun.name().to_owned();
+    let configure = |what: String| {
+        let name = name.clone();
+        move |source| SetupError::Configure { what, name, source }
+    };
+    let mut nl = Netlink::open().map_err(SetupError::Netlink)?;
+    let link = nl
+        .link_by_name(&name)
+        .map_err(SetupError::Netlink)?
+        .ok_or_else(|| SetupError::Configure {
+            what: "find the new device".into(),
+            name: name.clone(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })?;
+    nl.set_mtu(link.index, setup.mtu).map_err(configure(format!("set MTU {}", setup.mtu)))?;
+    for &(addr, len) in &setup.addresses {
+        nl.add_address(link.index, addr, len)
+            .map_err(configure(format!("assign address {addr}/{len}")))?;
+    }
+    nl.set_up(link.index).map_err(configure("bring the device up".into()))?;
+    Ok(tun)
+}
+
+/// The MTU of the interface that holds `addr`, if some interface does.
+pub fn interface_mtu(addr: IpAddr) -> Result<Option<u32>, SetupError> {
+    if addr.is_unspecified() {
+        return Ok(None);
+    }
+    let mut nl = Netlink::open().map_err(SetupError::Netlink)?;
+    Ok(nl.link_with_address(addr).map_err(SetupError::Netlink)?.map(|l| l.mtu))
+}
+
+/// Binds the tunnel's UDP socket: large buffers, IPv6-only for IPv6 addresses, no port
+/// sharing (a port in use is an error, not a silent split of the traffic).
+pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, SetupError> {
+    let fail = |source: io::Error| {
+        let hint = match source.raw_os_error() {
+            Some(libc::EADDRINUSE) => " (the port is in use: is another weft or flanneld running?)",
+            Some(libc::EADDRNOTAVAIL) => " (the address is not assigned to any interface here)",
+            Some(libc::EACCES) => " (permission denied)",
+            _ => "",
+        };
+        SetupError::Bind { addr, hint, source }
+    };
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP)).map_err(fail)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(fail)?;
+    }
+    // Large buffers absorb bursts of whole batches (the kernel caps them at
+    // net.core.{r,w}mem_max). Failing to enlarge them is not fatal.
+    const BUFFER: usize = 4 << 20;
+    let _ = socket.set_recv_buffer_size(BUFFER);
+    let _ = socket.set_send_buffer_size(BUFFER);
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,1501 @@
+//! A testbed of hosts and pods in Linux network namespaces, for end-to-end tests, `weft demo`
+//! and the end-to-end benchmarks.
+//!
+//! # Model
+//!
+//! A *host* is a network namespace with an underlay interface `u0` carrying `198.18.0.N/24`;
+//! host `N` owns the overlay subnet `100.96.N.0/24` and its weft device gets `100.96.N.0`.
+//! Hosts are joined either by one veth pair ([`Testbed::two_hosts`]) or by a bridge `br0` in
+//! a separate *switch* namespace with one veth per host ([`Testbed::switched`]).
+//! A *pod* is a namespace of its own whose `eth0` is a veth into the bridge `cni0`
+//! (`100.96.N.1/24`) of its host, with a default route via `100.96.N.1`; the host forwards
+//! (`net.ipv4.ip_forward=1`). This is the picture of flannel's documentation:
+//!
+//! ```text
+//!  pod 100.96.1.2 -- cni0 -- hostA -- weft (flannel0) -- u0 198.18.0.1 ==veth== 198.18.0.2 u0 -- hostB ...
+//! ```
+//!
+//! [`WeftDaemon`] starts `weft run` inside a host, waits until its control socket answers, and
+//! wraps the control commands (`weft stats`, `weft peer ...`).
+//!
+//! # Invariants
+//!
+//! - Nothing is created or configured in the root network namespace: every veth is created
+//!   with both ends directly inside their namespaces (`ip -n X link add u0 type veth peer name
+//!   u0 netns Y`), and every address and route lives inside a namespace.
+//! - Every namespace, process and temporary file is owned by a guard ([`Netns`], [`NsChild`],
+//!   [`TempDir`], [`ConfigFile`]) that removes it on `Drop`, also when a test panics.
+//!   Dropping a [`Netns`] first terminates every process still running inside it.
+//! - Names are unique per process and per call (prefix, process id, counter), so tests in the
+//!   same or in different processes can run in parallel.
+//! - Nothing waits with a fixed sleep: [`wait_until`] and [`wait_for`] poll a condition against
+//!   a deadline and name what they awaited when it passes. Every command runs with a timeout.
+//!
+//! Everything here shells out to `ip`, `sysctl`, `ping`, `nc`, `ss`, `kill` and `sha256sum`,
+//! and needs root.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use weft::testbed::{ping, Testbed, WeftConfig, WeftDaemon, DEFAULT_DEVICE};
+//!
+//! # fn main() -> Result<(), weft::testbed::TestbedError> {
+//! let bed = Testbed::two_hosts("example")?;
+//! let config_a = WeftConfig::udp(1, &[2]).write()?;
+//! let config_b = WeftConfig::udp(2, &[1]).write()?;
+//! let exe = Path::new("target/debug/weft");
+//! let _a = WeftDaemon::start(exe, bed.host(1).netns(), config_a.path(), DEFAULT_DEVICE)?;
+//! let _b = WeftDaemon::start(exe, bed.host(2).netns(), config_b.path(), DEFAULT_DEVICE)?;
+//! let summary = ping(bed.host(1).netns(), bed.host(2).overlay_addr(), 3)?;
+//! assert!(summary.all_received());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The flannel UDP backend's port, used as both source and destination.
+pub const UDP_PORT: u16 = 8285;
+/// The device name weft and flanneld use for the UDP backend.
+pub const DEFAULT_DEVICE: &str = "flannel0";
+/// The overlay network every host's subnet is carved from.
+pub const OVERLAY_NETWORK: &str = "100.96.0.0/16";
+/// The name of every host's underlay interface.
+pub const UNDERLAY_IFNAME: &str = "u0";
+/// The MTU of the underlay links.
+pub const UNDERLAY_MTU: u32 = 1500;
+/// The MTU of the UDP backend's device and of its pods: underlay MTU minus IPv4 and UDP headers.
+pub const UDP_OVERLAY_MTU: u32 = UNDERLAY_MTU - 28;
+/// The bridge that pods attach to inside their host.
+pub const POD_BRIDGE: &str = "cni0";
+/// The bridge inside the switch namespace of a switched testbed.
+pub const SWITCH_BRIDGE: &str = "br0";
+/// How long an ordinary command may run before it is killed.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a started daemon may take to answer `weft stats`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a process gets to exit after SIGTERM before it is sent SIGKILL.
+pub const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything that can go wrong while building or driving the testbed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    /// A program could not be started at all.
+    #[error("cannot start `{command}`: {source} (is the program installed and on PATH?)")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why it could not be started.
+        #[source]
+        source: io::Error,
+    },
+    /// A command that had to succeed exited with a failure status.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    CommandFailed {
+        /// The command line.
+        command: String,
+        /// How it exited.
+        status: ExitStatus,
+        /// What it wrote to stderr, trimmed.
+        stderr: String,
+    },
+    /// A command ran longer than its timeout and was killed.
+    #[error("`{command}` did not finish within {timeout:?} and was killed")]
+    CommandTimeout {
+        /// The command line.
+        command: String,
+        /// The timeout that passed.
+        timeout: Duration,
+    },
+    /// A polled condition did not become true before its deadline.
+    #[error("timed out after {waited:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long it was awaited.
+        waited: Duration,
+    },
+    /// A file-system operation on a temporary file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, naming the path.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A weft daemon exited before it answered on its control socket.
+    #[error("weft daemon in namespace {netns} exited ({status}) before it was ready; its log:\n{log}")]
+    DaemonExited {
+        /// The namespace the daemon ran in.
+        netns: String,
+        /// How it exited.
+        status: ExitStatus,
+        /// Everything it wrote to stdout and stderr.
+        log: String,
+    },
+    /// A command's output did not have the expected shape.
+    #[error("unexpected output from `{command}`: {output}")]
+    UnexpectedOutput {
+        /// The command line.
+        command: String,
+        /// The output that could not be understood.
+        output: String,
+    },
+    /// The testbed was asked for something its topology cannot provide.
+    #[error("invalid testbed request: {0}")]
+    Invalid(String),
+}
+
+/// The result type of this module.
+pub type Result<T, E = TestbedError> = std::result::Result<T, E>;
+
+/// A process-wide counter that makes names unique together with the process id.
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// `prefix-pid-counter`: unique among all callers in all processes on this machine.
+fn unique_name(prefix: &str) -> String {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{id}", std::process::id())
+}
+
+/// The command line of `argv`, for messages.
+fn describe(argv: &[&str]) -> String {
+    argv.join(" ")
+}
+
+/// Whether this process runs with effective user id 0 (read from `/proc/self/status`).
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("Uid:"))
+                .and_then(|line| line.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Polls `condition` until it returns true or `timeout` passes.
+///
+/// Polls quickly at first and backs off to every 100 ms. The error names `what` was awaited.
+pub fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) -> Result<()> {
+    wait_for(timeout, what, || condition().then_some(()))
+}
+
+/// Polls `probe` until it returns `Some(value)` or `timeout` passes, and returns the value.
+///
+/// Polls quickly at first and backs off to every 100 ms. The error names `what` was awaited.
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(value) = probe() {
+            return Ok(value);
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Err(TestbedError::Timeout {
+                what: what.to_owned(),
+                waited,
+            });
+        }
+        thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Waits for `child` to exit, for at most `timeout`; `None` if it is still running.
+fn wait_child(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Ok(None);
+        }
+        thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Runs `command` with stdin from /dev/null, capturing stdout and stderr in temporary files
+/// (not pipes, so a leftover grandchild cannot make this hang), killing it after `timeout`.
+fn run_captured(mut command: Command, description: &str, timeout: Duration) -> Result<Output> {
+    let dir = TempDir::new("weft-exec")?;
+    let stdout_path = dir.path().join("stdout");
+    let stderr_path = dir.path().join("stderr");
+    command
+        .stdin(Stdio::null())
+        .stdout(create_file(&stdout_path)?)
+        .stderr(create_file(&stderr_path)?);
+    log::debug!("running {description}");
+    let mut child = command.spawn().map_err(|source| TestbedError::Spawn {
+        command: description.to_owned(),
+        source,
+    })?;
+    let status = wait_child(&mut child, timeout).map_err(|source| TestbedError::Io {
+        what: format!("waiting for `{description}`"),
+        source,
+    })?;
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(TestbedError::CommandTimeout {
+            command: description.to_owned(),
+            timeout,
+        });
+    };
+    Ok(Output {
+        status,
+        stdout: read_file(&stdout_path)?,
+        stderr: read_file(&stderr_path)?,
+    })
+}
+
+/// Turns a finished command's output into its stdout, or an error carrying its stderr.
+fn require_success(description: &str, output: Output) -> Result<String> {
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(TestbedError::CommandFailed {
+            command: description.to_owned(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// Runs `argv` in the root namespace (only for `ip netns ...` and `ip -n ...`, which act on
+/// namespaces, never on the root namespace's own configuration) and requires success.
+fn host_exec_ok(argv: &[&str]) -> Result<String> {
+    let description = describe(argv);
+    let mut command = Command::new(argv[0]);
+    command.args(&argv[1..]);
+    let output = run_captured(command, &description, COMMAND_TIMEOUT)?;
+    require_success(&description, output)
+}
+
+fn create_file(path: &Path) -> Result<File> {
+    File::create(path).map_err(|source| TestbedError::Io {
+        what: format!("creating {}", path.display()),
+        source,
+    })
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|source| TestbedError::Io {
+        what: format!("reading {}", path.display()),
+        source,
+    })
+}
+
+/// Sends `signal` (a name such as `TERM` or `KILL`) to process `pid` with `kill(1)`.
+fn send_signal(pid: u32, signal: &str) -> Result<()> {
+    let pid = pid.to_string();
+    host_exec_ok(&["kill", "-s", signal, &pid]).map(drop)
+}
+
+/// A temporary directory under [`std::env::temp_dir`], removed with its contents on `Drop`.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a new, empty directory named `prefix-pid-counter`.
+    pub fn new(prefix: &str) -> Result<Self> {
+        let path = std::env::temp_dir().join(unique_name(prefix));
+        fs::create_dir(&path).map_err(|source| TestbedError::Io {
+            what: format!("creating directory {}", path.display()),
+            source,
+        })?;
+        Ok(Self { path })
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `contents` to the file `name` inside the directory and returns its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> Result<PathBuf> {
+        let path = self.path.join(name);
+        fs::write(&path, contents).map_err(|source| TestbedError::Io {
+            what: format!("writing {}", path.display()),
+            source,
+        })?;
+        Ok(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(error) = fs::remove_dir_all(&self.path) {
+            log::warn!("cannot remove {}: {error}", self.path.display());
+        }
+    }
+}
+
+/// A network namespace, created on construction and deleted on `Drop`.
+///
+/// Dropping it terminates every process still inside the namespace (SIGTERM, then SIGKILL
+/// after [`TERMINATE_GRACE`]) before `ip netns del`, so nothing outlives a test.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace named `prefix-pid-counter` with its loopback interface up.
+    pub fn new(prefix: &str) -> Result<Self> {
+        let name = unique_name(prefix);
+        host_exec_ok(&["ip", "netns", "add", &name])?;
+        let netns = Self { name };
+        netns.ip(&["link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+
+    /// The namespace's name (as listed by `ip netns list`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n <name> <args>` and returns its stdout; fails if `ip` fails.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut argv = vec!["ip", "-n", &self.name];
+        argv.extend_from_slice(args);
+        host_exec_ok(&argv)
+    }
+
+    /// A [`Command`] that runs `argv` inside the namespace (`ip netns exec <name> argv...`).
+    ///
+    /// `ip netns exec` replaces itself with the program, so the child's pid is the program's.
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).args(argv);
+        command
+    }
+
+    fn describe(&self, argv: &[&str]) -> String {
+        format!("[{}] {}", self.name, describe(argv))
+    }
+
+    /// Runs `argv` inside the namespace, waits at most [`COMMAND_TIMEOUT`] and returns its
+    /// output whatever its exit status.
+    pub fn exec(&self, argv: &[&str]) -> Result<Output> {
+        self.exec_timeout(argv, COMMAND_TIMEOUT)
+    }
+
+    /// Like [`Netns::exec`], with an explicit timeout.
+    pub fn exec_timeout(&self, argv: &[&str], timeout: Duration) -> Result<Output> {
+        run_captured(self.command(argv), &self.describe(argv), timeout)
+    }
+
+    /// Runs `argv` inside the namespace, requires it to succeed and returns its stdout.
+    pub fn exec_ok(&self, argv: &[&str]) -> Result<String> {
+        let output = self.exec(argv)?;
+        require_success(&self.describe(argv), output)
+    }
+
+    /// Starts `argv` inside the namespace with stdin from /dev/null, stdout and stderr going to
+    /// files (see [`NsChild::stdout`]). The process is terminated when the guard is dropped.
+    pub fn spawn(&self, argv: &[&str]) -> Result<NsChild> {
+        self.spawn_inner(argv, None)
+    }
+
+    /// Like [`Netns::spawn`], with stdin read from the file `stdin`.
+    pub fn spawn_with_stdin(&self, argv: &[&str], stdin: &Path) -> Result<NsChild> {
+        self.spawn_inner(argv, Some(stdin))
+    }
+
+    fn spawn_inner(&self, argv: &[&str], stdin: Option<&Path>) -> Result<NsChild> {
+        let description = self.describe(argv);
+        let output_dir = TempDir::new("weft-child")?;
+        let mut command = self.command(argv);
+        let stdin = match stdin {
+            None => Stdio::null(),
+            Some(path) => Stdio::from(File::open(path).map_err(|source| TestbedError::Io {
+                what: format!("opening {} as stdin of `{description}`", path.display()),
+                source,
+            })?),
+        };
+        command
+            .stdin(stdin)
+            .stdout(create_file(&output_dir.path().join(NsChild::STDOUT))?)
+            .stderr(create_file(&output_dir.path().join(NsChild::STDERR))?);
+        log::debug!("starting {description}");
+        let child = command.spawn().map_err(|source| TestbedError::Spawn {
+            command: description.clone(),
+            source,
+        })?;
+        Ok(NsChild {
+            child,
+            command: description,
+            status: None,
+            output_dir,
+        })
+    }
+
+    /// Sets the sysctl `key` (e.g. `net.ipv4.ip_forward`) to `value` inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let setting = format!("{key}={value}");
+        self.exec_ok(&["sysctl", "-q", "-w", &setting]).map(drop)
+    }
+
+    /// Whether a network interface called `ifname` exists inside the namespace.
+    pub fn has_link(&self, ifname: &str) -> Result<bool> {
+        let listing = self.ip(&["-o", "link", "show"])?;
+        // Lines look like `7: flannel0: <...>` or `2: u0@if3: <...>`.
+        Ok(listing.lines().any(|line| {
+            line.split(": ")
+                .nth(1)
+                .map(|name| name.split('@').next() == Some(ifname))
+                .unwrap_or(false)
+        }))
+    }
+
+    /// The ids of the processes running inside the namespace (`ip netns pids`).
+    pub fn pids(&self) -> Result<Vec<u32>> {
+        let listing = host_exec_ok(&["ip", "netns", "pids", &self.name])?;
+        Ok(listing
+            .split_whitespace()
+            .filter_map(|pid| pid.parse().ok())
+            .collect())
+    }
+
+    /// Terminates every process inside the namespace: SIGTERM, then SIGKILL after the grace.
+    fn terminate_all(&self) {
+        let signal_all = |signal: &str| {
+            for pid in self.pids().unwrap_or_default() {
+                // The process may have exited meanwhile; that is what we want anyway.
+                let _ = send_signal(pid, signal);
+            }
+        };
+        signal_all("TERM");
+        let gone = |limit| {
+            wait_until(limit, "processes in the namespace to exit", || {
+                self.pids().map(|pids| pids.is_empty()).unwrap_or(true)
+            })
+            .is_ok()
+        };
+        if !gone(TERMINATE_GRACE) {
+            signal_all("KILL");
+            if !gone(TERMINATE_GRACE) {
+                log::warn!("processes are still running in namespace {}", self.name);
+            }
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.terminate_all();
+        if let Err(error) = host_exec_ok(&["ip", "netns", "del", &self.name]) {
+            log::warn!("cannot delete namespace {}: {error}", self.name);
+        }
+    }
+}
+
+/// A process started inside a namespace by [`Netns::spawn`]; terminated on `Drop`
+/// (SIGTERM, then SIGKILL after [`TERMINATE_GRACE`]).
+///
+/// Its stdout and stderr go to files that live as long as the guard.
+#[derive(Debug)]
+pub struct NsChild {
+    child: Child,
+    command: String,
+    status: Option<ExitStatus>,
+    output_dir: TempDir,
+}
+
+impl NsChild {
+    const STDOUT: &'static str = "stdout";
+    const STDERR: &'static str = "stderr";
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The command line it was started with, prefixed by the namespace.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// Its exit status if it has exited, without blocking.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().map_err(|source| TestbedError::Io {
+                what: format!("checking whether `{}` exited", self.command),
+                source,
+            })?;
+        }
+        Ok(self.status)
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.try_wait(), Ok(None))
+    }
+
+    /// Waits at most `timeout` for it to exit; does not kill it when the timeout passes.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let what = format!("`{}` to exit", self.command);
+        let mut failure = None;
+        let status = wait_for(timeout, &what, || match self.try_wait() {
+            Ok(status) => status,
+            Err(error) => {
+                failure = Some(error);
+                None
+            }
+        });
+        match failure {
+            Some(error) => Err(error),
+            None => status,
+        }
+    }
+
+    /// Sends `signal` (a name such as `TERM`, `INT`, `HUP`) unless it has already exited.
+    pub fn signal(&mut self, signal: &str) -> Result<()> {
+        // Only signal a pid that has not been reaped: a reaped pid may belong to someone else.
+        if self.try_wait()?.is_some() {
+            return Ok(());
+        }
+        send_signal(self.id(), signal)
+    }
+
+    /// Sends SIGTERM, waits up to `grace`, then SIGKILL; returns how it exited.
+    pub fn terminate(&mut self, grace: Duration) -> Result<ExitStatus> {
+        if let Some(status) = self.try_wait()? {
+            return Ok(status);
+        }
+        self.signal("TERM")?;
+        match self.wait_timeout(grace) {
+            Ok(status) => Ok(status),
+            Err(TestbedError::Timeout { .. }) => {
+                log::warn!("`{}` ignored SIGTERM for {grace:?}; killing it", self.command);
+                let _ = self.child.kill();
+                let status = self.child.wait().map_err(|source| TestbedError::Io {
+                    what: format!("waiting for killed `{}`", self.command),
+                    source,
+                })?;
+                self.status = Some(status);
+                Ok(status)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The path of the file its stdout goes to.
+    pub fn stdout_path(&self) -> PathBuf {
+        self.output_dir.path().join(Self::STDOUT)
+    }
+
+    /// Everything it has written to stdout so far (lossy UTF-8).
+    pub fn stdout(&self) -> String {
+        self.read_output(Self::STDOUT)
+    }
+
+    /// Everything it has written to stderr so far (lossy UTF-8).
+    pub fn stderr(&self) -> String {
+        self.read_output(Self::STDERR)
+    }
+
+    fn read_output(&self, name: &str) -> String {
+        fs::read(self.output_dir.path().join(name))
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for NsChild {
+    fn drop(&mut self) {
+        if let Err(error) = self.terminate(TERMINATE_GRACE) {
+            log::warn!("cannot terminate `{}`: {error}", self.command);
+        }
+    }
+}
+
+/// The underlay address of host `host`: `198.18.0.<host>`.
+pub fn underlay_addr(host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, host)
+}
+
+/// The address of host `host`'s weft device: `100.96.<host>.0`.
+pub fn overlay_addr(host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(100, 96, host, 0)
+}
+
+/// The overlay subnet host `host` owns: `100.96.<host>.0/24`.
+pub fn overlay_subnet(host: u8) -> String {
+    format!("100.96.{host}.0/24")
+}
+
+/// The address of host `host`'s pod bridge `cni0`: `100.96.<host>.1`.
+pub fn bridge_addr(host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(100, 96, host, 1)
+}
+
+/// The address of pod `pod` on host `host`: `100.96.<host>.<pod>`.
+pub fn pod_addr(host: u8, pod: u8) -> Ipv4Addr {
+    Ipv4Addr::new(100, 96, host, pod)
+}
+
+/// A pod: a namespace with `eth0` in its host's `cni0` bridge.
+#[derive(Debug)]
+pub struct Pod {
+    host: u8,
+    index: u8,
+    netns: Netns,
+}
+
+impl Pod {
+    /// The pod's namespace.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// The pod's address, `100.96.<host>.<index>`.
+    pub fn address(&self) -> Ipv4Addr {
+        pod_addr(self.host, self.index)
+    }
+
+    /// The last octet of the pod's address.
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+}
+
+/// A host: a namespace with the underlay interface `u0` (`198.18.0.<index>/24`) and,
+/// once pods are added, a `cni0` bridge.
+#[derive(Debug)]
+pub struct Host {
+    index: u8,
+    // Pods are dropped before their host.
+    pods: Vec<Pod>,
+    netns: Netns,
+}
+
+impl Host {
+    /// The host's number `N`: underlay `198.18.0.N`, subnet `100.96.N.0/24`.
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// The host's namespace.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// The host's underlay address, `198.18.0.<index>`.
+    pub fn underlay_addr(&self) -> Ipv4Addr {
+        underlay_addr(self.index)
+    }
+
+    /// The address of the host's weft device, `100.96.<index>.0`.
+    pub fn overlay_addr(&self) -> Ipv4Addr {
+        overlay_addr(self.index)
+    }
+
+    /// The overlay subnet the host owns, `100.96.<index>.0/24`.
+    pub fn subnet(&self) -> String {
+        overlay_subnet(self.index)
+    }
+
+    /// The host's pods, in the order they were added.
+    pub fn pods(&self) -> &[Pod] {
+        &self.pods
+    }
+
+    /// The pod with address `100.96.<host>.<index>`.
+    ///
+    /// # Panics
+    /// If there is no such pod (a bug in the test).
+    pub fn pod(&self, index: u8) -> &Pod {
+        self.pods
+            .iter()
+            .find(|pod| pod.index == index)
+            .unwrap_or_else(|| panic!("host {} has no pod {index}", self.index))
+    }
+}
+
+/// A set of hosts (and optionally a switch and pods) in network namespaces.
+///
+/// Dropping it removes every namespace, pods first, the switch last.
+#[derive(Debug)]
+pub struct Testbed {
+    prefix: String,
+    hosts: Vec<Host>,
+    switch: Option<Netns>,
+}
+
+impl Testbed {
+    /// Two hosts, 1 and 2, whose `u0` interfaces are the two ends of one veth pair.
+    ///
+    /// `prefix` starts every namespace name (keep it short and say what the test is).
+    pub fn two_hosts(prefix: &str) -> Result<Self> {
+        let first = Netns::new(&format!("{prefix}-h1"))?;
+        let second = Netns::new(&format!("{prefix}-h2"))?;
+        first.ip(&[
+            "link",
+            "add",
+            UNDERLAY_IFNAME,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            UNDERLAY_IFNAME,
+            "netns",
+            second.name(),
+        ])?;
+        configure_underlay(&first, 1)?;
+        configure_underlay(&second, 2)?;
+        Ok(Self {
+            prefix: prefix.to_owned(),
+            hosts: vec![Host::new(1, first), Host::new(2, second)],
+            switch: None,
+        })
+    }
+
+    /// Hosts `1..=count` on a switch: a namespace with bridge `br0` and one veth per host.
+    pub fn switched(prefix: &str, count: u8) -> Result<Self> {
+        let switch = Netns::new(&format!("{prefix}-sw"))?;
+        switch.ip(&["link", "add", SWITCH_BRIDGE, "type", "bridge"])?;
+        switch.ip(&["link", "set", SWITCH_BRIDGE, "up"])?;
+        let mut testbed = Self {
+            prefix: prefix.to_owned(),
+            hosts: Vec::new(),
+            switch: Some(switch),
+        };
+        for index in 1..=count {
+            testbed.add_host(index)?;
+        }
+        Ok(testbed)
+    }
+
+    /// Adds host `index` (underlay `198.18.0.<index>/24`) to the switch of a switched testbed.
+    /// Any namespace that needs an underlay address (an etcd server on `.100`, an attacker)
+    /// is added this way.
+    pub fn add_host(&mut self, index: u8) -> Result<&Host> {
+        let Some(switch) = &self.switch else {
+            return Err(TestbedError::Invalid(format!(
+                "host {index} cannot be added: the testbed has no switch (use Testbed::switched)"
+            )));
+        };
+        if index == 0 || index == 255 || self.hosts.iter().any(|host| host.index == index) {
+            return Err(TestbedError::Invalid(format!(
+                "host index {index} is reserved or already in use"
+            )));
+        }
+        let netns = Netns::new(&format!("{}-h{index}", self.prefix))?;
+        let port = format!("p{index}");
+        switch.ip(&[
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            UNDERLAY_IFNAME,
+            "netns",
+            netns.name(),
+        ])?;
+        let mtu = UNDERLAY_MTU.to_string();
+        switch.ip(&[
+            "link",
+            "set",
+            &port,
+            "mtu",
+            &mtu,
+            "master",
+            SWITCH_BRIDGE,
+            "up",
+        ])?;
+        configure_underlay(&netns, index)?;
+        self.hosts.push(Host::new(index, netns));
+        Ok(self.hosts.last().expect("a host was just pushed"))
+    }
+
+    /// Adds pod `pod` (address `100.96.<host>.<pod>/24`) to host `host`, creating the host's
+    /// `cni0` bridge (`100.96.<host>.1/24`) and enabling forwarding on the first call.
+    ///
+    /// `mtu` is the pod link's MTU; flannel gives pods the overlay device's MTU
+    /// ([`UDP_OVERLAY_MTU`] for the UDP backend).
+    pub fn add_pod(&mut self, host: u8, pod: u8, mtu: u32) -> Result<&Pod> {
+        if !(2..=254).contains(&pod) {
+            return Err(TestbedError::Invalid(format!(
+                "pod index {pod} must be within 2..=254 (.1 is the bridge)"
+            )));
+        }
+        let prefix = self.prefix.clone();
+        let Some(owner) = self.hosts.iter_mut().find(|h| h.index == host) else {
+            return Err(TestbedError::Invalid(format!("there is no host {host}")));
+        };
+        if owner.pods.iter().any(|existing| existing.index == pod) {
+            return Err(TestbedError::Invalid(format!(
+                "host {host} already has pod {pod}"
+            )));
+        }
+        let host_ns = &owner.netns;
+        if owner.pods.is_empty() && !host_ns.has_link(POD_BRIDGE)? {
+            let bridge = format!("{}/24", bridge_addr(host));
+            host_ns.ip(&["link", "add", POD_BRIDGE, "type", "bridge"])?;
+            host_ns.ip(&["addr", "add", &bridge, "dev", POD_BRIDGE])?;
+            host_ns.ip(&["link", "set", POD_BRIDGE, "up"])?;
+            host_ns.sysctl("net.ipv4.ip_forward", "1")?;
+        }
+        let netns = Netns::new(&format!("{prefix}-h{host}-pod{pod}"))?;
+        let host_end = format!("veth{pod}");
+        let mtu = mtu.to_string();
+        host_ns.ip(&[
+            "link",
+            "add",
+            &host_end,
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            netns.name(),
+        ])?;
+        host_ns.ip(&["link", "set", &host_end, "master", POD_BRIDGE, "up"])?;
+        let address = format!("{}/24", pod_addr(host, pod));
+        let gateway = bridge_addr(host).to_string();
+        netns.ip(&["link", "set", "eth0", "mtu", &mtu, "up"])?;
+        netns.ip(&["addr", "add", &address, "dev", "eth0"])?;
+        netns.ip(&["route", "add", "default", "via", &gateway])?;
+        owner.pods.push(Pod {
+            host,
+            index: pod,
+            netns,
+        });
+        Ok(owner.pods.last().expect("a pod was just pushed"))
+    }
+
+    /// Host `index`.
+    ///
+    /// # Panics
+    /// If there is no such host (a bug in the test).
+    pub fn host(&self, index: u8) -> &Host {
+        self.hosts
+            .iter()
+            .find(|host| host.index == index)
+            .unwrap_or_else(|| panic!("the testbed has no host {index}"))
+    }
+
+    /// All hosts, in the order they were added.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// The switch namespace, if the testbed is switched.
+    pub fn switch(&self) -> Option<&Netns> {
+        self.switch.as_ref()
+    }
+}
+
+impl Host {
+    fn new(index: u8, netns: Netns) -> Self {
+        Self {
+            index,
+            pods: Vec::new(),
+            netns,
+        }
+    }
+}
+
+/// Gives `u0` in `netns` the address `198.18.0.<index>/24` and brings it up.
+fn configure_underlay(netns: &Netns, index: u8) -> Result<()> {
+    let address = format!("{}/24", underlay_addr(index));
+    let mtu = UNDERLAY_MTU.to_string();
+    netns.ip(&["addr", "add", &address, "dev", UNDERLAY_IFNAME])?;
+    netns.ip(&["link", "set", UNDERLAY_IFNAME, "mtu", &mtu, "up"])?;
+    Ok(())
+}
+
+/// One `[[peer]]` entry of a weft configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The peer's overlay subnet, e.g. `100.96.2.0/24`.
+    pub subnet: String,
+    /// The peer's underlay address, `IP` or `IP:PORT`.
+    pub endpoint: String,
+}
+
+/// A weft configuration file's contents, in the shape `weft run --config` reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeftConfig {
+    /// `backend`, e.g. `udp`.
+    pub backend: String,
+    /// `network`, the overlay network, e.g. `100.96.0.0/16`.
+    pub network: String,
+    /// `[device] name`.
+    pub device_name: String,
+    /// `[device] address`.
+    pub device_address: Ipv4Addr,
+    /// `[listen] address`.
+    pub listen_address: Ipv4Addr,
+    /// `[listen] port`.
+    pub listen_port: u16,
+    /// The `[[peer]]` entries.
+    pub peers: Vec<PeerConfig>,
+}
+
+impl WeftConfig {
+    /// The standard UDP-backend configuration of host `host` with static routes to `peers`
+    /// (host numbers): device `flannel0` at `100.96.<host>.0`, listening on
+    /// `198.18.0.<host>:8285`, one `[[peer]]` per peer host.
+    pub fn udp(host: u8, peers: &[u8]) -> Self {
+        Self {
+            backend: "udp".to_owned(),
+            network: OVERLAY_NETWORK.to_owned(),
+            device_name: DEFAULT_DEVICE.to_owned(),
+            device_address: overlay_addr(host),
+            listen_address: underlay_addr(host),
+            listen_port: UDP_PORT,
+            peers: peers
+                .iter()
+                .map(|&peer| PeerConfig {
+                    subnet: overlay_subnet(peer),
+                    endpoint: underlay_addr(peer).to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The configuration as TOML text.
+    pub fn to_toml(&self) -> String {
+        let mut text = format!(
+            "backend = {}\nnetwork = {}\n\n[device]\nname = {}\naddress = {}\n\n\
+             [listen]\naddress = {}\nport = {}\n",
+            toml_string(&self.backend),
+            toml_string(&self.network),
+            toml_string(&self.device_name),
+            toml_string(&self.device_address.to_string()),
+            toml_string(&self.listen_address.to_string()),
+            self.listen_port,
+        );
+        for peer in &self.peers {
+            text.push_str(&format!(
+                "\n[[peer]]\nsubnet = {}\nendpoint = {}\n",
+                toml_string(&peer.subnet),
+                toml_string(&peer.endpoint),
+            ));
+        }
+        text
+    }
+
+    /// Writes the configuration to a fresh temporary file.
+    pub fn write(&self) -> Result<ConfigFile> {
+        ConfigFile::new(&self.to_toml())
+    }
+}
+
+/// `value` as a TOML basic string.
+fn toml_string(value: &str) -> String {
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// A configuration file `weft.toml` in its own temporary directory, removed on `Drop`.
+#[derive(Debug)]
+pub struct ConfigFile {
+    path: PathBuf,
+    // Keeps the directory (and the file) alive.
+    _dir: TempDir,
+}
+
+impl ConfigFile {
+    /// Writes `contents` verbatim (it need not be valid: tests feed bad configurations).
+    pub fn new(contents: &str) -> Result<Self> {
+        let dir = TempDir::new("weft-config")?;
+        let path = dir.write("weft.toml", contents)?;
+        Ok(Self { path, _dir: dir })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The counters printed by `weft stats`, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    counters: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    /// Parses `name value` lines; `None` if a non-empty line has another shape.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut counters = BTreeMap::new();
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            let mut fields = line.split_whitespace();
+            let (Some(name), Some(value), None) = (fields.next(), fields.next(), fields.next())
+            else {
+                return None;
+            };
+            counters.insert(name.to_owned(), value.parse().ok()?);
+        }
+        Some(Self { counters })
+    }
+
+    /// The counter `name`, if weft reported it.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.counters.get(name).copied()
+    }
+
+    /// All counters, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.counters
+            .iter()
+            .map(|(name, value)| (name.as_str(), *value))
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, value) in self.iter() {
+            writeln!(f, "{name} {value}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One route as listed by `weft peer list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerRoute {
+    /// The overlay subnet.
+    pub subnet: String,
+    /// The underlay endpoint, as weft prints it.
+    pub endpoint: String,
+}
+
+/// A `weft run` daemon inside a host namespace; stopped (SIGTERM) on `Drop`.
+#[derive(Debug)]
+pub struct WeftDaemon {
+    exe: PathBuf,
+    device: String,
+    netns: String,
+    child: NsChild,
+}
+
+impl WeftDaemon {
+    /// Starts `exe run --config config` inside `netns` and waits (at most [`READY_TIMEOUT`])
+    /// until `weft stats` answers on the control socket of `device`.
+    pub fn start(exe: &Path, netns: &Netns, config: &Path, device: &str) -> Result<Self> {
+        let exe_arg = exe.to_string_lossy();
+        let config_arg = config.to_string_lossy();
+        let child = netns.spawn(&[&exe_arg, "run", "--config", &config_arg])?;
+        let mut daemon = Self {
+            exe: exe.to_owned(),
+            device: device.to_owned(),
+            netns: netns.name().to_owned(),
+            child,
+        };
+        daemon.wait_ready()?;
+        Ok(daemon)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let what = format!(
+            "weft in namespace {} to answer `weft stats` (device {})",
+            self.netns, self.device
+        );
+        let mut exited = None;
+        let ready = wait_until(READY_TIMEOUT, &what, || {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    exited = Some(status);
+                    return true;
+                }
+                Ok(None) => {}
+                Err(_) => return false,
+            }
+            self.control(&["stats"])
+                .map(|output| output.status.success())
+                .unwrap_or(false)
+        });
+        if let Some(status) = exited {
+            return Err(TestbedError::DaemonExited {
+                netns: self.netns.clone(),
+                status,
+                log: self.log(),
+            });
+        }
+        ready.map_err(|error| match error {
+            TestbedError::Timeout { what, waited } => TestbedError::Timeout {
+                what: format!("{what}; its log so far:\n{}", self.log()),
+                waited,
+            },
+            other => other,
+        })
+    }
+
+    /// The namespace the daemon runs in.
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// The daemon's process.
+    pub fn process(&mut self) -> &mut NsChild {
+        &mut self.child
+    }
+
+    /// Runs `weft <args>` inside the daemon's namespace (adding `--device` unless it is the
+    /// default) and returns its output whatever its status.
+    pub fn control(&self, args: &[&str]) -> Result<Output> {
+        let exe = self.exe.to_string_lossy();
+        let mut argv = vec![exe.as_ref()];
+        argv.extend_from_slice(args);
+        if self.device != DEFAULT_DEVICE {
+            argv.extend_from_slice(&["--device", &self.device]);
+        }
+        let description = format!("[{}] {}", self.netns, describe(&argv));
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.netns]).args(&argv);
+        run_captured(command, &description, COMMAND_TIMEOUT)
+    }
+
+    fn control_ok(&self, args: &[&str]) -> Result<String> {
+        let output = self.control(args)?;
+        require_success(&format!("[{}] weft {}", self.netns, args.join(" ")), output)
+    }
+
+    /// The daemon's counters (`weft stats`).
+    pub fn stats(&self) -> Result<Stats> {
+        let text = self.control_ok(&["stats"])?;
+        Stats::parse(&text).ok_or_else(|| TestbedError::UnexpectedOutput {
+            command: format!("[{}] weft stats", self.netns),
+            output: text,
+        })
+    }
+
+    /// Adds a route (`weft peer add --subnet <subnet> --endpoint <endpoint>`).
+    pub fn peer_add(&self, subnet: &str, endpoint: &str) -> Result<()> {
+        self.control_ok(&["peer", "add", "--subnet", subnet, "--endpoint", endpoint])
+            .map(drop)
+    }
+
+    /// Removes a route (`weft peer del --subnet <subnet>`).
+    pub fn peer_del(&self, subnet: &str) -> Result<()> {
+        self.control_ok(&["peer", "del", "--subnet", subnet])
+            .map(drop)
+    }
+
+    /// The routing table (`weft peer list`).
+    pub fn peer_list(&self) -> Result<Vec<PeerRoute>> {
+        let text = self.control_ok(&["peer", "list"])?;
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                let mut fields = line.split_whitespace();
+                match (fields.next(), fields.next(), fields.next()) {
+                    (Some(subnet), Some(endpoint), None) => Ok(PeerRoute {
+                        subnet: subnet.to_owned(),
+                        endpoint: endpoint.to_owned(),
+                    }),
+                    _ => Err(TestbedError::UnexpectedOutput {
+                        command: format!("[{}] weft peer list", self.netns),
+                        output: text.clone(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Sends SIGTERM and waits at most `timeout` for the daemon to exit; returns how it exited.
+    /// (It is killed with SIGKILL on `Drop` if it does not.)
+    pub fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.child.signal("TERM")?;
+        self.child.wait_timeout(timeout)
+    }
+
+    /// Everything the daemon has written to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        let mut log = self.child.stderr();
+        let stdout = self.child.stdout();
+        if !stdout.is_empty() {
+            log.push_str("\n--- stdout ---\n");
+            log.push_str(&stdout);
+        }
+        log
+    }
+}
+
+/// The outcome of [`ping`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PingSummary {
+    /// Echo requests sent.
+    pub transmitted: u32,
+    /// Echo replies received.
+    pub received: u32,
+    /// Average round-trip time, if any reply came back.
+    pub rtt_avg_ms: Option<f64>,
+    /// Everything ping printed (stdout and stderr).
+    pub output: String,
+}
+
+impl PingSummary {
+    /// Whether at least one request was sent and every one was answered.
+    pub fn all_received(&self) -> bool {
+        self.transmitted > 0 && self.received == self.transmitted
+    }
+
+    /// Parses ping's summary lines; counts are 0 when there is no summary.
+    pub fn parse(output: &str) -> Self {
+        let mut summary = Self {
+            transmitted: 0,
+            received: 0,
+            rtt_avg_ms: None,
+            output: output.to_owned(),
+        };
+        for line in output.lines() {
+            if let Some((sent, rest)) = line.split_once(" packets transmitted, ") {
+                summary.transmitted = sent.trim().parse().unwrap_or(0);
+                summary.received = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+            } else if let Some((_, values)) = line.split_once(" = ") {
+                if line.starts_with("rtt") || line.starts_with("round-trip") {
+                    summary.rtt_avg_ms = values.split('/').nth(1).and_then(|v| v.parse().ok());
+                }
+            }
+        }
+        summary
+    }
+}
+
+impl fmt::Display for PingSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} replies", self.received, self.transmitted)?;
+        if let Some(avg) = self.rtt_avg_ms {
+            write!(f, ", average round trip {avg:.3} ms")?;
+        }
+        Ok(())
+    }
+}
+
+/// Pings `destination` from `netns` `count` times, 0.2 s apart, waiting at most 1 s for the
+/// last reply. Losses are reported in the summary, not as an error.
+pub fn ping(netns: &Netns, destination: Ipv4Addr, count: u32) -> Result<PingSummary> {
+    let count_arg = count.to_string();
+    let destination = destination.to_string();
+    let argv = [
+        "ping",
+        "-n",
+        "-c",
+        &count_arg,
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        &destination,
+    ];
+    let timeout = Duration::from_millis(200) * count + Duration::from_secs(10);
+    let output = netns.exec_timeout(&argv, timeout)?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Ok(PingSummary::parse(&text))
+}
+
+/// The SHA-256 of the file at `path` as lowercase hex, computed by `sha256sum` inside `netns`.
+pub fn sha256_file(netns: &Netns, path: &Path) -> Result<String> {
+    let path_arg = path.to_string_lossy();
+    let text = netns.exec_ok(&["sha256sum", &path_arg])?;
+    text.split_whitespace()
+        .next()
+        .filter(|hash| hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .ok_or_else(|| TestbedError::UnexpectedOutput {
+            command: format!("sha256sum {path_arg}"),
+            output: text.clone(),
+        })
+}
+
+/// Writes `bytes` bytes from `/dev/urandom` to the file `name` in `dir`.
+pub fn random_file(dir: &TempDir, name: &str, bytes: u64) -> Result<PathBuf> {
+    let path = dir.path().join(name);
+    let io_error = |source| TestbedError::Io {
+        what: format!("writing {bytes} random bytes to {}", path.display()),
+        source,
+    };
+    let mut source = File::open("/dev/urandom").map_err(io_error)?;
+    let mut file = File::create(&path).map_err(io_error)?;
+    let copied = io::copy(&mut io::Read::take(&mut source, bytes), &mut file).map_err(io_error)?;
+    if copied != bytes {
+        return Err(io_error(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("/dev/urandom gave only {copied} bytes"),
+        )));
+    }
+    Ok(path)
+}
+
+/// The outcome of [`tcp_transfer`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transfer {
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes the receiver got.
+    pub bytes_received: u64,
+    /// From the sender's start until the receiver had everything.
+    pub elapsed: Duration,
+    /// SHA-256 of the data sent.
+    pub sent_sha256: String,
+    /// SHA-256 of the data received, computed by the receiver.
+    pub received_sha256: String,
+}
+
+impl Transfer {
+    /// Whether everything arrived unchanged.
+    pub fn intact(&self) -> bool {
+        self.bytes_sent == self.bytes_received && self.sent_sha256 == self.received_sha256
+    }
+
+    /// Goodput in megabits per second.
+    pub fn megabits_per_second(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64().max(1e-9);
+        self.bytes_received as f64 * 8.0 / seconds / 1e6
+    }
+}
+
+impl fmt::Display for Transfer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} bytes in {:.3} s ({:.1} Mbit/s), sha256 {}",
+            self.bytes_received,
+            self.bytes_sent,
+            self.elapsed.as_secs_f64(),
+            self.megabits_per_second(),
+            if self.intact() {
+                "matches"
+            } else {
+                "DIFFERS"
+            }
+        )
+    }
+}
+
+/// Sends `bytes` random bytes over one TCP connection from `sender` to `destination:port`,
+/// where `receiver` listens with `nc -l`; the receiver hashes what it got with `sha256sum`.
+///
+/// The whole transfer is bounded by `timeout`. Corruption is reported in the [`Transfer`]
+/// ([`Transfer::intact`]), not as an error; a stalled or refused connection is an error.
+pub fn tcp_transfer(
+    sender: &Netns,
+    receiver: &Netns,
+    destination: Ipv4Addr,
+    port: u16,
+    bytes: u64,
+    timeout: Duration,
+) -> Result<Transfer> {
+    let dir = TempDir::new("weft-transfer")?;
+    let data = random_file(&dir, "data", bytes)?;
+    let sent_sha256 = sha256_file(sender, &data)?;
+
+    let port_arg = port.to_string();
+    let mut listener = receiver.spawn(&["nc", "-d", "-l", &port_arg])?;
+    let filter = format!("sport = :{port}");
+    wait_until(
+        COMMAND_TIMEOUT,
+        &format!("nc to listen on TCP port {port} in {}", receiver.name()),
+        || {
+            !listener.is_running()
+                || receiver
+                    .exec(&["ss", "-H", "-l", "-t", "-n", &filter])
+                .map(|out| out.status.success() && !out.stdout.is_empty())
+                .unwrap_or(false)
+        },
+    )?;
+    if let Some(status) = listener.try_wait()? {
+        return Err(TestbedError::CommandFailed {
+            command: listener.command().to_owned(),
+            status,
+            stderr: listener.stderr().trim().to_owned(),
+        });
+    }
+
+    let start = Instant::now();
+    let destination_arg = destination.to_string();
+    // -N: shut the socket down after the last byte so the receiver sees EOF;
+    // -w 10: give up on a connection that cannot be made or stays idle for 10 s.
+    let mut sending = sender.spawn_with_stdin(
+        &["nc", "-N", "-w", "10", &destination_arg, &port_arg],
+        &data,
+    )?;
+    let sender_status = sending.wait_timeout(timeout)?;
+    let remaining = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(5));
+    let listener_status = listener.wait_timeout(remaining)?;
+    let elapsed = start.elapsed();
+    if !sender_status.success() {
+        return Err(TestbedError::CommandFailed {
+            command: sending.command().to_owned(),
+            status: sender_status,
+            stderr: sending.stderr().trim().to_owned(),
+        });
+    }
+    if !listener_status.success() {
+        return Err(TestbedError::CommandFailed {
+            command: listener.command().to_owned(),
+            status: listener_status,
+            stderr: listener.stderr().trim().to_owned(),
+        });
+    }
+    let received = listener.stdout_path();
+    let bytes_received = fs::metadata(&received)
+        .map_err(|source| TestbedError::Io {
+            what: format!("reading the size of {}", received.display()),
+            source,
+        })?
+        .len();
+    let received_sha256 = sha256_file(receiver, &received)?;
+    Ok(Transfer {
+        bytes_sent: bytes,
+        bytes_received,
+        elapsed,
+        sent_sha256,
+        received_sha256,
+    })
+}
