@@ -145,7 +145,11 @@ impl FlannelBackend {
     /// A backend with these settings and a full ICMP token bucket.
     pub fn new(config: FlannelConfig) -> FlannelBackend {
         let limiter = TokenBucket::new(config.icmp_rate, config.icmp_burst);
-        FlannelBackend { config, limiter, stats: IcmpStats::default() }
+        FlannelBackend {
+            config,
+            limiter,
+            stats: IcmpStats::default(),
+        }
     }
 
     /// The settings.
@@ -182,14 +186,13 @@ impl FlannelBackend {
     fn reply_to_device(
         &mut self,
         buf: &mut [u8],
-        start: usize,
-        len: usize,
+        offender: core::ops::Range<usize>,
         src: IpAddr,
         kind: IcmpErrorKind,
         cause: DropReason,
         now_ms: u64,
     ) -> Verdict {
-        match self.icmp_error(buf, start, len, src, kind, now_ms) {
+        match self.icmp_error(buf, offender.start, offender.len(), src, kind, now_ms) {
             Some(range) => Verdict::ReplyToDevice { range, cause },
             None => Verdict::Drop(cause),
         }
@@ -219,8 +222,7 @@ impl FlannelBackend {
             let kind = IcmpErrorKind::NetUnreachable;
             return self.reply_to_device(
                 buf,
-                start,
-                len,
+                start..start + len,
                 inner.dst,
                 kind,
                 DropReason::NoRoute,
@@ -231,8 +233,7 @@ impl FlannelBackend {
             let kind = IcmpErrorKind::TimeExceeded;
             return self.reply_to_device(
                 buf,
-                start,
-                len,
+                start..start + len,
                 inner.dst,
                 kind,
                 DropReason::TtlExceeded,
@@ -245,11 +246,12 @@ impl FlannelBackend {
             } else {
                 self.config.max_payload.max(IPV6_MIN_MTU)
             };
-            let kind = IcmpErrorKind::TooBig { mtu: u32::try_from(mtu).unwrap_or(u32::MAX) };
+            let kind = IcmpErrorKind::TooBig {
+                mtu: u32::try_from(mtu).unwrap_or(u32::MAX),
+            };
             return self.reply_to_device(
                 buf,
-                start,
-                len,
+                start..start + len,
                 inner.dst,
                 kind,
                 DropReason::TooBig,
@@ -257,7 +259,10 @@ impl FlannelBackend {
             );
         }
         decrement_ttl(&mut buf[start..start + len]);
-        Verdict::SendToPeer { peer, range: start..start + len }
+        Verdict::SendToPeer {
+            peer,
+            range: start..start + len,
+        }
     }
 
     /// Decides what happens to the datagram payload `buf[start..start + len]` received from
@@ -287,7 +292,9 @@ impl FlannelBackend {
             _ => return Verdict::Drop(DropReason::Malformed),
         };
         if self.config.check_inner_source {
-            let owns = sender.and_then(|id| table.peer(id)).is_some_and(|p| p.owns(inner.src));
+            let owns = sender
+                .and_then(|id| table.peer(id))
+                .is_some_and(|p| p.owns(inner.src));
             if !owns {
                 return Verdict::Drop(DropReason::SpoofedSource);
             }
@@ -320,7 +327,14 @@ impl FlannelBackend {
         let Some(local) = local else {
             return Verdict::Drop(cause);
         };
-        match self.icmp_error(buf, start, inner.len, local, IcmpErrorKind::TimeExceeded, now_ms) {
+        match self.icmp_error(
+            buf,
+            start,
+            inner.len,
+            local,
+            IcmpErrorKind::TimeExceeded,
+            now_ms,
+        ) {
             Some(range) => Verdict::ReplyToPeer { peer, range, cause },
             None => Verdict::Drop(cause),
         }

@@ -79,7 +79,10 @@ impl Cidr {
             return Err(CidrError::BadPrefixLen);
         }
         let probe = Cidr { addr, prefix_len };
-        Ok(Cidr { addr: probe.network_of(addr), prefix_len })
+        Ok(Cidr {
+            addr: probe.network_of(addr),
+            prefix_len,
+        })
     }
 
     /// The network address.
@@ -100,9 +103,7 @@ impl Cidr {
     fn network_of(&self, addr: IpAddr) -> IpAddr {
         match addr {
             IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask_v4(self.prefix_len))),
-            IpAddr::V6(a) => {
-                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask_v6(self.prefix_len)))
-            }
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask_v6(self.prefix_len))),
         }
     }
 
@@ -268,7 +269,9 @@ where
 
     #[inline]
     fn lookup(&self, addr: K) -> Option<PeerId> {
-        self.levels.iter().find_map(|(_, mask, map)| map.get(&(addr & *mask)).copied())
+        self.levels
+            .iter()
+            .find_map(|(_, mask, map)| map.get(&(addr & *mask)).copied())
     }
 }
 
@@ -289,12 +292,15 @@ impl SubnetTable {
     /// (per-worker caches are keyed by it).
     pub fn new(generation: u64, routes: &[Route]) -> Result<SubnetTable, TableError> {
         let mut sorted = routes.to_vec();
-        sorted.sort_by(|a, b| a.subnet.cmp(&b.subnet));
+        sorted.sort_by_key(|r| r.subnet);
         sorted.dedup();
         if let Some(w) = sorted.windows(2).find(|w| w[0].subnet == w[1].subnet) {
             return Err(TableError::DuplicateSubnet(w[0].subnet));
         }
-        let mut table = SubnetTable { generation, ..SubnetTable::default() };
+        let mut table = SubnetTable {
+            generation,
+            ..SubnetTable::default()
+        };
         let mut by_endpoint_sock: HashMap<SocketAddr, PeerId> = HashMap::new();
         for route in &sorted {
             let id = match by_endpoint_sock.get(&route.endpoint) {
@@ -386,7 +392,11 @@ mod tests {
     }
 
     fn route(subnet: &str, endpoint: &str) -> Route {
-        Route { subnet: cidr(subnet), endpoint: endpoint.parse().unwrap(), vtep_mac: None }
+        Route {
+            subnet: cidr(subnet),
+            endpoint: endpoint.parse().unwrap(),
+            vtep_mac: None,
+        }
     }
 
     #[test]
@@ -396,7 +406,10 @@ mod tests {
         assert_eq!(cidr("0.0.0.0/0").prefix_len(), 0);
         assert_eq!("100.96.2.0".parse::<Cidr>(), Err(CidrError::Syntax));
         assert_eq!("100.96.2/24".parse::<Cidr>(), Err(CidrError::BadAddress));
-        assert_eq!("100.96.2.0/33".parse::<Cidr>(), Err(CidrError::BadPrefixLen));
+        assert_eq!(
+            "100.96.2.0/33".parse::<Cidr>(),
+            Err(CidrError::BadPrefixLen)
+        );
         assert_eq!("100.96.2.0/x".parse::<Cidr>(), Err(CidrError::BadPrefixLen));
         assert_eq!("100.96.2.1/24".parse::<Cidr>(), Err(CidrError::HostBitsSet));
         assert_eq!("fd00::1/129".parse::<Cidr>(), Err(CidrError::BadPrefixLen));
@@ -432,7 +445,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.generation(), 7);
-        let ep = |a: &str| t.peer(t.lookup(a.parse().unwrap()).unwrap()).unwrap().endpoint;
+        let ep = |a: &str| {
+            t.peer(t.lookup(a.parse().unwrap()).unwrap())
+                .unwrap()
+                .endpoint
+        };
         assert_eq!(ep("100.96.2.5"), "198.18.0.2:8285".parse().unwrap());
         assert_eq!(ep("100.96.2.200"), "198.18.0.3:8285".parse().unwrap());
         assert_eq!(ep("100.96.77.1"), "198.18.0.9:8285".parse().unwrap());
@@ -474,15 +491,16 @@ mod tests {
     fn ten_thousand_routes() {
         let routes: Vec<Route> = (0..10_000u32)
             .map(|i| Route {
-                subnet: Cidr::new(IpAddr::V4(Ipv4Addr::from(0x6400_0000 + (i << 8))), 24)
-                    .unwrap(),
+                subnet: Cidr::new(IpAddr::V4(Ipv4Addr::from(0x6400_0000 + (i << 8))), 24).unwrap(),
                 endpoint: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xC612_0000 + i)), 8285),
                 vtep_mac: None,
             })
             .collect();
         let t = SubnetTable::new(1, &routes).unwrap();
         for (i, r) in routes.iter().enumerate().step_by(97) {
-            let IpAddr::V4(net) = r.subnet.addr() else { unreachable!() };
+            let IpAddr::V4(net) = r.subnet.addr() else {
+                unreachable!()
+            };
             let id = t.lookup_v4(Ipv4Addr::from(u32::from(net) + 77)).unwrap();
             assert_eq!(t.peer(id).unwrap().endpoint, routes[i].endpoint);
         }

@@ -132,7 +132,9 @@ impl<D: Device> EngineBuilder<D> {
         let poll = Poll::new().map_err(setup("create the poll instance"))?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(setup("create the waker"))?);
-        self.socket.set_nonblocking(true).map_err(setup("make the UDP socket non-blocking"))?;
+        self.socket
+            .set_nonblocking(true)
+            .map_err(setup("make the UDP socket non-blocking"))?;
         let mut socket = UdpSocket::from_std(self.socket);
         let mut device = self.device;
         poll.registry()
@@ -167,12 +169,20 @@ impl<D: Device> EngineBuilder<D> {
             .name("weft-worker".into())
             .spawn(move || worker.run())
             .map_err(setup("start the worker thread"))?;
-        Ok(Engine { routes: self.routes, counters, waker, control: control_tx, thread: Some(thread) })
+        Ok(Engine {
+            routes: self.routes,
+            counters,
+            waker,
+            control: control_tx,
+            thread: Some(thread),
+        })
     }
 }
 
 fn buffers(n: usize) -> Vec<Box<[u8]>> {
-    (0..n).map(|_| vec![0u8; HEADROOM + MAX_PACKET].into_boxed_slice()).collect()
+    (0..n)
+        .map(|_| vec![0u8; HEADROOM + MAX_PACKET].into_boxed_slice())
+        .collect()
 }
 
 /// A running engine: its routes, its counters, and the way to stop it.
@@ -224,7 +234,9 @@ impl Engine {
     }
 
     fn stop(&mut self) -> Result<(), EngineError> {
-        let Some(thread) = self.thread.take() else { return Ok(()) };
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
         // Either may fail only if the worker is already gone; join tells why.
         let _ = self.control.send(Control::Shutdown);
         let _ = self.waker.wake();
@@ -310,10 +322,13 @@ impl<D: Device> Worker<D> {
                     DEVICE => device_ready |= event.is_readable() || event.is_read_closed(),
                     SOCKET => socket_ready |= event.is_readable(),
                     WAKER => {
-                        while let Ok(msg) = self.control.try_recv() {
-                            match msg {
-                                Control::Shutdown => return Ok(()),
+                        // Shutdown is the only message so far; a closed channel (the
+                        // Engine handle is gone) means the same.
+                        match self.control.try_recv() {
+                            Ok(Control::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => {
+                                return Ok(())
                             }
+                            Err(mpsc::TryRecvError::Empty) => {}
                         }
                     }
                     _ => {}
@@ -370,10 +385,17 @@ impl<D: Device> Worker<D> {
                 }
             };
             self.local.device_rx_packets += 1;
-            match self.backend.handle_device_packet(&table, buf, HEADROOM, n, now) {
+            match self
+                .backend
+                .handle_device_packet(&table, buf, HEADROOM, n, now)
+            {
                 Verdict::SendToPeer { peer, range } | Verdict::ReplyToPeer { peer, range, .. } => {
                     if let Some(p) = table.peer(peer) {
-                        self.tx_msgs.push(SendMsg { buf: i, range, dest: p.endpoint });
+                        self.tx_msgs.push(SendMsg {
+                            buf: i,
+                            range,
+                            dest: p.endpoint,
+                        });
                     }
                 }
                 Verdict::ReplyToDevice { range, cause } => {
@@ -396,7 +418,10 @@ impl<D: Device> Worker<D> {
     fn flush_tx(&mut self) {
         let fd = self.socket.as_raw_fd();
         while self.tx_pending() {
-            match self.mmsg.send(fd, &self.tx_bufs, &self.tx_msgs[self.tx_sent..]) {
+            match self
+                .mmsg
+                .send(fd, &self.tx_bufs, &self.tx_msgs[self.tx_sent..])
+            {
                 Ok(n) => {
                     self.local.send_batches += 1;
                     for m in &self.tx_msgs[self.tx_sent..self.tx_sent + n] {
@@ -421,7 +446,10 @@ impl<D: Device> Worker<D> {
     /// One batch from the socket to the device. Returns whether the socket may have more.
     fn socket_to_device(&mut self) -> bool {
         let fd = self.socket.as_raw_fd();
-        let n = match self.mmsg.recv(fd, &mut self.rx_bufs, HEADROOM, &mut self.meta) {
+        let n = match self
+            .mmsg
+            .recv(fd, &mut self.rx_bufs, HEADROOM, &mut self.meta)
+        {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
@@ -442,7 +470,10 @@ impl<D: Device> Worker<D> {
             }
             let buf = &mut self.rx_bufs[i];
             let source = meta.source.ip();
-            match self.backend.handle_datagram(&table, source, buf, HEADROOM, meta.len, now) {
+            match self
+                .backend
+                .handle_datagram(&table, source, buf, HEADROOM, meta.len, now)
+            {
                 Verdict::DeliverToDevice { range } => {
                     let len = range.len() as u64;
                     if write_device(&mut self.device, &mut self.local, &buf[range]) {
@@ -453,12 +484,20 @@ impl<D: Device> Worker<D> {
                 Verdict::ReplyToPeer { peer, range, cause } => {
                     self.local.drop(cause);
                     if let Some(p) = table.peer(peer) {
-                        self.reply_msgs.push(SendMsg { buf: i, range, dest: p.endpoint });
+                        self.reply_msgs.push(SendMsg {
+                            buf: i,
+                            range,
+                            dest: p.endpoint,
+                        });
                     }
                 }
                 Verdict::SendToPeer { peer, range } => {
                     if let Some(p) = table.peer(peer) {
-                        self.reply_msgs.push(SendMsg { buf: i, range, dest: p.endpoint });
+                        self.reply_msgs.push(SendMsg {
+                            buf: i,
+                            range,
+                            dest: p.endpoint,
+                        });
                     }
                 }
                 Verdict::ReplyToDevice { range, cause } => {
@@ -490,5 +529,177 @@ impl<D: Device> Worker<D> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine's logic over in-memory devices and real UDP sockets on loopback, in a
+    //! private network namespace per test.
+    use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+
+    use weft_encap::table::Route;
+    use weft_encap::verdict::DropReason;
+    use weft_encap::wire::{icmpv4, ipv4, PROTO_UDP};
+
+    use super::*;
+    use crate::device::MemoryDevice;
+
+    fn private_loopback() {
+        crate::sys::unshare_netns().expect("unshare a network namespace (tests run as root)");
+        let mut nl = crate::sys::Netlink::open().unwrap();
+        let lo = nl.link_by_name("lo").unwrap().unwrap();
+        nl.set_up(lo.index).unwrap();
+    }
+
+    fn packet(src: [u8; 4], dst: [u8; 4], ttl: u8, payload: usize) -> Vec<u8> {
+        let repr = ipv4::Repr {
+            src_addr: Ipv4Addr::from(src),
+            dst_addr: Ipv4Addr::from(dst),
+            protocol: PROTO_UDP,
+            payload_len: payload,
+            ttl,
+        };
+        let mut bytes = vec![0u8; 20 + payload];
+        repr.emit(&mut ipv4::Packet::new_unchecked(&mut bytes[..]));
+        bytes
+    }
+
+    struct Host {
+        engine: Engine,
+        kernel: UnixDatagram,
+        addr: SocketAddr,
+    }
+
+    fn host(ip: &str, routes: Vec<Route>) -> Host {
+        let socket = UdpSocket::bind((ip, 0)).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (device, kernel) = MemoryDevice::pair().unwrap();
+        kernel
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let engine = Engine::builder(device, socket)
+            .routes(RouteTable::new(routes).unwrap())
+            .flannel(FlannelConfig {
+                local_v4: Some(Ipv4Addr::new(100, 96, 1, 0)),
+                ..FlannelConfig::default()
+            })
+            .spawn()
+            .unwrap();
+        Host {
+            engine,
+            kernel,
+            addr,
+        }
+    }
+
+    fn route(subnet: &str, endpoint: SocketAddr) -> Route {
+        Route {
+            subnet: subnet.parse().unwrap(),
+            endpoint,
+            vtep_mac: None,
+        }
+    }
+
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Two engines joined over loopback; B's endpoint is known before A starts because B's
+    /// socket is bound first, and A's is patched into B's routes afterwards.
+    fn pair() -> (Host, Host) {
+        private_loopback();
+        let b = host("127.0.0.2", vec![]);
+        let a = host("127.0.0.1", vec![route("100.96.2.0/24", b.addr)]);
+        b.engine
+            .routes()
+            .insert(route("100.96.1.0/24", a.addr))
+            .unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn packets_cross_between_two_engines_in_batches() {
+        let (a, b) = pair();
+        let mut buf = [0u8; 2048];
+        for i in 0..300u16 {
+            let size = 1 + usize::from(i) * 4;
+            let pkt = packet([100, 96, 1, 5], [100, 96, 2, 7], 64, size);
+            a.kernel.send(&pkt).unwrap();
+            let n = b.kernel.recv(&mut buf).expect("delivered at B");
+            let got = ipv4::Packet::new_checked(&buf[..n]).unwrap();
+            assert_eq!(n, pkt.len());
+            assert_eq!(got.ttl(), 62, "decremented on send and on receive");
+            assert!(got.verify_checksum());
+            assert_eq!(got.payload(), &pkt[20..]);
+        }
+        wait_for("counters to be published", || {
+            a.engine.stats().get("tx_packets") == Some(300)
+        });
+        wait_for("B's counters", || {
+            b.engine.stats().get("rx_packets") == Some(300)
+        });
+        assert_eq!(b.engine.stats().get("udp_rx_packets"), Some(300));
+    }
+
+    #[test]
+    fn a_route_removed_at_runtime_turns_into_net_unreachable() {
+        let (a, b) = pair();
+        let mut buf = [0u8; 2048];
+        let pkt = packet([100, 96, 1, 5], [100, 96, 2, 7], 64, 100);
+        a.kernel.send(&pkt).unwrap();
+        b.kernel.recv(&mut buf).unwrap();
+        a.engine
+            .routes()
+            .remove(&"100.96.2.0/24".parse().unwrap())
+            .unwrap();
+        a.kernel.send(&pkt).unwrap();
+        let n = a
+            .kernel
+            .recv(&mut buf)
+            .expect("an ICMP error back into A's device");
+        let ip = ipv4::Packet::new_checked(&buf[..n]).unwrap();
+        let icmp = icmpv4::Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!((icmp.msg_type(), icmp.code()), (3, 0));
+        wait_for("drop_no_route", || {
+            a.engine.stats().drops(DropReason::NoRoute) == 1
+        });
+        assert_eq!(a.engine.stats().get("icmp_sent"), Some(1));
+        // Re-adding it restores traffic.
+        a.engine
+            .routes()
+            .insert(route("100.96.2.0/24", b.addr))
+            .unwrap();
+        a.kernel.send(&pkt).unwrap();
+        let n = b.kernel.recv(&mut buf).unwrap();
+        assert_eq!(n, pkt.len());
+    }
+
+    #[test]
+    fn datagrams_from_strangers_are_dropped_and_counted() {
+        let (_a, b) = pair();
+        let stranger = UdpSocket::bind("127.0.0.3:0").unwrap();
+        stranger
+            .send_to(&packet([100, 96, 1, 5], [100, 96, 2, 7], 64, 10), b.addr)
+            .unwrap();
+        wait_for("drop_unknown_peer", || {
+            b.engine.stats().drops(DropReason::UnknownPeer) == 1
+        });
+        assert_eq!(b.engine.stats().get("rx_packets"), Some(0));
+    }
+
+    #[test]
+    fn shutdown_stops_the_worker_and_releases_the_socket() {
+        let (a, _b) = pair();
+        let addr = a.addr;
+        assert!(a.engine.is_running());
+        a.engine.shutdown().unwrap();
+        UdpSocket::bind(addr).expect("the port is free again after shutdown");
     }
 }

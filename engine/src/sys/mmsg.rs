@@ -139,13 +139,18 @@ fn read_sockaddr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Opti
         libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: sockaddr_storage is larger than and at least as aligned as sockaddr_in,
             // and every bit pattern is a valid sockaddr_in (integers and byte arrays).
-            let sin: &libc::sockaddr_in = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let sin: &libc::sockaddr_in =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
             let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
-            let sin6: &libc::sockaddr_in6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             let port = u16::from_be(sin6.sin6_port);
             Some(match ip.to_ipv4_mapped() {
@@ -188,7 +193,7 @@ impl Mmsg {
         self.headers.len()
     }
 
-    /// Points header `i` at iovec `i` and address slot `i`, the latter `addr_len` bytes long.
+    /// Points header `i` at iovec `i` and at address slot `i`, which is `addr_lens(i)` bytes.
     /// The caller has filled `self.iovecs[..n]` (and, for sends, `self.addrs[..n]`).
     fn link_headers(&mut self, n: usize, addr_lens: impl Fn(usize) -> libc::socklen_t) {
         let iov_base = self.iovecs.as_mut_ptr();
@@ -329,5 +334,343 @@ impl Mmsg {
             return Err(io::Error::last_os_error());
         }
         Ok(sent as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::test_support::{in_private_netns, wait_readable};
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    /// How long a test waits for datagrams that were already sent over loopback.
+    const DATAGRAM_WAIT: Duration = Duration::from_secs(5);
+    const OFFSET: usize = 64;
+
+    fn socket(addr: &str) -> UdpSocket {
+        let socket = UdpSocket::bind(addr).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        // Room for a whole test batch even with loopback's per-skb overhead.
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: SO_RCVBUFFORCE reads one int from the pointer, which points at `size`.
+        let ret = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(ret, 0, "SO_RCVBUFFORCE: {}", io::Error::last_os_error());
+        socket
+    }
+
+    /// The bytes of test datagram `i` of length `len`.
+    fn pattern(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
+    }
+
+    /// Sends all of `msgs`, resuming after partial batches.
+    fn send_all(mmsg: &mut Mmsg, fd: RawFd, bufs: &[Vec<u8>], msgs: &[SendMsg]) {
+        let mut done = 0;
+        for _ in 0..msgs.len() * 4 {
+            if done == msgs.len() {
+                return;
+            }
+            done += mmsg.send(fd, bufs, &msgs[done..]).unwrap();
+        }
+        panic!("only {done} of {} datagrams sent", msgs.len());
+    }
+
+    /// Receives until `want` datagrams arrived or [`DATAGRAM_WAIT`] passed.
+    fn recv_all(
+        mmsg: &mut Mmsg,
+        fd: RawFd,
+        bufs: &mut [Vec<u8>],
+        meta: &mut [RecvMeta],
+        want: usize,
+    ) -> usize {
+        let deadline = Instant::now() + DATAGRAM_WAIT;
+        let mut got = 0;
+        while got < want {
+            match mmsg.recv(fd, &mut bufs[got..], OFFSET, &mut meta[got..]) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || !wait_readable(fd, left) {
+                        break;
+                    }
+                }
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        got
+    }
+
+    /// Sends a batch of 64 datagrams (63 of 1..=1472 bytes and one of 65000) from `from` to
+    /// `to` and checks what arrives.
+    fn batch_round_trip(from: &str, to: &str) {
+        let sender = socket(from);
+        let receiver = socket(to);
+        let dest = receiver.local_addr().unwrap();
+        let source = sender.local_addr().unwrap();
+        let sizes: Vec<usize> = (0..63).map(|i| 1 + i * 1471 / 62).chain([65000]).collect();
+        assert_eq!((sizes[0], sizes[62], sizes.len()), (1, 1472, 64));
+
+        // Each datagram sits after 16 bytes of headroom in its own buffer.
+        let bufs: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| [vec![0xEE; 16], pattern(i, len)].concat())
+            .collect();
+        let msgs: Vec<SendMsg> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| SendMsg {
+                buf: i,
+                range: 16..16 + len,
+                dest,
+            })
+            .collect();
+        let mut tx = Mmsg::new(64);
+        send_all(&mut tx, sender.as_raw_fd(), &bufs, &msgs);
+
+        let mut rx = Mmsg::new(64);
+        let mut rx_bufs = vec![vec![0xAAu8; OFFSET + 65536]; 64];
+        let mut meta = vec![RecvMeta::default(); 64];
+        let got = recv_all(&mut rx, receiver.as_raw_fd(), &mut rx_bufs, &mut meta, 64);
+        assert_eq!(got, 64, "datagrams received within {DATAGRAM_WAIT:?}");
+        for (i, (&len, (buf, meta))) in sizes.iter().zip(rx_bufs.iter().zip(&meta)).enumerate() {
+            assert_eq!(meta.len, len, "length of datagram {i}");
+            assert_eq!(meta.source, source, "source of datagram {i}");
+            assert!(!meta.truncated, "datagram {i} truncated");
+            assert!(
+                buf[..OFFSET].iter().all(|&b| b == 0xAA),
+                "headroom of {i} touched"
+            );
+            assert!(
+                buf[OFFSET..OFFSET + len] == pattern(i, len),
+                "content of datagram {i}"
+            );
+        }
+        let err = rx
+            .recv(receiver.as_raw_fd(), &mut rx_bufs, OFFSET, &mut meta)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn batch_of_64_over_ipv4() {
+        in_private_netns(|| batch_round_trip("127.0.0.1:0", "127.0.0.1:0"));
+    }
+
+    #[test]
+    fn batch_of_64_over_ipv6() {
+        in_private_netns(|| batch_round_trip("[::1]:0", "[::1]:0"));
+    }
+
+    #[test]
+    fn empty_socket_would_block() {
+        in_private_netns(|| {
+            let receiver = socket("127.0.0.1:0");
+            let mut rx = Mmsg::new(8);
+            let mut bufs = vec![[0u8; 128]; 8];
+            let mut meta = [RecvMeta::default(); 8];
+            let err = rx
+                .recv(receiver.as_raw_fd(), &mut bufs, 0, &mut meta)
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+            // Nothing to do is not an error.
+            assert_eq!(
+                rx.recv(receiver.as_raw_fd(), &mut bufs, 0, &mut [])
+                    .unwrap(),
+                0
+            );
+            assert_eq!(rx.send(receiver.as_raw_fd(), &bufs, &[]).unwrap(), 0);
+        });
+    }
+
+    #[test]
+    fn short_buffer_sets_truncated() {
+        in_private_netns(|| {
+            let sender = socket("127.0.0.1:0");
+            let receiver = socket("127.0.0.1:0");
+            let data = pattern(5, 100);
+            let msgs = [SendMsg {
+                buf: 0,
+                range: 0..100,
+                dest: receiver.local_addr().unwrap(),
+            }];
+            let mut mmsg = Mmsg::new(4);
+            assert_eq!(
+                mmsg.send(sender.as_raw_fd(), &[&data[..]], &msgs).unwrap(),
+                1
+            );
+            let mut bufs = vec![vec![0u8; OFFSET + 50]];
+            let mut meta = [RecvMeta::default()];
+            assert_eq!(
+                recv_all(&mut mmsg, receiver.as_raw_fd(), &mut bufs, &mut meta, 1),
+                1
+            );
+            assert_eq!(meta[0].len, 50);
+            assert!(meta[0].truncated);
+            assert_eq!(bufs[0][OFFSET..], data[..50]);
+        });
+    }
+
+    #[test]
+    fn out_of_range_input_is_rejected_before_any_io() {
+        in_private_netns(|| {
+            let sender = socket("127.0.0.1:0");
+            let receiver = socket("127.0.0.1:0");
+            let dest = receiver.local_addr().unwrap();
+            let bufs = [vec![1u8; 100]];
+            let good = SendMsg {
+                buf: 0,
+                range: 0..10,
+                dest,
+            };
+            let bad = [
+                SendMsg {
+                    buf: 1,
+                    ..good.clone()
+                },
+                SendMsg {
+                    range: 10..2000,
+                    ..good.clone()
+                },
+                SendMsg {
+                    range: 101..101,
+                    ..good.clone()
+                },
+                #[allow(clippy::reversed_empty_ranges)]
+                SendMsg {
+                    range: 20..10,
+                    ..good.clone()
+                },
+                SendMsg {
+                    buf: usize::MAX,
+                    ..good.clone()
+                },
+            ];
+            let mut mmsg = Mmsg::new(8);
+            for msg in bad {
+                // The bad message comes second: the good first one must not go out either.
+                let err = mmsg
+                    .send(sender.as_raw_fd(), &bufs, &[good.clone(), msg.clone()])
+                    .unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{msg:?}");
+            }
+            let mut rx_bufs = vec![vec![0u8; 200]; 2];
+            let mut meta = [RecvMeta::default(); 2];
+            let err = mmsg
+                .recv(receiver.as_raw_fd(), &mut rx_bufs, 0, &mut meta)
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "nothing was sent");
+            // An offset past a buffer's end.
+            let err = mmsg
+                .recv(receiver.as_raw_fd(), &mut rx_bufs, 201, &mut meta)
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            // An empty range is a valid (empty) datagram; the offset may equal the length.
+            let empty = SendMsg {
+                range: 100..100,
+                ..good
+            };
+            assert_eq!(mmsg.send(sender.as_raw_fd(), &bufs, &[empty]).unwrap(), 1);
+            assert_eq!(
+                recv_all(&mut mmsg, receiver.as_raw_fd(), &mut rx_bufs, &mut meta, 1),
+                1
+            );
+            assert_eq!((meta[0].len, meta[0].truncated), (0, false));
+        });
+    }
+
+    #[test]
+    fn batches_are_capped_at_capacity() {
+        in_private_netns(|| {
+            let sender = socket("127.0.0.1:0");
+            let receiver = socket("127.0.0.1:0");
+            let dest = receiver.local_addr().unwrap();
+            let bufs = [pattern(0, 10)];
+            let msgs = vec![
+                SendMsg {
+                    buf: 0,
+                    range: 0..10,
+                    dest
+                };
+                10
+            ];
+            let mut mmsg = Mmsg::new(4);
+            assert_eq!(mmsg.capacity(), 4);
+            assert_eq!(mmsg.send(sender.as_raw_fd(), &bufs, &msgs).unwrap(), 4);
+            let mut rx_bufs = vec![vec![0u8; OFFSET + 16]; 10];
+            let mut meta = vec![RecvMeta::default(); 10];
+            assert_eq!(
+                recv_all(&mut mmsg, receiver.as_raw_fd(), &mut rx_bufs, &mut meta, 4),
+                4
+            );
+            assert_eq!(Mmsg::new(0).capacity(), 1);
+        });
+    }
+
+    #[test]
+    fn dual_stack_socket_reports_ipv4_peers_as_v4() {
+        in_private_netns(|| {
+            let v4 = socket("127.0.0.1:0");
+            let dual = socket("[::]:0");
+            let dual_port = dual.local_addr().unwrap().port();
+            let bufs = [pattern(1, 33)];
+            let mut mmsg = Mmsg::new(2);
+
+            // IPv4 -> dual-stack IPv6 socket: the source comes back as V4, not ::ffff:a.b.c.d.
+            let to_dual = SendMsg {
+                buf: 0,
+                range: 0..33,
+                dest: SocketAddr::from(([127, 0, 0, 1], dual_port)),
+            };
+            assert_eq!(mmsg.send(v4.as_raw_fd(), &bufs, &[to_dual]).unwrap(), 1);
+            let mut rx_bufs = vec![vec![0u8; OFFSET + 64]];
+            let mut meta = [RecvMeta::default()];
+            assert_eq!(
+                recv_all(&mut mmsg, dual.as_raw_fd(), &mut rx_bufs, &mut meta, 1),
+                1
+            );
+            assert_eq!(meta[0].source, v4.local_addr().unwrap());
+
+            // A plain V4 destination on the AF_INET6 socket works too (not IPV6_V6ONLY).
+            let to_v4 = SendMsg {
+                buf: 0,
+                range: 0..33,
+                dest: v4.local_addr().unwrap(),
+            };
+            assert_eq!(mmsg.send(dual.as_raw_fd(), &bufs, &[to_v4]).unwrap(), 1);
+            assert_eq!(
+                recv_all(&mut mmsg, v4.as_raw_fd(), &mut rx_bufs, &mut meta, 1),
+                1
+            );
+            assert_eq!(
+                meta[0].source,
+                SocketAddr::from(([127, 0, 0, 1], dual_port))
+            );
+
+            // A V6 destination on an IPv4 socket is the kernel's error.
+            let to_v6 = SendMsg {
+                buf: 0,
+                range: 0..33,
+                dest: SocketAddr::from((Ipv6Addr::LOCALHOST, dual_port)),
+            };
+            let err = mmsg.send(v4.as_raw_fd(), &bufs, &[to_v6]).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EAFNOSUPPORT), "{err}");
+        });
+    }
+
+    #[test]
+    fn mmsg_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Mmsg>();
     }
 }

@@ -154,7 +154,9 @@ mod tests {
         let path = ns.path();
         // Mark the named namespace with a veth pair so we can tell it apart (this kernel has
         // no dummy driver).
-        ns.ip(&["link", "add", "wtmark0", "type", "veth", "peer", "name", "wtmark1"]);
+        ns.ip(&[
+            "link", "add", "wtmark0", "type", "veth", "peer", "name", "wtmark1",
+        ]);
         std::thread::spawn(move || {
             enter_netns(&path).unwrap();
             let mut nl = Netlink::open().unwrap();

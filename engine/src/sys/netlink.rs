@@ -203,7 +203,6 @@ impl Request {
     }
 
     /// `struct rtmsg` (no source prefix, TOS 0, main table).
-    #[allow(clippy::too_many_arguments)]
     fn rtmsg(
         mut self,
         family: u8,
@@ -498,7 +497,8 @@ impl Netlink {
 
     /// All interfaces of the namespace (`RTM_GETLINK` dump).
     pub fn links(&mut self) -> io::Result<Vec<LinkInfo>> {
-        let replies = self.dump(|| Request::new(RTM_GETLINK, NLM_F_DUMP).ifinfomsg(AF_UNSPEC, 0, 0, 0))?;
+        let replies =
+            self.dump(|| Request::new(RTM_GETLINK, NLM_F_DUMP).ifinfomsg(AF_UNSPEC, 0, 0, 0))?;
         replies
             .iter()
             .filter(|r| r.kind == RTM_NEWLINK)
@@ -508,9 +508,8 @@ impl Netlink {
 
     /// All IPv4 and IPv6 addresses of the namespace (`RTM_GETADDR` dump).
     pub fn addresses(&mut self) -> io::Result<Vec<AddressInfo>> {
-        let replies = self.dump(|| {
-            Request::new(RTM_GETADDR, NLM_F_DUMP).ifaddrmsg(AF_UNSPEC, 0, 0, 0, 0)
-        })?;
+        let replies =
+            self.dump(|| Request::new(RTM_GETADDR, NLM_F_DUMP).ifaddrmsg(AF_UNSPEC, 0, 0, 0, 0))?;
         let mut out = Vec::new();
         for reply in replies.iter().filter(|r| r.kind == RTM_NEWADDR) {
             out.extend(parse_address(&reply.payload)?);
@@ -674,7 +673,12 @@ impl Netlink {
         loop {
             match self.socket.send(&bytes) {
                 Ok(n) if n == bytes.len() => break,
-                Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short netlink send")),
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "short netlink send",
+                    ))
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
@@ -693,7 +697,9 @@ impl Netlink {
                 match msg.kind {
                     NLMSG_NOOP => {}
                     NLMSG_ERROR => {
-                        let code = u32_at(msg.payload, 0).ok_or_else(|| malformed("short nlmsgerr"))? as i32;
+                        let code = u32_at(msg.payload, 0)
+                            .ok_or_else(|| malformed("short nlmsgerr"))?
+                            as i32;
                         if code == 0 {
                             return Ok((replies, interrupted));
                         }
@@ -724,7 +730,7 @@ impl Netlink {
         let fd = self.socket.as_raw_fd();
         loop {
             // Peek with MSG_TRUNC to learn the datagram's full length, so nothing is cut off.
-            // SAFETY: a zero-length buffer at a dangling-but-aligned pointer is never written.
+            // SAFETY: with a length of 0 nothing is written through the (valid) pointer.
             let size = unsafe {
                 libc::recv(
                     fd,
@@ -740,7 +746,9 @@ impl Netlink {
                     io::ErrorKind::WouldBlock => {
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
-                            format!("no answer from the kernel's rtnetlink within {REPLY_TIMEOUT:?}"),
+                            format!(
+                                "no answer from the kernel's rtnetlink within {REPLY_TIMEOUT:?}"
+                            ),
                         ))
                     }
                     _ => return Err(err),
@@ -751,9 +759,7 @@ impl Netlink {
                 self.buf.resize(size, 0);
             }
             // SAFETY: `self.buf` is valid for writes of `self.buf.len()` bytes.
-            let n = unsafe {
-                libc::recv(fd, self.buf.as_mut_ptr().cast(), self.buf.len(), 0)
-            };
+            let n = unsafe { libc::recv(fd, self.buf.as_mut_ptr().cast(), self.buf.len(), 0) };
             if n < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() == io::ErrorKind::Interrupted {
@@ -807,20 +813,29 @@ mod tests {
         assert_eq!(u16_at(&bytes, 46), Some(IFLA_MTU));
         assert_eq!(u32_at(&bytes, 48), Some(1400));
         let attrs: Vec<_> = attributes(&bytes[32..]).collect();
-        assert_eq!(attrs, [(IFLA_IFNAME, &b"wt0\0\0"[..]), (IFLA_MTU, &1400u32.to_ne_bytes()[..])]);
+        assert_eq!(
+            attrs,
+            [
+                (IFLA_IFNAME, &b"wt0\0\0"[..]),
+                (IFLA_MTU, &1400u32.to_ne_bytes()[..])
+            ]
+        );
     }
 
     #[test]
     fn malformed_replies_are_errors_not_panics() {
         // nlmsg_len larger than the datagram, smaller than a header, and a short header.
-        let mut too_long = vec![0u8; 20];
+        let mut too_long = [0u8; 20];
         too_long[0..4].copy_from_slice(&100u32.to_ne_bytes());
-        let mut too_short = vec![0u8; 20];
+        let mut too_short = [0u8; 20];
         too_short[0..4].copy_from_slice(&8u32.to_ne_bytes());
         for data in [&too_long[..], &too_short[..], &[1, 2, 3][..]] {
             let parsed: Vec<_> = messages(data).collect();
             assert_eq!(parsed.len(), 1);
-            assert_eq!(parsed[0].as_ref().err().map(io::Error::kind), Some(io::ErrorKind::InvalidData));
+            assert_eq!(
+                parsed[0].as_ref().err().map(io::Error::kind),
+                Some(io::ErrorKind::InvalidData)
+            );
         }
         // Attributes: zero length, length past the end, odd trailing bytes.
         assert_eq!(attributes(&[0, 0, 1, 0]).count(), 0);
@@ -833,6 +848,23 @@ mod tests {
         payload[4..8].copy_from_slice(&3u32.to_ne_bytes());
         payload.extend_from_slice(&[0xff; 7]);
         assert_eq!(parse_link(&payload).unwrap().index, 3);
+    }
+
+    #[test]
+    fn stale_replies_are_skipped() {
+        in_private_netns(|| {
+            let mut nl = Netlink::open().unwrap();
+            // A request whose answer nobody reads, as if an earlier call had failed half-way.
+            nl.seq += 1;
+            let stale = Request::new(RTM_GETLINK, NLM_F_ACK)
+                .ifinfomsg(AF_UNSPEC, 999_999, 0, 0)
+                .finish(nl.seq);
+            nl.socket.send(&stale).unwrap();
+            // Its ENODEV must not be taken as the answer to this lookup.
+            let lo = nl.link_by_name("lo").unwrap();
+            assert_eq!(lo.map(|l| l.name).as_deref(), Some("lo"));
+            assert!(nl.link_by_name("lo").unwrap().is_some());
+        });
     }
 
     #[test]
@@ -907,7 +939,10 @@ mod tests {
                 gateway: Some(v6("fd00:100:96::1")),
                 ..never_added
             };
-            assert_eq!(nl.add_route(&mixed).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+            assert_eq!(
+                nl.add_route(&mixed).unwrap_err().kind(),
+                io::ErrorKind::InvalidInput
+            );
         });
     }
 
@@ -932,9 +967,17 @@ mod tests {
             nl.add_route(&flannel).unwrap();
             nl.add_route(&flannel).unwrap(); // replace: no EEXIST
             let shown = ip(&["-4", "route", "show", "dev", "wt0"]);
-            assert!(shown.contains("100.96.5.0/24 via 100.96.5.0 onlink"), "{shown}");
+            assert!(
+                shown.contains("100.96.5.0/24 via 100.96.5.0 onlink"),
+                "{shown}"
+            );
             // Without onlink the gateway is not reachable.
-            let err = nl.add_route(&Route { onlink: false, ..flannel.clone() }).unwrap_err();
+            let err = nl
+                .add_route(&Route {
+                    onlink: false,
+                    ..flannel.clone()
+                })
+                .unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::ENETUNREACH), "{err}");
 
             let direct6 = Route {
@@ -954,7 +997,8 @@ mod tests {
 
             nl.del_route(&flannel).unwrap();
             nl.del_route(&direct6).unwrap();
-            let shown = ip(&["route", "show", "dev", "wt0"]) + &ip(&["-6", "route", "show", "dev", "wt0"]);
+            let shown =
+                ip(&["route", "show", "dev", "wt0"]) + &ip(&["-6", "route", "show", "dev", "wt0"]);
             assert!(!shown.contains("100.96.5.0"), "{shown}");
             assert!(!shown.contains("fd00:100:96:5::"), "{shown}");
         });
@@ -967,10 +1011,17 @@ mod tests {
             let (a, b) = veth_pair(&mut nl, "wtu0", "wtu1");
             nl.add_address(a.index, v4(198, 18, 0, 1), 24).unwrap();
             nl.add_address(b.index, v6("fd00:198:18::2"), 64).unwrap();
-            let found = |nl: &mut Netlink, addr| nl.link_with_address(addr).unwrap().map(|l| l.name);
+            let found =
+                |nl: &mut Netlink, addr| nl.link_with_address(addr).unwrap().map(|l| l.name);
             assert_eq!(found(&mut nl, v4(198, 18, 0, 1)).as_deref(), Some("wtu0"));
-            assert_eq!(found(&mut nl, v6("fd00:198:18::2")).as_deref(), Some("wtu1"));
-            assert_eq!(found(&mut nl, v6("::ffff:198.18.0.1")).as_deref(), Some("wtu0"));
+            assert_eq!(
+                found(&mut nl, v6("fd00:198:18::2")).as_deref(),
+                Some("wtu1")
+            );
+            assert_eq!(
+                found(&mut nl, v6("::ffff:198.18.0.1")).as_deref(),
+                Some("wtu0")
+            );
             assert_eq!(found(&mut nl, v4(198, 18, 0, 2)), None);
             assert_eq!(found(&mut nl, v4(127, 0, 0, 1)).as_deref(), Some("lo"));
             let addrs = nl.addresses().unwrap();
@@ -991,7 +1042,12 @@ mod tests {
                 let [hi, lo] = i.to_be_bytes();
                 nl.add_address(a.index, v4(198, 18, hi, lo), 32).unwrap();
             }
-            let on_a = nl.addresses().unwrap().into_iter().filter(|x| x.index == a.index).count();
+            let on_a = nl
+                .addresses()
+                .unwrap()
+                .into_iter()
+                .filter(|x| x.index == a.index)
+                .count();
             assert_eq!(on_a, 600);
         });
     }
@@ -1001,13 +1057,25 @@ mod tests {
         in_private_netns(|| {
             let mut nl = Netlink::open().unwrap();
             let (a, _) = veth_pair(&mut nl, "wtn0", "wtn1");
-            nl.add_neighbour(a.index, v4(198, 18, 0, 2), [0x02, 0, 0, 0, 0, 0x02]).unwrap();
-            nl.add_neighbour(a.index, v4(198, 18, 0, 2), [0x02, 0, 0, 0, 0, 0x03]).unwrap();
-            nl.add_neighbour(a.index, v6("fd00:198:18::2"), [0x02, 0, 0, 0, 0, 0x04]).unwrap();
-            let shown = ip(&["neigh", "show", "dev", "wtn0"]) + &ip(&["-6", "neigh", "show", "dev", "wtn0"]);
-            assert!(shown.contains("198.18.0.2 lladdr 02:00:00:00:00:03 PERMANENT"), "{shown}");
-            assert!(shown.contains("fd00:198:18::2 lladdr 02:00:00:00:00:04 PERMANENT"), "{shown}");
-            let err = nl.add_neighbour(999_999, v4(198, 18, 0, 3), [2, 0, 0, 0, 0, 5]).unwrap_err();
+            nl.add_neighbour(a.index, v4(198, 18, 0, 2), [0x02, 0, 0, 0, 0, 0x02])
+                .unwrap();
+            nl.add_neighbour(a.index, v4(198, 18, 0, 2), [0x02, 0, 0, 0, 0, 0x03])
+                .unwrap();
+            nl.add_neighbour(a.index, v6("fd00:198:18::2"), [0x02, 0, 0, 0, 0, 0x04])
+                .unwrap();
+            let shown = ip(&["neigh", "show", "dev", "wtn0"])
+                + &ip(&["-6", "neigh", "show", "dev", "wtn0"]);
+            assert!(
+                shown.contains("198.18.0.2 lladdr 02:00:00:00:00:03 PERMANENT"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("fd00:198:18::2 lladdr 02:00:00:00:00:04 PERMANENT"),
+                "{shown}"
+            );
+            let err = nl
+                .add_neighbour(999_999, v4(198, 18, 0, 3), [2, 0, 0, 0, 0, 5])
+                .unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::ENODEV), "{err}");
         });
     }

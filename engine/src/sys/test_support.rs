@@ -29,10 +29,7 @@ pub(crate) fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send +
 /// Runs `ip args...` in the calling thread's network namespace (a child process inherits the
 /// namespace of the thread that spawns it) and returns its stdout; panics if it fails.
 pub(crate) fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run ip");
+    let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
         out.status.success(),
         "ip {args:?} failed: {}",

@@ -153,6 +153,10 @@ impl Tun {
     /// process or a VPN framework), asks the kernel (`TUNGETIFF`) for its name and kind, and
     /// makes it non-blocking.
     ///
+    /// The fd must have been attached with `IFF_NO_PI`, as [`Tun::open`] does: the kernel cannot
+    /// be asked (`TUNGETIFF` reports `IFF_NOFILTER`, the same bit, instead), and with packet
+    /// information every packet would start with 4 extra bytes.
+    ///
     /// Fails with `EBADFD`/`EINVAL`/`ENOTTY` if `fd` is not an attached TUN/TAP fd.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Tun> {
         let mut req = zeroed_ifreq();
@@ -422,7 +426,11 @@ mod tests {
         in_private_netns(|| {
             let a = Tun::open("wt%d", &TunOptions::default()).unwrap();
             let b = Tun::open("wt%d", &TunOptions::default()).unwrap();
-            assert!(a.name().starts_with("wt") && !a.name().contains('%'), "{}", a.name());
+            assert!(
+                a.name().starts_with("wt") && !a.name().contains('%'),
+                "{}",
+                a.name()
+            );
             assert_ne!(a.name(), b.name());
             let c = Tun::open("", &TunOptions::default()).unwrap();
             assert!(c.name().starts_with("tun"), "{}", c.name());
@@ -468,9 +476,12 @@ mod tests {
                 multi_queue: true,
                 ..TunOptions::default()
             };
-            let queues: Vec<Tun> = (0..3).map(|_| Tun::open("wtmq0", &options).unwrap()).collect();
+            let queues: Vec<Tun> = (0..3)
+                .map(|_| Tun::open("wtmq0", &options).unwrap())
+                .collect();
             assert!(queues.iter().all(|q| q.name() == "wtmq0"));
-            let fds: std::collections::HashSet<RawFd> = queues.iter().map(|q| q.as_raw_fd()).collect();
+            let fds: std::collections::HashSet<RawFd> =
+                queues.iter().map(|q| q.as_raw_fd()).collect();
             assert_eq!(fds.len(), 3);
             // Mixing single- and multi-queue opens of one device is refused.
             let err = Tun::open("wtmq0", &TunOptions::default()).unwrap_err();
@@ -496,7 +507,8 @@ mod tests {
 
             let mut nl = Netlink::open().unwrap();
             let link = nl.link_by_name("wtap0").unwrap().expect("wtap0 exists");
-            nl.set_mac(link.index, [0x02, 0x77, 0x65, 0x66, 0x74, 0x01]).unwrap();
+            nl.set_mac(link.index, [0x02, 0x77, 0x65, 0x66, 0x74, 0x01])
+                .unwrap();
             let shown = ip(&["-o", "link", "show", "dev", "wtap0"]);
             assert!(shown.contains("link/ether 02:77:65:66:74:01"), "{shown}");
         });
