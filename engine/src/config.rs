@@ -42,7 +42,11 @@ impl fmt::Display for ConfigError {
             (false, None) => write!(f, "{}: ", self.key)?,
         }
         // One line, whatever the source error looked like.
-        let problem = self.problem.split_whitespace().collect::<Vec<_>>().join(" ");
+        let problem = self
+            .problem
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         f.write_str(&problem)
     }
 }
@@ -80,6 +84,8 @@ pub struct Config {
     pub icmp: IcmpConfig,
     /// `[validation]`.
     pub validation: ValidationConfig,
+    /// `[engine] batch`: packets per batched system call (1-64; 1 behaves like flanneld).
+    pub batch: usize,
     /// `[[peer]]`: the static routes.
     pub peers: Vec<Route>,
 }
@@ -131,6 +137,8 @@ struct RawConfig {
     #[serde(default)]
     validation: RawValidation,
     #[serde(default)]
+    engine: RawEngine,
+    #[serde(default)]
     peer: Vec<RawPeer>,
 }
 
@@ -175,6 +183,12 @@ struct RawValidation {
     check_inner_source: Option<bool>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    batch: Option<i64>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPeer {
@@ -199,7 +213,9 @@ impl Ctx<'_> {
     }
 
     fn cidr(&self, key: &str, value: &str) -> Result<Cidr, ConfigError> {
-        value.parse::<Cidr>().map_err(|e| self.err(key, Some(value), e))
+        value
+            .parse::<Cidr>()
+            .map_err(|e| self.err(key, Some(value), e))
     }
 
     fn ip(&self, key: &str, value: &str) -> Result<IpAddr, ConfigError> {
@@ -213,7 +229,11 @@ impl Ctx<'_> {
         if (lo..=hi).contains(&value) {
             Ok(value as u32)
         } else {
-            Err(self.err(key, Some(&value.to_string()), format!("must be between {lo} and {hi}")))
+            Err(self.err(
+                key,
+                Some(&value.to_string()),
+                format!("must be between {lo} and {hi}"),
+            ))
         }
     }
 }
@@ -224,7 +244,10 @@ pub fn parse_endpoint(value: &str, default_port: u16) -> Option<SocketAddr> {
     if let Ok(sa) = value.parse::<SocketAddr>() {
         return Some(sa);
     }
-    value.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, default_port))
+    value
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, default_port))
 }
 
 /// Converts a TOML byte offset into a 1-based line and column.
@@ -285,8 +308,10 @@ impl Config {
             None => None,
         };
 
-        let underlay_mtu =
-            raw.underlay_mtu.map(|m| ctx.ranged("underlay_mtu", m, 576, 65535)).transpose()?;
+        let underlay_mtu = raw
+            .underlay_mtu
+            .map(|m| ctx.ranged("underlay_mtu", m, 576, 65535))
+            .transpose()?;
 
         // [device]
         let d = &raw.device;
@@ -340,7 +365,10 @@ impl Config {
             }
             None => None,
         };
-        let mtu = d.mtu.map(|m| ctx.ranged("[device] mtu", m, 576, 65535)).transpose()?;
+        let mtu = d
+            .mtu
+            .map(|m| ctx.ranged("[device] mtu", m, 576, 65535))
+            .transpose()?;
 
         // [listen]
         let listen_ip = ctx.ip("[listen] address", &raw.listen.address)?;
@@ -350,8 +378,11 @@ impl Config {
         };
         let listen = SocketAddr::new(listen_ip, port);
 
-        let control_socket =
-            raw.control.socket.clone().unwrap_or_else(|| default_control_socket(&d.name));
+        let control_socket = raw
+            .control
+            .socket
+            .clone()
+            .unwrap_or_else(|| default_control_socket(&d.name));
         if control_socket.is_empty() || control_socket == "@" {
             return Err(ctx.err(
                 "[control] socket",
@@ -361,12 +392,27 @@ impl Config {
         }
 
         let icmp = IcmpConfig {
-            rate: raw.icmp.rate.map(|r| ctx.ranged("[icmp] rate", r, 0, 1_000_000)).transpose()?.unwrap_or(100),
-            burst: raw.icmp.burst.map(|b| ctx.ranged("[icmp] burst", b, 0, 1_000_000)).transpose()?.unwrap_or(50),
+            rate: raw
+                .icmp
+                .rate
+                .map(|r| ctx.ranged("[icmp] rate", r, 0, 1_000_000))
+                .transpose()?
+                .unwrap_or(100),
+            burst: raw
+                .icmp
+                .burst
+                .map(|b| ctx.ranged("[icmp] burst", b, 0, 1_000_000))
+                .transpose()?
+                .unwrap_or(50),
         };
         let validation = ValidationConfig {
             check_peer: raw.validation.check_peer.unwrap_or(true),
             check_inner_source: raw.validation.check_inner_source.unwrap_or(true),
+        };
+
+        let batch = match raw.engine.batch {
+            Some(b) => ctx.ranged("[engine] batch", b, 1, 64)? as usize,
+            None => 64,
         };
 
         // [[peer]]
@@ -397,7 +443,11 @@ impl Config {
                     "contains this host's own [device] address",
                 ));
             }
-            if let Some((j, other)) = peers.iter().enumerate().find(|(_, r)| r.subnet.overlaps(&subnet)) {
+            if let Some((j, other)) = peers
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.subnet.overlaps(&subnet))
+            {
                 return Err(ctx.err(
                     &key("subnet"),
                     Some(&p.subnet),
@@ -405,7 +455,11 @@ impl Config {
                 ));
             }
             let endpoint = parse_endpoint(&p.endpoint, port).ok_or_else(|| {
-                ctx.err(&key("endpoint"), Some(&p.endpoint), "expected IP or IP:PORT")
+                ctx.err(
+                    &key("endpoint"),
+                    Some(&p.endpoint),
+                    "expected IP or IP:PORT",
+                )
             })?;
             if endpoint.is_ipv4() != listen.is_ipv4() {
                 return Err(ctx.err(
@@ -416,11 +470,19 @@ impl Config {
             }
             let vtep_mac = match &p.vtep_mac {
                 Some(v) => Some(v.parse::<EthernetAddress>().map_err(|_| {
-                    ctx.err(&key("vtep_mac"), Some(v), "expected a MAC like 02:00:00:00:01:00")
+                    ctx.err(
+                        &key("vtep_mac"),
+                        Some(v),
+                        "expected a MAC like 02:00:00:00:01:00",
+                    )
                 })?),
                 None => None,
             };
-            peers.push(Route { subnet, endpoint, vtep_mac });
+            peers.push(Route {
+                subnet,
+                endpoint,
+                vtep_mac,
+            });
         }
 
         Ok(Config {
@@ -429,11 +491,17 @@ impl Config {
             network,
             network6,
             underlay_mtu,
-            device: DeviceConfig { name: d.name.clone(), address, address6, mtu },
+            device: DeviceConfig {
+                name: d.name.clone(),
+                address,
+                address6,
+                mtu,
+            },
             listen,
             control_socket,
             icmp,
             validation,
+            batch,
             peers,
         })
     }
@@ -470,7 +538,10 @@ endpoint = "198.18.0.2"
     fn err_line(text: &str) -> String {
         let e = parse(text).unwrap_err().to_string();
         assert!(!e.contains('\n'), "one line: {e}");
-        assert!(e.starts_with("/etc/weft/weft.toml: "), "names the file: {e}");
+        assert!(
+            e.starts_with("/etc/weft/weft.toml: "),
+            "names the file: {e}"
+        );
         e
     }
 
@@ -486,7 +557,13 @@ endpoint = "198.18.0.2"
         assert_eq!(c.peers.len(), 1);
         assert_eq!(c.peers[0].subnet.to_string(), "100.96.2.0/24");
         assert_eq!(c.peers[0].endpoint, "198.18.0.2:8285".parse().unwrap());
-        assert_eq!(c.icmp, IcmpConfig { rate: 100, burst: 50 });
+        assert_eq!(
+            c.icmp,
+            IcmpConfig {
+                rate: 100,
+                burst: 50
+            }
+        );
         assert!(c.validation.check_peer && c.validation.check_inner_source);
     }
 
@@ -511,6 +588,8 @@ rate = 10
 burst = 1
 [validation]
 check_peer = false
+[engine]
+batch = 1
 [[peer]]
 subnet = "fd00:100:96:2::/64"
 endpoint = "198.18.0.2:9999"
@@ -524,6 +603,7 @@ endpoint = "198.18.0.2:9999"
         assert_eq!(c.device.address6, Some("fd00:100:96:1::".parse().unwrap()));
         assert_eq!(c.control_socket, "/run/weft.sock");
         assert!(!c.validation.check_peer && c.validation.check_inner_source);
+        assert_eq!(c.batch, 1);
         assert_eq!(c.peers[0].endpoint, "198.18.0.2:9999".parse().unwrap());
     }
 
@@ -531,17 +611,25 @@ endpoint = "198.18.0.2:9999"
     fn errors_name_key_and_value() {
         let e = err_line(&ISSUE_EXAMPLE.replace("100.96.2.0/24", "100.96.2.0/33"));
         assert!(e.contains("[[peer]] #1 subnet = \"100.96.2.0/33\""), "{e}");
-        let e = err_line(&ISSUE_EXAMPLE.replace("address = \"100.96.1.0\"", "address = \"10.0.0.1\""));
-        assert!(e.contains("[device] address = \"10.0.0.1\"") && e.contains("outside network"), "{e}");
+        let e =
+            err_line(&ISSUE_EXAMPLE.replace("address = \"100.96.1.0\"", "address = \"10.0.0.1\""));
+        assert!(
+            e.contains("[device] address = \"10.0.0.1\"") && e.contains("outside network"),
+            "{e}"
+        );
         let e = err_line(&format!(
             "{ISSUE_EXAMPLE}[[peer]]\nsubnet = \"100.96.2.128/25\"\nendpoint = \"198.18.0.3\"\n"
         ));
-        assert!(e.contains("[[peer]] #2 subnet = \"100.96.2.128/25\"") && e.contains("overlaps"), "{e}");
+        assert!(
+            e.contains("[[peer]] #2 subnet = \"100.96.2.128/25\"") && e.contains("overlaps"),
+            "{e}"
+        );
         let e = err_line(&ISSUE_EXAMPLE.replace("port = 8285", "port = 70000"));
         assert!(e.contains("[listen] port = \"70000\""), "{e}");
         let e = err_line(&ISSUE_EXAMPLE.replace("backend = \"udp\"", "backend = \"gre\""));
         assert!(e.contains("backend = \"gre\""), "{e}");
-        let e = err_line(&ISSUE_EXAMPLE.replace("endpoint = \"198.18.0.2\"", "endpoint = \"nowhere\""));
+        let e =
+            err_line(&ISSUE_EXAMPLE.replace("endpoint = \"198.18.0.2\"", "endpoint = \"nowhere\""));
         assert!(e.contains("[[peer]] #1 endpoint = \"nowhere\""), "{e}");
         let e = err_line(&ISSUE_EXAMPLE.replace("100.96.2.0/24", "100.96.1.0/24"));
         assert!(e.contains("own [device] address"), "{e}");
@@ -561,16 +649,30 @@ endpoint = "198.18.0.2:9999"
 
     #[test]
     fn missing_file() {
-        let e = Config::load(Path::new("/nonexistent/weft.toml")).unwrap_err().to_string();
+        let e = Config::load(Path::new("/nonexistent/weft.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("/nonexistent/weft.toml: cannot read"), "{e}");
     }
 
     #[test]
     fn endpoints() {
-        assert_eq!(parse_endpoint("198.18.0.2", 8285), Some("198.18.0.2:8285".parse().unwrap()));
-        assert_eq!(parse_endpoint("198.18.0.2:1", 8285), Some("198.18.0.2:1".parse().unwrap()));
-        assert_eq!(parse_endpoint("fd00:198:18::2", 1), Some("[fd00:198:18::2]:1".parse().unwrap()));
-        assert_eq!(parse_endpoint("[fd00::2]:7", 1), Some("[fd00::2]:7".parse().unwrap()));
+        assert_eq!(
+            parse_endpoint("198.18.0.2", 8285),
+            Some("198.18.0.2:8285".parse().unwrap())
+        );
+        assert_eq!(
+            parse_endpoint("198.18.0.2:1", 8285),
+            Some("198.18.0.2:1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_endpoint("fd00:198:18::2", 1),
+            Some("[fd00:198:18::2]:1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_endpoint("[fd00::2]:7", 1),
+            Some("[fd00::2]:7".parse().unwrap())
+        );
         assert_eq!(parse_endpoint("x", 1), None);
     }
 }

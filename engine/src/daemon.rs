@@ -98,9 +98,17 @@ pub fn mtus(config: &Config) -> Result<Mtus, DaemonError> {
             }
         },
     };
-    let overhead = if config.listen.is_ipv4() { OVERHEAD_V4 } else { OVERHEAD_V6 } as u32;
+    let overhead = if config.listen.is_ipv4() {
+        OVERHEAD_V4
+    } else {
+        OVERHEAD_V6
+    } as u32;
     let max_payload = underlay.saturating_sub(overhead);
-    Ok(Mtus { underlay, device: config.device.mtu.unwrap_or(max_payload), max_payload })
+    Ok(Mtus {
+        underlay,
+        device: config.device.mtu.unwrap_or(max_payload),
+        max_payload,
+    })
 }
 
 /// Runs the daemon described by the configuration file at `path` until SIGINT or SIGTERM.
@@ -111,11 +119,18 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
 
     let socket = setup::bind_udp(config.listen).map_err(|source| DaemonError::Setup {
         path: file.clone(),
-        key: format!("[listen] address = {:?}, port = {}", config.listen.ip().to_string(), config.listen.port()),
+        key: format!(
+            "[listen] address = {:?}, port = {}",
+            config.listen.ip().to_string(),
+            config.listen.port()
+        ),
         source,
     })?;
 
-    let mut addresses = vec![(IpAddr::V4(config.device.address), config.network.prefix_len())];
+    let mut addresses = vec![(
+        IpAddr::V4(config.device.address),
+        config.network.prefix_len(),
+    )];
     if let (Some(a6), Some(n6)) = (config.device.address6, config.network6) {
         addresses.push((IpAddr::V6(a6), n6.prefix_len()));
     }
@@ -131,11 +146,15 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         source,
     })?;
 
-    let routes = RouteTable::new(config.peers.iter().copied())
-        .map_err(|e| DaemonError::Routes { path: file.clone(), message: e.to_string() })?;
+    let routes =
+        RouteTable::new(config.peers.iter().copied()).map_err(|e| DaemonError::Routes {
+            path: file.clone(),
+            message: e.to_string(),
+        })?;
     let engine = Engine::builder(tun, socket)
         .routes(routes.clone())
         .flannel(flannel_config(&config, &mtus))
+        .batch_size(config.batch)
         .spawn()?;
 
     let counters = engine_stats_source(&engine);
@@ -154,7 +173,10 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             ipv4_underlay: config.listen.is_ipv4(),
         },
     )
-    .map_err(|source| DaemonError::Control { path: file.clone(), source })?;
+    .map_err(|source| DaemonError::Control {
+        path: file.clone(),
+        source,
+    })?;
 
     log::info!(
         "up: device {} ({}/{}, mtu {}), udp {}, {} peer route(s), control {}",
@@ -192,9 +214,13 @@ pub fn flannel_config(config: &Config, mtus: &Mtus) -> FlannelConfig {
     }
 }
 
-fn wait_for_signals(engine: &Engine, routes: &RouteTable, config: &Config) -> Result<(), DaemonError> {
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DaemonError::Signals)?;
+fn wait_for_signals(
+    engine: &Engine,
+    routes: &RouteTable,
+    config: &Config,
+) -> Result<(), DaemonError> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(DaemonError::Signals)?;
     let handle = signals.handle();
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -207,7 +233,8 @@ fn wait_for_signals(engine: &Engine, routes: &RouteTable, config: &Config) -> Re
             }
         })
         .map_err(DaemonError::Signals)?;
-    let mut file_routes: BTreeMap<Cidr, Route> = config.peers.iter().map(|r| (r.subnet, *r)).collect();
+    let mut file_routes: BTreeMap<Cidr, Route> =
+        config.peers.iter().map(|r| (r.subnet, *r)).collect();
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(SIGHUP) => reload(&config.path, config, routes, &mut file_routes),
@@ -229,7 +256,12 @@ fn wait_for_signals(engine: &Engine, routes: &RouteTable, config: &Config) -> Re
 }
 
 /// SIGHUP: re-read the file and apply the difference of its `[[peer]]` routes.
-fn reload(path: &Path, running: &Config, routes: &RouteTable, file_routes: &mut BTreeMap<Cidr, Route>) {
+fn reload(
+    path: &Path,
+    running: &Config,
+    routes: &RouteTable,
+    file_routes: &mut BTreeMap<Cidr, Route>,
+) {
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -237,8 +269,13 @@ fn reload(path: &Path, running: &Config, routes: &RouteTable, file_routes: &mut 
             return;
         }
     };
-    if new.device != running.device || new.listen != running.listen || new.network != running.network {
-        log::warn!("reload: [device], [listen] and network changes need a restart; applying [[peer]] only");
+    if new.device != running.device
+        || new.listen != running.listen
+        || new.network != running.network
+    {
+        log::warn!(
+            "reload: [device], [listen] and network changes need a restart; applying [[peer]] only"
+        );
     }
     let wanted: BTreeMap<Cidr, Route> = new.peers.iter().map(|r| (r.subnet, *r)).collect();
     let (mut added, mut removed) = (0, 0);
@@ -256,5 +293,8 @@ fn reload(path: &Path, running: &Config, routes: &RouteTable, file_routes: &mut 
         }
     }
     *file_routes = wanted;
-    log::info!("reloaded {}: {added} route(s) added or changed, {removed} removed", path.display());
+    log::info!(
+        "reloaded {}: {added} route(s) added or changed, {removed} removed",
+        path.display()
+    );
 }
