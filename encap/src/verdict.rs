@@ -144,9 +144,18 @@ mod tests {
 
     #[test]
     fn drop_reason_of_verdicts() {
-        assert_eq!(Verdict::Drop(DropReason::NoRoute).drop_reason(), Some(DropReason::NoRoute));
-        let v = Verdict::ReplyToDevice { range: 0..28, cause: DropReason::TtlExceeded };
+        assert_eq!(
+            Verdict::Drop(DropReason::NoRoute).drop_reason(),
+            Some(DropReason::NoRoute)
+        );
+        let v = Verdict::ReplyToDevice {
+            range: 0..28,
+            cause: DropReason::TtlExceeded,
+        };
         assert_eq!(v.drop_reason(), Some(DropReason::TtlExceeded));
-        assert_eq!(Verdict::DeliverToDevice { range: 0..20 }.drop_reason(), None);
+        assert_eq!(
+            Verdict::DeliverToDevice { range: 0..20 }.drop_reason(),
+            None
+        );
     }
 }
