@@ -64,7 +64,11 @@ impl RouteTable {
     }
 
     fn edit<T>(&self, f: impl FnOnce(&mut BTreeMap<Cidr, Route>) -> T) -> Result<T, TableError> {
-        let mut edits = self.inner.edits.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut edits = self
+            .inner
+            .edits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut routes = edits.routes.clone();
         let out = f(&mut routes);
         let generation = edits.generation + 1;
@@ -106,7 +110,11 @@ mod tests {
     use super::*;
 
     fn route(subnet: &str, endpoint: &str) -> Route {
-        Route { subnet: subnet.parse().unwrap(), endpoint: endpoint.parse().unwrap(), vtep_mac: None }
+        Route {
+            subnet: subnet.parse().unwrap(),
+            endpoint: endpoint.parse().unwrap(),
+            vtep_mac: None,
+        }
     }
 
     #[test]
@@ -121,8 +129,17 @@ mod tests {
         assert_eq!(before.routes().len(), 1);
         assert_eq!(after.routes().len(), 2);
         let replaced = t.insert(route("100.96.3.0/24", "198.18.0.4:8285")).unwrap();
-        assert_eq!(replaced.unwrap().endpoint, "198.18.0.3:8285".parse().unwrap());
-        assert_eq!(t.remove(&"100.96.2.0/24".parse().unwrap()).unwrap().subnet.to_string(), "100.96.2.0/24");
+        assert_eq!(
+            replaced.unwrap().endpoint,
+            "198.18.0.3:8285".parse().unwrap()
+        );
+        assert_eq!(
+            t.remove(&"100.96.2.0/24".parse().unwrap())
+                .unwrap()
+                .subnet
+                .to_string(),
+            "100.96.2.0/24"
+        );
         assert!(t.remove(&"100.96.2.0/24".parse().unwrap()).is_none());
         assert_eq!(t.routes().len(), 1);
     }

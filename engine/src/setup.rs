@@ -84,7 +84,11 @@ pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
             }
             _ => "",
         };
-        SetupError::OpenDevice { name: setup.name.clone(), hint, source }
+        SetupError::OpenDevice {
+            name: setup.name.clone(),
+            hint,
+            source,
+        }
     })?;
     let name = tun.name().to_owned();
     let configure = |what: String| {
@@ -100,12 +104,14 @@ pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
             name: name.clone(),
             source: io::Error::from(io::ErrorKind::NotFound),
         })?;
-    nl.set_mtu(link.index, setup.mtu).map_err(configure(format!("set MTU {}", setup.mtu)))?;
+    nl.set_mtu(link.index, setup.mtu)
+        .map_err(configure(format!("set MTU {}", setup.mtu)))?;
     for &(addr, len) in &setup.addresses {
         nl.add_address(link.index, addr, len)
             .map_err(configure(format!("assign address {addr}/{len}")))?;
     }
-    nl.set_up(link.index).map_err(configure("bring the device up".into()))?;
+    nl.set_up(link.index)
+        .map_err(configure("bring the device up".into()))?;
     Ok(tun)
 }
 
@@ -115,7 +121,10 @@ pub fn interface_mtu(addr: IpAddr) -> Result<Option<u32>, SetupError> {
         return Ok(None);
     }
     let mut nl = Netlink::open().map_err(SetupError::Netlink)?;
-    Ok(nl.link_with_address(addr).map_err(SetupError::Netlink)?.map(|l| l.mtu))
+    Ok(nl
+        .link_with_address(addr)
+        .map_err(SetupError::Netlink)?
+        .map(|l| l.mtu))
 }
 
 /// Binds the tunnel's UDP socket: large buffers, IPv6-only for IPv6 addresses, no port
@@ -130,7 +139,11 @@ pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, SetupError> {
         };
         SetupError::Bind { addr, hint, source }
     };
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP)).map_err(fail)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(fail)?;
