@@ -68,6 +68,12 @@ pub struct TunSetup {
     pub addresses: Vec<(IpAddr, u8)>,
 }
 
+impl TunSetup {
+    fn has_ipv6(&self) -> bool {
+        self.addresses.iter().any(|(a, _)| a.is_ipv6())
+    }
+}
+
 /// Creates and configures the device: open, MTU, addresses, up.
 pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
     let tun = Tun::open(&setup.name, &setup.options).map_err(|source| {
@@ -106,6 +112,14 @@ pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
         })?;
     nl.set_mtu(link.index, setup.mtu)
         .map_err(configure(format!("set MTU {}", setup.mtu)))?;
+    if !setup.has_ipv6() {
+        // Without an IPv6 overlay the kernel would still give the device a link-local
+        // address and send router solicitations into it, only for weft to drop them.
+        let knob = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+        if let Err(e) = std::fs::write(&knob, "1") {
+            log::debug!("cannot write {knob}: {e} (IPv6 stays enabled on {name})");
+        }
+    }
     for &(addr, len) in &setup.addresses {
         nl.add_address(link.index, addr, len)
             .map_err(configure(format!("assign address {addr}/{len}")))?;
