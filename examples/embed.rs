@@ -1,7 +1,7 @@
 //! A minimal VPN built on the weft library: one TUN device, one UDP socket, static peers.
 //!
 //! ```text
-//! sudo cargo run -p weft-examples --example embed -- \
+//! sudo cargo run -p weft-examples --bin weft-embed -- \
 //!     --device vpn0 --address 100.96.1.0/16 --listen 198.18.0.1:8285 \
 //!     --peer 100.96.2.0/24=198.18.0.2:8285
 //! ```
