@@ -30,6 +30,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::icmp::{self, IcmpErrorKind};
 use crate::ratelimit::TokenBucket;
 use crate::table::SubnetTable;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::backend::Backend;
 use crate::verdict::{DropReason, PeerId, Verdict};
 use crate::wire::{ipv4, ipv6};
 
@@ -193,7 +197,7 @@ impl FlannelBackend {
         now_ms: u64,
     ) -> Verdict {
         match self.icmp_error(buf, offender.start, offender.len(), src, kind, now_ms) {
-            Some(range) => Verdict::ReplyToDevice { range, cause },
+            Some(range) => Verdict::ReplyToDevice { device: 0, range, cause },
             None => Verdict::Drop(cause),
         }
     }
@@ -218,7 +222,8 @@ impl FlannelBackend {
             return Verdict::Drop(DropReason::Malformed);
         };
         let len = inner.len;
-        let Some(peer) = table.lookup(inner.dst) else {
+        let Some(dest) = table.lookup(inner.dst).and_then(|id| table.peer(id)).map(|p| p.endpoint)
+        else {
             let kind = IcmpErrorKind::NetUnreachable;
             return self.reply_to_device(
                 buf,
@@ -259,10 +264,7 @@ impl FlannelBackend {
             );
         }
         decrement_ttl(&mut buf[start..start + len]);
-        Verdict::SendToPeer {
-            peer,
-            range: start..start + len,
-        }
+        Verdict::SendToPeer { dest, range: start..start + len, flow: None }
     }
 
     /// Decides what happens to the datagram payload `buf[start..start + len]` received from
@@ -303,7 +305,7 @@ impl FlannelBackend {
             return self.time_exceeded_to_peer(table, sender, &inner, buf, start, now_ms);
         }
         decrement_ttl(&mut buf[start..end]);
-        Verdict::DeliverToDevice { range: start..end }
+        Verdict::DeliverToDevice { device: 0, range: start..end }
     }
 
     fn time_exceeded_to_peer(
@@ -321,9 +323,10 @@ impl FlannelBackend {
             IpAddr::V6(_) => self.config.local_v6.map(IpAddr::V6),
         };
         // The error goes to the inner source, through whichever peer owns it.
-        let Some(peer) = table.lookup(inner.src).or(sender) else {
+        let Some(dest) = table.lookup(inner.src).or(sender).and_then(|id| table.peer(id)) else {
             return Verdict::Drop(cause);
         };
+        let dest = dest.endpoint;
         let Some(local) = local else {
             return Verdict::Drop(cause);
         };
@@ -335,9 +338,51 @@ impl FlannelBackend {
             IcmpErrorKind::TimeExceeded,
             now_ms,
         ) {
-            Some(range) => Verdict::ReplyToPeer { peer, range, cause },
+            Some(range) => Verdict::ReplyToPeer { dest, range, cause: Some(cause) },
             None => Verdict::Drop(cause),
         }
+    }
+}
+
+impl Backend for FlannelBackend {
+    fn headroom(&self) -> usize {
+        HEADROOM
+    }
+
+    fn handle_device_packet(
+        &mut self,
+        tables: &[Arc<SubnetTable>],
+        _device: usize,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Verdict {
+        match tables.first() {
+            Some(table) => FlannelBackend::handle_device_packet(self, table, buf, start, len, now_ms),
+            None => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+
+    fn handle_datagram(
+        &mut self,
+        tables: &[Arc<SubnetTable>],
+        source: SocketAddr,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Verdict {
+        match tables.first() {
+            Some(table) => {
+                FlannelBackend::handle_datagram(self, table, source.ip(), buf, start, len, now_ms)
+            }
+            None => Verdict::Drop(DropReason::UnknownPeer),
+        }
+    }
+
+    fn icmp_rate_limited(&self) -> u64 {
+        self.stats.rate_limited
     }
 }
 

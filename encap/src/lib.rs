@@ -14,10 +14,12 @@
 //! - [`flannel`]: the flannel UDP backend: what to do with a packet read from the device
 //!   (encapsulate toward a peer, answer with an ICMP error, drop) and with a datagram
 //!   received from the underlay (deliver, answer, drop).
+//! - [`backend`]: the [`backend::Backend`] trait the engine drives.
 //! - [`verdict`]: the outcome of each of those decisions, and the counted drop reasons.
 //! - [`ratelimit`]: the token bucket that bounds the ICMP errors weft generates.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod flannel;
 pub mod icmp;
 pub mod ratelimit;

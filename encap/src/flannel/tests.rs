@@ -1,7 +1,7 @@
 //! Byte-vector tests of every verdict of the UDP backend, on packets captured from the
 //! kernel (fixtures/flannel, see its capture.sh) and on packets built field by field.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::*;
 use crate::table::{Route, SubnetTable};
@@ -70,8 +70,8 @@ fn v6_packet(src: &str, dst: &str, hop_limit: u8, payload_len: usize) -> Vec<u8>
     bytes
 }
 
-fn peer_b(table: &SubnetTable) -> PeerId {
-    table.peer_by_endpoint(B_UNDERLAY.parse().unwrap()).unwrap()
+fn peer_b() -> SocketAddr {
+    format!("{B_UNDERLAY}:8285").parse().unwrap()
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn kernel_echo_request_is_encapsulated_with_ttl_decremented() {
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
     let range = HEADROOM..HEADROOM + pkt.len();
-    assert_eq!(v, Verdict::SendToPeer { peer: peer_b(&table), range: range.clone() });
+    assert_eq!(v, Verdict::SendToPeer { dest: peer_b(), range: range.clone(), flow: None });
     let out = ipv4::Packet::new_checked(&buf[range]).unwrap();
     assert_eq!(out.ttl(), 63);
     assert!(out.verify_checksum(), "RFC 1624 incremental update keeps the checksum valid");
@@ -127,7 +127,7 @@ fn received_datagram_is_delivered_with_ttl_decremented() {
     .unwrap();
     let mut buf = buffer(&pkt);
     let v = backend().handle_datagram(&table, A_UNDERLAY.parse().unwrap(), &mut buf, HEADROOM, pkt.len(), 0);
-    assert_eq!(v, Verdict::DeliverToDevice { range: HEADROOM..HEADROOM + pkt.len() });
+    assert_eq!(v, Verdict::DeliverToDevice { device: 0, range: HEADROOM..HEADROOM + pkt.len() });
     let out = ipv4::Packet::new_checked(&buf[HEADROOM..HEADROOM + pkt.len()]).unwrap();
     assert_eq!(out.ttl(), 63);
     assert!(out.verify_checksum());
@@ -139,7 +139,7 @@ fn kernel_ipv6_echo_is_encapsulated_with_hop_limit_decremented() {
     let table = table();
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
-    assert_eq!(v, Verdict::SendToPeer { peer: peer_b(&table), range: HEADROOM..HEADROOM + pkt.len() });
+    assert_eq!(v, Verdict::SendToPeer { dest: peer_b(), range: HEADROOM..HEADROOM + pkt.len(), flow: None });
     let out = ipv6::Packet::new_checked(&buf[HEADROOM..HEADROOM + pkt.len()]).unwrap();
     assert_eq!(out.hop_limit(), ipv6::Packet::new_checked(&pkt[..]).unwrap().hop_limit() - 1);
 }
@@ -149,7 +149,7 @@ fn no_route_answers_net_unreachable_into_the_device() {
     let pkt = v4_packet([100, 96, 1, 5], [100, 96, 9, 9], 64, 100, false);
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table(), &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToDevice { range, cause: DropReason::NoRoute } = v else { panic!("{v:?}") };
+    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::NoRoute } = v else { panic!("{v:?}") };
     let ip = ipv4::Packet::new_checked(&buf[range.clone()]).unwrap();
     assert!(ip.verify_checksum());
     // From the unreachable destination (a local source would be a martian), to the sender.
@@ -168,7 +168,7 @@ fn no_route_v6_answers_icmpv6_no_route() {
     let pkt = v6_packet("fd00:100:96:1::5", "fd00:100:96:9::9", 64, 60);
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table(), &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToDevice { range, cause: DropReason::NoRoute } = v else { panic!("{v:?}") };
+    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::NoRoute } = v else { panic!("{v:?}") };
     let ip = ipv6::Packet::new_checked(&buf[range]).unwrap();
     assert_eq!(ip.next_header(), PROTO_ICMPV6);
     assert_eq!(ip.dst_addr(), "fd00:100:96:1::5".parse::<Ipv6Addr>().unwrap());
@@ -203,7 +203,7 @@ fn expiring_ttl_answers_time_exceeded() {
     let pkt = v4_packet([100, 96, 1, 5], [100, 96, 2, 7], 1, 100, false);
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToDevice { range, cause: DropReason::TtlExceeded } = v else { panic!("{v:?}") };
+    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::TtlExceeded } = v else { panic!("{v:?}") };
     let ip = ipv4::Packet::new_checked(&buf[range]).unwrap();
     let icmp = icmpv4::Packet::new_checked(ip.payload()).unwrap();
     assert_eq!((icmp.msg_type(), icmp.code()), (11, 0));
@@ -212,7 +212,7 @@ fn expiring_ttl_answers_time_exceeded() {
     let pkt = v6_packet("fd00:100:96:1::5", "fd00:100:96:2::7", 1, 40);
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToDevice { range, cause: DropReason::TtlExceeded } = v else { panic!("{v:?}") };
+    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::TtlExceeded } = v else { panic!("{v:?}") };
     let ip = ipv6::Packet::new_checked(&buf[range]).unwrap();
     assert_eq!(icmpv6::Packet::new_checked(ip.payload()).unwrap().msg_type(), 3);
 }
@@ -224,8 +224,8 @@ fn ttl_running_out_on_receive_is_answered_through_the_tunnel() {
     let pkt = v4_packet([100, 96, 2, 7], [100, 96, 1, 5], 1, 100, false);
     let mut buf = buffer(&pkt);
     let v = backend().handle_datagram(&table, B_UNDERLAY.parse().unwrap(), &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToPeer { peer, range, cause: DropReason::TtlExceeded } = v else { panic!("{v:?}") };
-    assert_eq!(peer, peer_b(&table));
+    let Verdict::ReplyToPeer { dest, range, cause: Some(DropReason::TtlExceeded) } = v else { panic!("{v:?}") };
+    assert_eq!(dest, peer_b());
     let ip = ipv4::Packet::new_checked(&buf[range]).unwrap();
     assert_eq!(ip.src_addr(), Ipv4Addr::new(100, 96, 1, 0), "from A's own overlay address");
     assert_eq!(ip.dst_addr(), Ipv4Addr::new(100, 96, 2, 7));
@@ -239,7 +239,7 @@ fn too_big_with_df_answers_frag_needed_with_the_mtu() {
     let pkt = v4_packet([100, 96, 1, 5], [100, 96, 2, 7], 64, 1200, true);
     let mut buf = buffer(&pkt);
     let v = b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToDevice { range, cause: DropReason::TooBig } = v else { panic!("{v:?}") };
+    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::TooBig } = v else { panic!("{v:?}") };
     let ip = ipv4::Packet::new_checked(&buf[range]).unwrap();
     let icmp = icmpv4::Packet::new_checked(ip.payload()).unwrap();
     assert_eq!((icmp.msg_type(), icmp.code()), (3, 4));
@@ -251,7 +251,7 @@ fn too_big_with_df_answers_frag_needed_with_the_mtu() {
     // IPv6 is never fragmented on the way: packet too big, never below 1280.
     let pkt = v6_packet("fd00:100:96:1::5", "fd00:100:96:2::7", 64, 1400);
     let mut buf = buffer(&pkt);
-    let Verdict::ReplyToDevice { range, cause: DropReason::TooBig } =
+    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::TooBig } =
         b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0)
     else {
         panic!()
