@@ -24,7 +24,7 @@ pub mod flannel;
 pub mod icmp;
 pub mod ratelimit;
 pub mod table;
-pub mod verdict;
-pub mod wire;
 #[cfg(test)]
 mod testutil;
+pub mod verdict;
+pub mod wire;

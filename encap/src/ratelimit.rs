@@ -38,7 +38,10 @@ impl TokenBucket {
         }
         // rate tokens/s = rate milli-tokens/ms.
         let refill = elapsed.saturating_mul(self.rate_per_sec);
-        self.tokens_milli = self.tokens_milli.saturating_add(refill).min(self.burst_milli);
+        self.tokens_milli = self
+            .tokens_milli
+            .saturating_add(refill)
+            .min(self.burst_milli);
         if self.tokens_milli >= 1000 {
             self.tokens_milli -= 1000;
             true

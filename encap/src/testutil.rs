@@ -24,6 +24,9 @@ pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
     digits
         .chunks(2)
         .map(|pair| {
+            if !pair.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             let s = std::str::from_utf8(pair).ok()?;
             u8::from_str_radix(s, 16).ok()
         })
@@ -42,7 +45,10 @@ pub fn fixture(name: &str) -> Vec<u8> {
 
 #[test]
 fn parse_hex_handles_comments_and_whitespace() {
-    assert_eq!(parse_hex("# hi\n45 00\n  0a# tail\nFF\n"), Some(vec![0x45, 0, 0x0a, 0xff]));
+    assert_eq!(
+        parse_hex("# hi\n45 00\n  0a# tail\nFF\n"),
+        Some(vec![0x45, 0, 0x0a, 0xff])
+    );
     assert_eq!(parse_hex(""), Some(vec![]));
     assert_eq!(parse_hex("4"), None);
     assert_eq!(parse_hex("zz"), None);

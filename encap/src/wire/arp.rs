@@ -249,7 +249,10 @@ mod tests {
 
     #[test]
     fn emit_reproduces_capture() {
-        for name in ["wire/ethernet-arp-request.hex", "wire/ethernet-arp-reply.hex"] {
+        for name in [
+            "wire/ethernet-arp-request.hex",
+            "wire/ethernet-arp-reply.hex",
+        ] {
             let (_, bytes) = arp_of(name);
             let repr = Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).unwrap();
             let mut out = vec![0u8; repr.buffer_len()];
@@ -262,12 +265,20 @@ mod tests {
     fn rejects_truncations_and_other_kinds() {
         let (_, bytes) = arp_of("wire/ethernet-arp-request.hex");
         for n in 0..PACKET_LEN {
-            assert_eq!(Packet::new_checked(&bytes[..n]), Err(WireError::Truncated), "{n}");
+            assert_eq!(
+                Packet::new_checked(&bytes[..n]),
+                Err(WireError::Truncated),
+                "{n}"
+            );
         }
         for (at, value) in [(1, 6u8), (2, 0x86), (4, 8), (5, 16)] {
             let mut b = bytes.clone();
             b[at] = value;
-            assert_eq!(Packet::new_checked(&b[..]), Err(WireError::Unsupported), "byte {at}");
+            assert_eq!(
+                Packet::new_checked(&b[..]),
+                Err(WireError::Unsupported),
+                "byte {at}"
+            );
         }
         let mut b = bytes.clone();
         b[7] = 3; // RARP request: the view accepts it, the Repr does not.

@@ -169,7 +169,10 @@ mod tests {
         ph.extend_from_slice(&src.octets());
         ph.extend_from_slice(&dst.octets());
         ph.extend_from_slice(&[0, 17, 0x12, 0x34]);
-        assert_eq!(fold(pseudo_header_v4(src, dst, 17, 0x1234)), fold(sum(&ph, 0)));
+        assert_eq!(
+            fold(pseudo_header_v4(src, dst, 17, 0x1234)),
+            fold(sum(&ph, 0))
+        );
 
         let s6: Ipv6Addr = "fd00:198:18::1".parse().unwrap();
         let d6: Ipv6Addr = "fd00:198:18::2".parse().unwrap();

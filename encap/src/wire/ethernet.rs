@@ -257,9 +257,15 @@ mod tests {
             "+2:00:00:00:01:00",
             "02:00:00:00:01:00:",
         ] {
-            assert_eq!(bad.parse::<EthernetAddress>(), Err(ParseEthernetAddressError), "{bad:?}");
+            assert_eq!(
+                bad.parse::<EthernetAddress>(),
+                Err(ParseEthernetAddressError),
+                "{bad:?}"
+            );
         }
-        assert!(ParseEthernetAddressError.to_string().contains("02:00:00:00:01:00"));
+        assert!(ParseEthernetAddressError
+            .to_string()
+            .contains("02:00:00:00:01:00"));
     }
 
     #[test]
@@ -311,9 +317,6 @@ mod tests {
         f.set_ethertype(ETHERTYPE_IPV6);
         assert!(f.payload().is_empty());
         assert_eq!(f.payload_mut().len(), 0);
-        assert_eq!(
-            b,
-            [2, 0, 0, 0, 2, 0, 2, 0, 0, 0, 1, 0, 0x86, 0xdd],
-        );
+        assert_eq!(b, [2, 0, 0, 0, 2, 0, 2, 0, 0, 0, 1, 0, 0x86, 0xdd],);
     }
 }

@@ -198,10 +198,26 @@ mod tests {
     #[test]
     fn parses_captured_errors() {
         for (name, ty, code) in [
-            ("wire/ipv4-icmp-time-exceeded.hex", TYPE_TIME_EXCEEDED, CODE_TTL_EXCEEDED),
-            ("wire/ipv4-icmp-net-unreachable.hex", TYPE_DEST_UNREACHABLE, CODE_NET_UNREACHABLE),
-            ("wire/ipv4-icmp-frag-needed.hex", TYPE_DEST_UNREACHABLE, CODE_FRAG_NEEDED),
-            ("wire/ipv4-icmp-port-unreachable.hex", TYPE_DEST_UNREACHABLE, CODE_PORT_UNREACHABLE),
+            (
+                "wire/ipv4-icmp-time-exceeded.hex",
+                TYPE_TIME_EXCEEDED,
+                CODE_TTL_EXCEEDED,
+            ),
+            (
+                "wire/ipv4-icmp-net-unreachable.hex",
+                TYPE_DEST_UNREACHABLE,
+                CODE_NET_UNREACHABLE,
+            ),
+            (
+                "wire/ipv4-icmp-frag-needed.hex",
+                TYPE_DEST_UNREACHABLE,
+                CODE_FRAG_NEEDED,
+            ),
+            (
+                "wire/ipv4-icmp-port-unreachable.hex",
+                TYPE_DEST_UNREACHABLE,
+                CODE_PORT_UNREACHABLE,
+            ),
         ] {
             let m = icmp_of(name);
             let p = Packet::new_checked(&m[..]).unwrap();
@@ -213,7 +229,7 @@ mod tests {
         }
         let m = icmp_of("wire/ipv4-icmp-frag-needed.hex");
         let p = Packet::new_checked(&m[..]).unwrap();
-        assert_eq!(p.rest_of_header() & 0xffff, 1000);
+        assert_eq!(p.rest_of_header() & 0xffff, 1280);
     }
 
     #[test]

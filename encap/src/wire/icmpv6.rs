@@ -200,7 +200,10 @@ mod tests {
         assert_eq!(p.msg_type(), TYPE_NEIGHBOR_SOLICITATION);
         assert!(p.verify_checksum(&s, &d));
         // Target address follows the reserved word.
-        assert_eq!(&p.data()[..16], &"fd00:198:18::2".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(
+            &p.data()[..16],
+            &"fd00:198:18::2".parse::<Ipv6Addr>().unwrap().octets()
+        );
         let (s, d, na) = message_of("wire/ipv6-icmpv6-neighbor-advertisement.hex");
         let p = Packet::new_checked(&na[..]).unwrap();
         assert_eq!(p.msg_type(), TYPE_NEIGHBOR_ADVERTISEMENT);
@@ -210,9 +213,21 @@ mod tests {
     #[test]
     fn parses_captured_errors() {
         for (name, ty, code) in [
-            ("wire/ipv6-icmpv6-time-exceeded.hex", TYPE_TIME_EXCEEDED, CODE_HOP_LIMIT_EXCEEDED),
-            ("wire/ipv6-icmpv6-no-route.hex", TYPE_DEST_UNREACHABLE, CODE_NO_ROUTE),
-            ("wire/ipv6-icmpv6-packet-too-big.hex", TYPE_PACKET_TOO_BIG, 0),
+            (
+                "wire/ipv6-icmpv6-time-exceeded.hex",
+                TYPE_TIME_EXCEEDED,
+                CODE_HOP_LIMIT_EXCEEDED,
+            ),
+            (
+                "wire/ipv6-icmpv6-no-route.hex",
+                TYPE_DEST_UNREACHABLE,
+                CODE_NO_ROUTE,
+            ),
+            (
+                "wire/ipv6-icmpv6-packet-too-big.hex",
+                TYPE_PACKET_TOO_BIG,
+                0,
+            ),
         ] {
             let (s, d, m) = message_of(name);
             let p = Packet::new_checked(&m[..]).unwrap();
@@ -239,7 +254,10 @@ mod tests {
     #[test]
     fn truncations_rejected_and_setters_work() {
         for n in 0..HEADER_LEN {
-            assert_eq!(Packet::new_checked(&[0u8; 8][..n]), Err(WireError::Truncated));
+            assert_eq!(
+                Packet::new_checked(&[0u8; 8][..n]),
+                Err(WireError::Truncated)
+            );
         }
         let mut b = [0u8; 12];
         let mut p = Packet::new_checked(&mut b[..]).unwrap();

@@ -443,7 +443,11 @@ mod tests {
             } else {
                 WireError::BadTotalLen
             };
-            assert_eq!(Packet::new_checked(&bytes[..n]).unwrap_err(), expected, "prefix {n}");
+            assert_eq!(
+                Packet::new_checked(&bytes[..n]).unwrap_err(),
+                expected,
+                "prefix {n}"
+            );
         }
         assert!(Packet::new_checked(&bytes[..]).is_ok());
     }
@@ -466,7 +470,11 @@ mod tests {
         assert_eq!(Packet::new_checked(&b[..]), Err(WireError::BadVersion));
         for ihl in 0..5u8 {
             b[0] = 0x40 | ihl;
-            assert_eq!(Packet::new_checked(&b[..]), Err(WireError::BadHeaderLen), "ihl {ihl}");
+            assert_eq!(
+                Packet::new_checked(&b[..]),
+                Err(WireError::BadHeaderLen),
+                "ihl {ihl}"
+            );
         }
         // IHL 15 = 60 bytes > a total length of 40.
         let mut b = good.clone();

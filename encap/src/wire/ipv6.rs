@@ -261,7 +261,10 @@ mod tests {
         let mut expected = bytes.clone();
         expected[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
         assert_eq!(out, expected);
-        assert_eq!(Repr::parse(&Packet::new_checked(&out[..]).unwrap()).unwrap(), repr);
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&out[..]).unwrap()).unwrap(),
+            repr
+        );
     }
 
     #[test]
@@ -273,7 +276,11 @@ mod tests {
             } else {
                 WireError::BadTotalLen
             };
-            assert_eq!(Packet::new_checked(&bytes[..n]).unwrap_err(), expected, "prefix {n}");
+            assert_eq!(
+                Packet::new_checked(&bytes[..n]).unwrap_err(),
+                expected,
+                "prefix {n}"
+            );
         }
     }
 

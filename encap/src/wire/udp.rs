@@ -156,10 +156,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(0);
         let len = self.len();
         let s = pseudo_header(src, dst, u32::from(len));
-        let c = !checksum::fold(checksum::sum(
-            &self.buffer.as_ref()[..usize::from(len)],
-            s,
-        ));
+        let c = !checksum::fold(checksum::sum(&self.buffer.as_ref()[..usize::from(len)], s));
         self.set_checksum(if c == 0 { 0xffff } else { c });
     }
 }
@@ -222,7 +219,11 @@ mod tests {
     fn captured() -> (IpAddr, IpAddr, Vec<u8>) {
         let ip = fixture("wire/ipv4-udp.hex");
         let p = ipv4::Packet::new_checked(&ip[..]).unwrap();
-        (p.src_addr().into(), p.dst_addr().into(), p.payload().to_vec())
+        (
+            p.src_addr().into(),
+            p.dst_addr().into(),
+            p.payload().to_vec(),
+        )
     }
 
     #[test]
@@ -261,7 +262,12 @@ mod tests {
         let v6d: IpAddr = "fd00:198:18::2".parse::<Ipv6Addr>().unwrap().into();
         let mut b = [0u8; 8];
         let mut p = Packet::new_unchecked(&mut b[..]);
-        Repr { src_port: 1, dst_port: 2, payload_len: 0 }.emit(&mut p);
+        Repr {
+            src_port: 1,
+            dst_port: 2,
+            payload_len: 0,
+        }
+        .emit(&mut p);
         assert!(!p.verify_checksum(v6s, v6d));
         p.fill_checksum(v6s, v6d);
         assert!(p.verify_checksum(v6s, v6d));
@@ -271,7 +277,12 @@ mod tests {
         let d = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
         let mut b = [0u8; 10];
         let mut p = Packet::new_unchecked(&mut b[..]);
-        Repr { src_port: 8285, dst_port: 8285, payload_len: 2 }.emit(&mut p);
+        Repr {
+            src_port: 8285,
+            dst_port: 8285,
+            payload_len: 2,
+        }
+        .emit(&mut p);
         p.fill_checksum(s, d);
         // Adjust the payload word by the current checksum so the sum becomes 0xffff.
         let c = p.checksum();
@@ -290,7 +301,11 @@ mod tests {
             } else {
                 WireError::BadTotalLen
             };
-            assert_eq!(Packet::new_checked(&bytes[..n]).unwrap_err(), expected, "prefix {n}");
+            assert_eq!(
+                Packet::new_checked(&bytes[..n]).unwrap_err(),
+                expected,
+                "prefix {n}"
+            );
         }
         let mut b = bytes.clone();
         b[4..6].copy_from_slice(&7u16.to_be_bytes());

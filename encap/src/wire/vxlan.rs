@@ -156,26 +156,39 @@ mod tests {
     use crate::wire::{ipv4, udp, PROTO_UDP};
     use std::net::{IpAddr, Ipv4Addr};
 
-    /// Strips outer Ethernet, IPv4 and UDP from a captured frame; returns the UDP packet's
-    /// source/destination addresses, ports and the VXLAN bytes.
+    /// Strips the outer IPv4 and UDP headers from a captured outer packet; returns the
+    /// addresses, ports and the VXLAN bytes.
     fn vxlan_of(name: &str) -> (Ipv4Addr, Ipv4Addr, u16, u16, Vec<u8>) {
-        let frame = fixture(name);
-        let f = ethernet::Frame::new_checked(&frame[..]).unwrap();
-        assert_eq!(f.ethertype(), ETHERTYPE_IPV4);
-        let ip = ipv4::Packet::new_checked(f.payload()).unwrap();
+        let packet = fixture(name);
+        let ip = ipv4::Packet::new_checked(&packet[..]).unwrap();
         assert!(ip.verify_checksum());
         assert_eq!(ip.protocol(), PROTO_UDP);
         let u = udp::Packet::new_checked(ip.payload()).unwrap();
         assert!(u.verify_checksum(ip.src_addr().into(), ip.dst_addr().into()));
-        (ip.src_addr(), ip.dst_addr(), u.src_port(), u.dst_port(), u.payload().to_vec())
+        (
+            ip.src_addr(),
+            ip.dst_addr(),
+            u.src_port(),
+            u.dst_port(),
+            u.payload().to_vec(),
+        )
     }
 
     #[test]
     fn parses_kernel_vxlan_frames() {
         let inner_req = fixture("vxlan/inner-echo-request.hex");
+        let inner_rep = fixture("vxlan/inner-echo-reply.hex");
         for (name, src, dst) in [
-            ("vxlan/outer-echo-request.hex", [198, 18, 0, 1], [198, 18, 0, 2]),
-            ("vxlan/outer-echo-reply.hex", [198, 18, 0, 2], [198, 18, 0, 1]),
+            (
+                "vxlan/outer-echo-request.hex",
+                [198, 18, 0, 1],
+                [198, 18, 0, 2],
+            ),
+            (
+                "vxlan/outer-echo-reply.hex",
+                [198, 18, 0, 2],
+                [198, 18, 0, 1],
+            ),
         ] {
             let (s, d, _sport, dport, bytes) = vxlan_of(name);
             assert_eq!(s, Ipv4Addr::from(src), "{name}");
@@ -198,19 +211,30 @@ mod tests {
                 assert_eq!(h.payload(), &inner_req[..]);
             } else {
                 assert_eq!(inner.dst_addr(), vtep_a);
+                assert_eq!(h.payload(), &inner_rep[..]);
             }
         }
     }
 
     #[test]
-    fn outer_udp_has_no_checksum_over_ipv4() {
-        let (s, d, _, _, _) = vxlan_of("vxlan/outer-echo-request.hex");
-        let frame = fixture("vxlan/outer-echo-request.hex");
-        let ip = ipv4::Packet::new_checked(&frame[14..]).unwrap();
-        let u = udp::Packet::new_checked(ip.payload()).unwrap();
-        // The kernel's vxlan device does not checksum IPv4 UDP by default (udpcsum off).
-        assert_eq!(u.checksum(), 0);
-        assert!(u.verify_checksum(IpAddr::V4(s), IpAddr::V4(d)));
+    fn outer_udp_header_round_trips() {
+        let packet = fixture("vxlan/outer-echo-request.hex");
+        let ip = ipv4::Packet::new_checked(&packet[..]).unwrap();
+        let (s, d) = (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()));
+        let captured = ip.payload().to_vec();
+        let u = udp::Packet::new_checked(&captured[..]).unwrap();
+        // The kernel's vxlan device checksums outer IPv4 UDP (iproute2's default `udpcsum`);
+        // receivers must also accept 0 ("no checksum").
+        assert_ne!(u.checksum(), 0);
+        assert!(u.verify_checksum(s, d));
+        let repr = udp::Repr::parse(&u).unwrap();
+        assert_eq!(repr.dst_port, PORT_LINUX);
+        let mut out = captured.clone();
+        out[..8].fill(0);
+        let mut p = udp::Packet::new_unchecked(&mut out[..]);
+        repr.emit(&mut p);
+        p.fill_checksum(s, d);
+        assert_eq!(out, captured);
     }
 
     #[test]
@@ -246,6 +270,9 @@ mod tests {
         for n in 0..HEADER_LEN {
             assert_eq!(Header::new_checked(&bytes[..n]), Err(WireError::Truncated));
         }
-        assert!(Header::new_checked(&bytes[..HEADER_LEN]).unwrap().payload().is_empty());
+        assert!(Header::new_checked(&bytes[..HEADER_LEN])
+            .unwrap()
+            .payload()
+            .is_empty());
     }
 }
