@@ -27,8 +27,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::icmp::{self, IcmpErrorKind};
-use crate::ratelimit::TokenBucket;
+use crate::icmp::{self, IcmpErrorKind, IcmpResponder};
 use crate::table::SubnetTable;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,21 +93,20 @@ pub struct IcmpStats {
 #[derive(Debug, Clone)]
 pub struct FlannelBackend {
     config: FlannelConfig,
-    limiter: TokenBucket,
-    stats: IcmpStats,
+    icmp: IcmpResponder,
 }
 
 /// The fields of an inner IP header that the decisions need.
-struct Inner {
-    src: IpAddr,
-    dst: IpAddr,
-    ttl: u8,
-    len: usize,
-    dont_fragment: bool,
+pub(crate) struct Inner {
+    pub(crate) src: IpAddr,
+    pub(crate) dst: IpAddr,
+    pub(crate) ttl: u8,
+    pub(crate) len: usize,
+    pub(crate) dont_fragment: bool,
 }
 
 /// Validates the IP packet in `pkt` (version, header length, total length within `pkt`).
-fn parse_inner(pkt: &[u8]) -> Option<Inner> {
+pub(crate) fn parse_inner(pkt: &[u8]) -> Option<Inner> {
     match pkt.first()? >> 4 {
         4 => {
             let p = ipv4::Packet::new_checked(pkt).ok()?;
@@ -148,12 +146,8 @@ fn decrement_ttl(pkt: &mut [u8]) {
 impl FlannelBackend {
     /// A backend with these settings and a full ICMP token bucket.
     pub fn new(config: FlannelConfig) -> FlannelBackend {
-        let limiter = TokenBucket::new(config.icmp_rate, config.icmp_burst);
-        FlannelBackend {
-            config,
-            limiter,
-            stats: IcmpStats::default(),
-        }
+        let icmp = IcmpResponder::new(config.icmp_rate, config.icmp_burst);
+        FlannelBackend { config, icmp }
     }
 
     /// The settings.
@@ -163,28 +157,7 @@ impl FlannelBackend {
 
     /// ICMP counters kept by the backend.
     pub fn icmp_stats(&self) -> IcmpStats {
-        self.stats
-    }
-
-    /// Writes an ICMP error about `buf[start..start + len]` if the rules and the rate limit
-    /// allow it; returns its range.
-    fn icmp_error(
-        &mut self,
-        buf: &mut [u8],
-        start: usize,
-        len: usize,
-        src: IpAddr,
-        kind: IcmpErrorKind,
-        now_ms: u64,
-    ) -> Option<core::ops::Range<usize>> {
-        if !icmp::may_answer(&buf[start..start + len]) {
-            return None;
-        }
-        if !self.limiter.allow(now_ms) {
-            self.stats.rate_limited += 1;
-            return None;
-        }
-        icmp::write_error(buf, start, len, src, kind)
+        IcmpStats { rate_limited: self.icmp.rate_limited() }
     }
 
     fn reply_to_device(
@@ -196,7 +169,7 @@ impl FlannelBackend {
         cause: DropReason,
         now_ms: u64,
     ) -> Verdict {
-        match self.icmp_error(buf, offender.start, offender.len(), src, kind, now_ms) {
+        match self.icmp.error(buf, offender.start, offender.len(), src, kind, now_ms) {
             Some(range) => Verdict::ReplyToDevice { device: 0, range, cause },
             None => Verdict::Drop(cause),
         }
@@ -330,7 +303,7 @@ impl FlannelBackend {
         let Some(local) = local else {
             return Verdict::Drop(cause);
         };
-        match self.icmp_error(
+        match self.icmp.error(
             buf,
             start,
             inner.len,
@@ -382,7 +355,7 @@ impl Backend for FlannelBackend {
     }
 
     fn icmp_rate_limited(&self) -> u64 {
-        self.stats.rate_limited
+        self.icmp.rate_limited()
     }
 }
 

@@ -20,11 +20,15 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod fdb;
 pub mod flannel;
+pub mod flowhash;
 pub mod icmp;
+pub mod neigh;
 pub mod ratelimit;
 pub mod table;
 #[cfg(test)]
 mod testutil;
 pub mod verdict;
+pub mod vxlan;
 pub mod wire;

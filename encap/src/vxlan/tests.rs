@@ -1,0 +1,1 @@
+//! Byte-vector tests of the VXLAN backend.
