@@ -130,11 +130,21 @@ impl ControlContext {
         }
     }
 
-    fn parse_route(&self, subnet: &str, endpoint: &str, mac: Option<&str>) -> Result<Route, String> {
-        let subnet: Cidr = subnet.parse().map_err(|e| format!("subnet {subnet:?}: {e}"))?;
+    fn parse_route(
+        &self,
+        subnet: &str,
+        endpoint: &str,
+        mac: Option<&str>,
+    ) -> Result<Route, String> {
+        let subnet: Cidr = subnet
+            .parse()
+            .map_err(|e| format!("subnet {subnet:?}: {e}"))?;
         if !self.networks.iter().any(|n| n.covers(&subnet)) {
             let nets: Vec<String> = self.networks.iter().map(|n| n.to_string()).collect();
-            return Err(format!("subnet {subnet} is outside the overlay ({})", nets.join(", ")));
+            return Err(format!(
+                "subnet {subnet} is outside the overlay ({})",
+                nets.join(", ")
+            ));
         }
         if self.local_addresses.iter().any(|a| subnet.contains(*a)) {
             return Err(format!("subnet {subnet} contains this host's own address"));
@@ -142,15 +152,22 @@ impl ControlContext {
         let ep = parse_endpoint(endpoint, self.default_port)
             .ok_or_else(|| format!("endpoint {endpoint:?}: expected IP or IP:PORT"))?;
         if ep.is_ipv4() != self.ipv4_underlay {
-            return Err(format!("endpoint {ep} is of another address family than the underlay"));
+            return Err(format!(
+                "endpoint {ep} is of another address family than the underlay"
+            ));
         }
         let vtep_mac = match mac {
             Some(m) => Some(
-                m.parse::<EthernetAddress>().map_err(|_| format!("vtep mac {m:?}: expected e.g. 02:00:00:00:01:00"))?,
+                m.parse::<EthernetAddress>()
+                    .map_err(|_| format!("vtep mac {m:?}: expected e.g. 02:00:00:00:01:00"))?,
             ),
             None => None,
         };
-        Ok(Route { subnet, endpoint: ep, vtep_mac })
+        Ok(Route {
+            subnet,
+            endpoint: ep,
+            vtep_mac,
+        })
     }
 }
 
@@ -162,7 +179,10 @@ pub struct ControlServer {
 impl ControlServer {
     /// Binds `socket` and serves requests on a background thread.
     pub fn start(socket: &str, ctx: ControlContext) -> Result<ControlServer, ControlError> {
-        let bind_err = |source| ControlError::Bind { socket: socket.to_owned(), source };
+        let bind_err = |source| ControlError::Bind {
+            socket: socket.to_owned(),
+            source,
+        };
         if !socket.starts_with('@') {
             let path = Path::new(socket);
             if let Some(dir) = path.parent() {
@@ -175,14 +195,18 @@ impl ControlServer {
             }
             let _ = std::fs::remove_file(path);
         }
-        let listener = unix_addr(socket).and_then(|a| UnixListener::bind_addr(&a)).map_err(bind_err)?;
+        let listener = unix_addr(socket)
+            .and_then(|a| UnixListener::bind_addr(&a))
+            .map_err(bind_err)?;
         let ctx = Arc::new(ctx);
         let name = socket.to_owned();
         std::thread::Builder::new()
             .name("weft-control".into())
             .spawn(move || serve(listener, ctx, name))
             .map_err(bind_err)?;
-        Ok(ControlServer { socket: socket.to_owned() })
+        Ok(ControlServer {
+            socket: socket.to_owned(),
+        })
     }
 }
 
@@ -196,7 +220,9 @@ impl Drop for ControlServer {
 
 fn serve(listener: UnixListener, ctx: Arc<ControlContext>, name: String) {
     // The owner of /proc/self is this process's effective uid.
-    let own_uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let own_uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
         match crate::sys::peer_uid(stream.as_raw_fd()) {
@@ -236,10 +262,20 @@ fn serve_one(stream: &UnixStream, ctx: &ControlContext) -> io::Result<()> {
 pub fn request(socket: &str, line: &str) -> Result<Vec<String>, ControlError> {
     let stream = unix_addr(socket)
         .and_then(|a| UnixStream::connect_addr(&a))
-        .map_err(|source| ControlError::Connect { socket: socket.to_owned(), source })?;
-    let io_err = |source| ControlError::Io { socket: socket.to_owned(), source };
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io_err)?;
-    (&stream).write_all(format!("{}\n", line.trim()).as_bytes()).map_err(io_err)?;
+        .map_err(|source| ControlError::Connect {
+            socket: socket.to_owned(),
+            source,
+        })?;
+    let io_err = |source| ControlError::Io {
+        socket: socket.to_owned(),
+        source,
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io_err)?;
+    (&stream)
+        .write_all(format!("{}\n", line.trim()).as_bytes())
+        .map_err(io_err)?;
     let mut lines = Vec::new();
     for l in BufReader::new(&stream).lines() {
         let l = l.map_err(io_err)?;
@@ -251,7 +287,10 @@ pub fn request(socket: &str, line: &str) -> Result<Vec<String>, ControlError> {
         }
         lines.push(l);
     }
-    Err(io_err(io::Error::new(io::ErrorKind::UnexpectedEof, "the daemon closed the connection without an answer")))
+    Err(io_err(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the daemon closed the connection without an answer",
+    )))
 }
 
 #[cfg(test)]
@@ -274,14 +313,33 @@ mod tests {
     #[test]
     fn requests_over_an_abstract_socket() {
         let routes = RouteTable::default();
-        let name = format!("@weft-test/{}-{:?}", std::process::id(), std::thread::current().id());
+        let name = format!(
+            "@weft-test/{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        );
         let _server = ControlServer::start(&name, ctx(routes.clone())).unwrap();
-        assert!(request(&name, "peer add 100.96.2.0/24 198.18.0.2").unwrap().is_empty());
+        assert!(request(&name, "peer add 100.96.2.0/24 198.18.0.2")
+            .unwrap()
+            .is_empty());
         assert_eq!(routes.routes().len(), 1);
-        assert_eq!(routes.routes()[0].endpoint, "198.18.0.2:8285".parse().unwrap());
-        request(&name, "peer add 100.96.3.0/24 198.18.0.3:9000 02:00:00:00:03:00").unwrap();
+        assert_eq!(
+            routes.routes()[0].endpoint,
+            "198.18.0.2:8285".parse().unwrap()
+        );
+        request(
+            &name,
+            "peer add 100.96.3.0/24 198.18.0.3:9000 02:00:00:00:03:00",
+        )
+        .unwrap();
         let list = request(&name, "peer list").unwrap();
-        assert_eq!(list, ["100.96.2.0/24 198.18.0.2:8285", "100.96.3.0/24 198.18.0.3:9000 02:00:00:00:03:00"]);
+        assert_eq!(
+            list,
+            [
+                "100.96.2.0/24 198.18.0.2:8285",
+                "100.96.3.0/24 198.18.0.3:9000 02:00:00:00:03:00"
+            ]
+        );
         request(&name, "peer del 100.96.2.0/24").unwrap();
         assert_eq!(routes.routes().len(), 1);
         let stats = request(&name, "stats").unwrap();
@@ -303,7 +361,12 @@ mod tests {
 
     #[test]
     fn unreachable_daemon_says_where_it_looked() {
-        let e = request("@weft-test/nobody-here", "stats").unwrap_err().to_string();
-        assert!(e.contains("@weft-test/nobody-here") && e.contains("weft run"), "{e}");
+        let e = request("@weft-test/nobody-here", "stats")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("@weft-test/nobody-here") && e.contains("weft run"),
+            "{e}"
+        );
     }
 }

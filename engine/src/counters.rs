@@ -126,7 +126,10 @@ mod tests {
     #[test]
     fn publish_moves_deltas() {
         let shared = Counters::default();
-        let mut local = LocalCounters { tx_packets: 3, ..Default::default() };
+        let mut local = LocalCounters {
+            tx_packets: 3,
+            ..Default::default()
+        };
         local.drop(DropReason::NoRoute);
         local.drop(DropReason::NoRoute);
         shared.publish(&mut local);

@@ -1,6 +1,6 @@
 //! `weft demo`: the UDP backend between two hosts, shown end to end in a couple of seconds.
 //!
-//! [`run`] builds the [`testbed`](crate::testbed)'s standard two-host topology in network
+//! [`run`] builds the [`testbed`]'s standard two-host topology in network
 //! namespaces (hosts 1 and 2 joined by a veth, one pod behind a `cni0` bridge on each),
 //! starts `weft run` in both hosts, then pings host to host and pod to pod across the tunnel,
 //! sends a few megabytes pod to pod over TCP, and prints what it did with both daemons'
@@ -13,8 +13,8 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::testbed::{
-    self, ping, tcp_transfer, PingSummary, Stats, Testbed, TestbedError, Transfer, WeftConfig,
-    WeftDaemon, DEFAULT_DEVICE, UDP_OVERLAY_MTU,
+    self, ping, tcp_transfer, PingSummary, StatsOutput, Testbed, TestbedError, Transfer,
+    WeftConfig, WeftDaemon, DEFAULT_DEVICE, UDP_OVERLAY_MTU,
 };
 
 /// Echo requests per ping run.
@@ -77,7 +77,7 @@ pub struct DaemonReport {
     /// `hostA` or `hostB`.
     pub host: String,
     /// Its counters after the traffic (`weft stats`).
-    pub stats: Stats,
+    pub stats: StatsOutput,
     /// How it exited after SIGTERM.
     pub exit: ExitStatus,
 }
@@ -106,7 +106,10 @@ impl fmt::Display for DemoReport {
             writeln!(f, "  {:<44} {}", run.path, run.summary)?;
         }
         let transfer = &self.transfer;
-        writeln!(f, "\ntransfer (TCP, pod A -> pod B through both weft daemons)")?;
+        writeln!(
+            f,
+            "\ntransfer (TCP, pod A -> pod B through both weft daemons)"
+        )?;
         writeln!(
             f,
             "  {} bytes ({:.1} MiB) in {:.3} s = {:.1} Mbit/s, sha256 {} ({})",
@@ -121,7 +124,10 @@ impl fmt::Display for DemoReport {
             },
             transfer.received_sha256,
         )?;
-        writeln!(f, "  (debug builds and shared machines are slow: this is a demo, not a benchmark)")?;
+        writeln!(
+            f,
+            "  (debug builds and shared machines are slow: this is a demo, not a benchmark)"
+        )?;
         for daemon in &self.daemons {
             writeln!(f, "\nweft stats on {}", daemon.host)?;
             for (name, value) in daemon.stats.iter() {
@@ -130,7 +136,11 @@ impl fmt::Display for DemoReport {
         }
         writeln!(f)?;
         for daemon in &self.daemons {
-            writeln!(f, "{}: weft exited after SIGTERM ({})", daemon.host, daemon.exit)?;
+            writeln!(
+                f,
+                "{}: weft exited after SIGTERM ({})",
+                daemon.host, daemon.exit
+            )?;
         }
         Ok(())
     }
@@ -205,10 +215,34 @@ pub fn run(weft_exe: &Path) -> Result<DemoReport, DemoError> {
 
     println!("==> pinging across the tunnel");
     let ping_plan = [
-        ("hostA", host_a.netns(), host_a.overlay_addr(), "hostB", host_b.overlay_addr()),
-        ("hostB", host_b.netns(), host_b.overlay_addr(), "hostA", host_a.overlay_addr()),
-        ("pod A", pod_a.netns(), pod_a.address(), "pod B", pod_b.address()),
-        ("pod B", pod_b.netns(), pod_b.address(), "pod A", pod_a.address()),
+        (
+            "hostA",
+            host_a.netns(),
+            host_a.overlay_addr(),
+            "hostB",
+            host_b.overlay_addr(),
+        ),
+        (
+            "hostB",
+            host_b.netns(),
+            host_b.overlay_addr(),
+            "hostA",
+            host_a.overlay_addr(),
+        ),
+        (
+            "pod A",
+            pod_a.netns(),
+            pod_a.address(),
+            "pod B",
+            pod_b.address(),
+        ),
+        (
+            "pod B",
+            pod_b.netns(),
+            pod_b.address(),
+            "pod A",
+            pod_a.address(),
+        ),
     ];
     let mut pings = Vec::new();
     for (from, netns, source, to, destination) in ping_plan {

@@ -46,7 +46,12 @@ impl MemoryDevice {
     pub fn pair() -> io::Result<(MemoryDevice, StdUnixDatagram)> {
         let (ours, theirs) = StdUnixDatagram::pair()?;
         ours.set_nonblocking(true)?;
-        Ok((MemoryDevice { socket: UnixDatagram::from_std(ours) }, theirs))
+        Ok((
+            MemoryDevice {
+                socket: UnixDatagram::from_std(ours),
+            },
+            theirs,
+        ))
     }
 }
 

@@ -153,7 +153,11 @@ mod tests {
     use super::*;
 
     fn route(subnet: &str, endpoint: &str) -> Route {
-        Route { subnet: subnet.parse().unwrap(), endpoint: endpoint.parse().unwrap(), vtep_mac: None }
+        Route {
+            subnet: subnet.parse().unwrap(),
+            endpoint: endpoint.parse().unwrap(),
+            vtep_mac: None,
+        }
     }
 
     #[test]
@@ -168,8 +172,17 @@ mod tests {
         assert_eq!(before.routes().len(), 1);
         assert_eq!(after.routes().len(), 2);
         let replaced = t.insert(route("100.96.3.0/24", "198.18.0.4:8285")).unwrap();
-        assert_eq!(replaced.unwrap().endpoint, "198.18.0.3:8285".parse().unwrap());
-        assert_eq!(t.remove(&"100.96.2.0/24".parse().unwrap()).unwrap().subnet.to_string(), "100.96.2.0/24");
+        assert_eq!(
+            replaced.unwrap().endpoint,
+            "198.18.0.3:8285".parse().unwrap()
+        );
+        assert_eq!(
+            t.remove(&"100.96.2.0/24".parse().unwrap())
+                .unwrap()
+                .subnet
+                .to_string(),
+            "100.96.2.0/24"
+        );
         assert!(t.remove(&"100.96.2.0/24".parse().unwrap()).is_none());
         assert_eq!(t.routes().len(), 1);
     }

@@ -68,6 +68,12 @@ pub struct TunSetup {
     pub addresses: Vec<(IpAddr, u8)>,
 }
 
+impl TunSetup {
+    fn has_ipv6(&self) -> bool {
+        self.addresses.iter().any(|(a, _)| a.is_ipv6())
+    }
+}
+
 /// Creates and configures the device: open, MTU, addresses, up.
 pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
     let tun = Tun::open(&setup.name, &setup.options).map_err(|source| {
@@ -84,7 +90,11 @@ pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
             }
             _ => "",
         };
-        SetupError::OpenDevice { name: setup.name.clone(), hint, source }
+        SetupError::OpenDevice {
+            name: setup.name.clone(),
+            hint,
+            source,
+        }
     })?;
     let name = tun.name().to_owned();
     let configure = |what: String| {
@@ -100,12 +110,22 @@ pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
             name: name.clone(),
             source: io::Error::from(io::ErrorKind::NotFound),
         })?;
-    nl.set_mtu(link.index, setup.mtu).map_err(configure(format!("set MTU {}", setup.mtu)))?;
+    nl.set_mtu(link.index, setup.mtu)
+        .map_err(configure(format!("set MTU {}", setup.mtu)))?;
+    if !setup.has_ipv6() {
+        // Without an IPv6 overlay the kernel would still give the device a link-local
+        // address and send router solicitations into it, only for weft to drop them.
+        let knob = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+        if let Err(e) = std::fs::write(&knob, "1") {
+            log::debug!("cannot write {knob}: {e} (IPv6 stays enabled on {name})");
+        }
+    }
     for &(addr, len) in &setup.addresses {
         nl.add_address(link.index, addr, len)
             .map_err(configure(format!("assign address {addr}/{len}")))?;
     }
-    nl.set_up(link.index).map_err(configure("bring the device up".into()))?;
+    nl.set_up(link.index)
+        .map_err(configure("bring the device up".into()))?;
     Ok(tun)
 }
 
@@ -115,7 +135,10 @@ pub fn interface_mtu(addr: IpAddr) -> Result<Option<u32>, SetupError> {
         return Ok(None);
     }
     let mut nl = Netlink::open().map_err(SetupError::Netlink)?;
-    Ok(nl.link_with_address(addr).map_err(SetupError::Netlink)?.map(|l| l.mtu))
+    Ok(nl
+        .link_with_address(addr)
+        .map_err(SetupError::Netlink)?
+        .map(|l| l.mtu))
 }
 
 /// Binds the tunnel's UDP socket: large buffers, IPv6-only for IPv6 addresses, no port
@@ -130,7 +153,11 @@ pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, SetupError> {
         };
         SetupError::Bind { addr, hint, source }
     };
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP)).map_err(fail)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(fail)?;

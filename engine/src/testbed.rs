@@ -12,7 +12,8 @@
 //! (`net.ipv4.ip_forward=1`). This is the picture of flannel's documentation:
 //!
 //! ```text
-//!  pod 100.96.1.2 -- cni0 -- hostA -- weft (flannel0) -- u0 198.18.0.1 ==veth== 198.18.0.2 u0 -- hostB ...
+//!  pod 100.96.1.2 -- cni0 100.96.1.1 -- hostA routing -- weft (flannel0 100.96.1.0)
+//!    -- u0 198.18.0.1 ==veth== u0 198.18.0.2 -- weft (flannel0 100.96.2.0) -- hostB ...
 //! ```
 //!
 //! [`WeftDaemon`] starts `weft run` inside a host, waits until its control socket answers, and
@@ -61,6 +62,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -135,7 +137,9 @@ pub enum TestbedError {
         source: io::Error,
     },
     /// A weft daemon exited before it answered on its control socket.
-    #[error("weft daemon in namespace {netns} exited ({status}) before it was ready; its log:\n{log}")]
+    #[error(
+        "weft daemon in namespace {netns} exited ({status}) before it was ready; its log:\n{log}"
+    )]
     DaemonExited {
         /// The namespace the daemon ran in.
         netns: String,
@@ -162,6 +166,18 @@ pub type Result<T, E = TestbedError> = std::result::Result<T, E>;
 
 /// A process-wide counter that makes names unique together with the process id.
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Serializes `ip netns add` and `ip netns del` within this process: on a fresh machine the
+/// first `ip netns add` turns `/run/netns` into a shared mount point, and concurrent first
+/// calls (parallel tests) could stack two mounts there.
+static NETNS_LOCK: Mutex<()> = Mutex::new(());
+
+fn netns_lock() -> MutexGuard<'static, ()> {
+    // A panic while holding the lock leaves nothing inconsistent: ignore the poisoning.
+    NETNS_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// `prefix-pid-counter`: unique among all callers in all processes on this machine.
 fn unique_name(prefix: &str) -> String {
@@ -275,6 +291,13 @@ fn run_captured(mut command: Command, description: &str, timeout: Duration) -> R
     })
 }
 
+/// Runs `command` (anywhere, e.g. `weft demo` in the root namespace) with stdin from
+/// /dev/null and stdout and stderr captured, killing it after `timeout`.
+pub fn run_command(command: Command, timeout: Duration) -> Result<Output> {
+    let description = format!("{command:?}");
+    run_captured(command, &description, timeout)
+}
+
 /// Turns a finished command's output into its stdout, or an error carrying its stderr.
 fn require_success(description: &str, output: Output) -> Result<String> {
     if output.status.success() {
@@ -372,7 +395,10 @@ impl Netns {
     /// Creates a namespace named `prefix-pid-counter` with its loopback interface up.
     pub fn new(prefix: &str) -> Result<Self> {
         let name = unique_name(prefix);
-        host_exec_ok(&["ip", "netns", "add", &name])?;
+        {
+            let _serialized = netns_lock();
+            host_exec_ok(&["ip", "netns", "add", &name])?;
+        }
         let netns = Self { name };
         netns.ip(&["link", "set", "lo", "up"])?;
         Ok(netns)
@@ -513,6 +539,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         self.terminate_all();
+        let _serialized = netns_lock();
         if let Err(error) = host_exec_ok(&["ip", "netns", "del", &self.name]) {
             log::warn!("cannot delete namespace {}: {error}", self.name);
         }
@@ -596,7 +623,10 @@ impl NsChild {
         match self.wait_timeout(grace) {
             Ok(status) => Ok(status),
             Err(TestbedError::Timeout { .. }) => {
-                log::warn!("`{}` ignored SIGTERM for {grace:?}; killing it", self.command);
+                log::warn!(
+                    "`{}` ignored SIGTERM for {grace:?}; killing it",
+                    self.command
+                );
                 let _ = self.child.kill();
                 let status = self.child.wait().map_err(|source| TestbedError::Io {
                     what: format!("waiting for killed `{}`", self.command),
@@ -1059,11 +1089,11 @@ impl ConfigFile {
 
 /// The counters printed by `weft stats`, by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
+pub struct StatsOutput {
     counters: BTreeMap<String, u64>,
 }
 
-impl Stats {
+impl StatsOutput {
     /// Parses `name value` lines; `None` if a non-empty line has another shape.
     pub fn parse(text: &str) -> Option<Self> {
         let mut counters = BTreeMap::new();
@@ -1091,7 +1121,7 @@ impl Stats {
     }
 }
 
-impl fmt::Display for Stats {
+impl fmt::Display for StatsOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (name, value) in self.iter() {
             writeln!(f, "{name} {value}")?;
@@ -1201,9 +1231,9 @@ impl WeftDaemon {
     }
 
     /// The daemon's counters (`weft stats`).
-    pub fn stats(&self) -> Result<Stats> {
+    pub fn stats(&self) -> Result<StatsOutput> {
         let text = self.control_ok(&["stats"])?;
-        Stats::parse(&text).ok_or_else(|| TestbedError::UnexpectedOutput {
+        StatsOutput::parse(&text).ok_or_else(|| TestbedError::UnexpectedOutput {
             command: format!("[{}] weft stats", self.netns),
             output: text,
         })
@@ -1409,11 +1439,7 @@ impl fmt::Display for Transfer {
             self.bytes_sent,
             self.elapsed.as_secs_f64(),
             self.megabits_per_second(),
-            if self.intact() {
-                "matches"
-            } else {
-                "DIFFERS"
-            }
+            if self.intact() { "matches" } else { "DIFFERS" }
         )
     }
 }
@@ -1445,8 +1471,8 @@ pub fn tcp_transfer(
             !listener.is_running()
                 || receiver
                     .exec(&["ss", "-H", "-l", "-t", "-n", &filter])
-                .map(|out| out.status.success() && !out.stdout.is_empty())
-                .unwrap_or(false)
+                    .map(|out| out.status.success() && !out.stdout.is_empty())
+                    .unwrap_or(false)
         },
     )?;
     if let Some(status) = listener.try_wait()? {
@@ -1466,7 +1492,9 @@ pub fn tcp_transfer(
         &data,
     )?;
     let sender_status = sending.wait_timeout(timeout)?;
-    let remaining = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(5));
+    let remaining = timeout
+        .saturating_sub(start.elapsed())
+        .max(Duration::from_secs(5));
     let listener_status = listener.wait_timeout(remaining)?;
     let elapsed = start.elapsed();
     if !sender_status.success() {
@@ -1498,4 +1526,65 @@ pub fn tcp_transfer(
         sent_sha256,
         received_sha256,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_parse_name_value_lines() {
+        let stats = StatsOutput::parse("tx_packets 3\ndrop_no_route 0\n\n").expect("valid");
+        assert_eq!(stats.get("tx_packets"), Some(3));
+        assert_eq!(stats.get("drop_no_route"), Some(0));
+        assert_eq!(stats.get("rx_packets"), None);
+        assert_eq!(stats.to_string(), "drop_no_route 0\ntx_packets 3\n");
+        assert_eq!(StatsOutput::parse("tx_packets three"), None);
+        assert_eq!(StatsOutput::parse("tx_packets 1 2"), None);
+    }
+
+    #[test]
+    fn ping_summary_parses_iputils_output() {
+        let output = "PING 100.96.2.0 (100.96.2.0) 56(84) bytes of data.\n\
+                      64 bytes from 100.96.2.0: icmp_seq=1 ttl=64 time=0.387 ms\n\n\
+                      --- 100.96.2.0 ping statistics ---\n\
+                      3 packets transmitted, 2 received, 33.3333% packet loss, time 401ms\n\
+                      rtt min/avg/max/mdev = 0.058/0.222/0.387/0.164 ms\n";
+        let summary = PingSummary::parse(output);
+        assert_eq!((summary.transmitted, summary.received), (3, 2));
+        assert_eq!(summary.rtt_avg_ms, Some(0.222));
+        assert!(!summary.all_received());
+
+        let unreachable = "From 100.96.1.0 icmp_seq=1 Destination Net Unreachable\n\n\
+                           --- 100.96.2.0 ping statistics ---\n\
+                           1 packets transmitted, 0 received, +1 errors, 100% packet loss\n";
+        let summary = PingSummary::parse(unreachable);
+        assert_eq!((summary.transmitted, summary.received), (1, 0));
+        assert_eq!(summary.rtt_avg_ms, None);
+
+        let summary = PingSummary::parse("ping: connect: Network is unreachable\n");
+        assert_eq!((summary.transmitted, summary.received), (0, 0));
+        assert!(!summary.all_received());
+    }
+
+    #[test]
+    fn toml_strings_are_escaped() {
+        assert_eq!(toml_string("100.96.0.0/16"), "\"100.96.0.0/16\"");
+        assert_eq!(toml_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+    }
+
+    #[test]
+    fn addresses_follow_the_host_number() {
+        assert_eq!(underlay_addr(3), Ipv4Addr::new(198, 18, 0, 3));
+        assert_eq!(overlay_addr(3), Ipv4Addr::new(100, 96, 3, 0));
+        assert_eq!(overlay_subnet(3), "100.96.3.0/24");
+        assert_eq!(bridge_addr(3), Ipv4Addr::new(100, 96, 3, 1));
+        assert_eq!(pod_addr(3, 7), Ipv4Addr::new(100, 96, 3, 7));
+    }
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique_name("x"), unique_name("x"));
+        assert!(unique_name("weft").starts_with(&format!("weft-{}-", std::process::id())));
+    }
 }

@@ -96,12 +96,15 @@ struct Target {
 
 impl Target {
     fn socket(&self) -> String {
-        self.control.clone().unwrap_or_else(|| default_control_socket(&self.device))
+        self.control
+            .clone()
+            .unwrap_or_else(|| default_control_socket(&self.device))
     }
 }
 
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
-    s.parse().map_err(|_| "expected off, error, warn, info, debug or trace".to_owned())
+    s.parse()
+        .map_err(|_| "expected off, error, warn, info, debug or trace".to_owned())
 }
 
 /// Logs `weft: level: message` lines to stderr.
@@ -121,7 +124,11 @@ impl log::Log for StderrLogger {
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    let line = message.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = message
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let _ = writeln!(std::io::stderr(), "weft: {line}");
     ExitCode::FAILURE
 }
@@ -167,7 +174,10 @@ fn main() -> ExitCode {
         }
     };
     let level = cli.log_level.unwrap_or_else(|| {
-        std::env::var("WEFT_LOG").ok().and_then(|v| v.parse().ok()).unwrap_or(log::LevelFilter::Info)
+        std::env::var("WEFT_LOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(log::LevelFilter::Info)
     });
     let _ = log::set_logger(&StderrLogger);
     log::set_max_level(level);
@@ -181,7 +191,12 @@ fn main() -> ExitCode {
             Ok(c) => {
                 let mtus = weft::daemon::mtus(&c);
                 println!("{}: ok", c.path.display());
-                println!("device {} address {}/{}", c.device.name, c.device.address, c.network.prefix_len());
+                println!(
+                    "device {} address {}/{}",
+                    c.device.name,
+                    c.device.address,
+                    c.network.prefix_len()
+                );
                 if let Ok(m) = mtus {
                     println!("mtu underlay {} device {}", m.underlay, m.device);
                 }
@@ -195,7 +210,12 @@ fn main() -> ExitCode {
             Err(e) => fail(e),
         },
         Command::Peer { action } => match action {
-            PeerAction::Add { subnet, endpoint, vtep_mac, target } => {
+            PeerAction::Add {
+                subnet,
+                endpoint,
+                vtep_mac,
+                target,
+            } => {
                 let mac = vtep_mac.map(|m| format!(" {m}")).unwrap_or_default();
                 talk(&target, &format!("peer add {subnet} {endpoint}{mac}"))
             }
