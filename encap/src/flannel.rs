@@ -157,7 +157,9 @@ impl FlannelBackend {
 
     /// ICMP counters kept by the backend.
     pub fn icmp_stats(&self) -> IcmpStats {
-        IcmpStats { rate_limited: self.icmp.rate_limited() }
+        IcmpStats {
+            rate_limited: self.icmp.rate_limited(),
+        }
     }
 
     fn reply_to_device(
@@ -169,8 +171,15 @@ impl FlannelBackend {
         cause: DropReason,
         now_ms: u64,
     ) -> Verdict {
-        match self.icmp.error(buf, offender.start, offender.len(), src, kind, now_ms) {
-            Some(range) => Verdict::ReplyToDevice { device: 0, range, cause },
+        match self
+            .icmp
+            .error(buf, offender.start, offender.len(), src, kind, now_ms)
+        {
+            Some(range) => Verdict::ReplyToDevice {
+                device: 0,
+                range,
+                cause,
+            },
             None => Verdict::Drop(cause),
         }
     }
@@ -195,7 +204,10 @@ impl FlannelBackend {
             return Verdict::Drop(DropReason::Malformed);
         };
         let len = inner.len;
-        let Some(dest) = table.lookup(inner.dst).and_then(|id| table.peer(id)).map(|p| p.endpoint)
+        let Some(dest) = table
+            .lookup(inner.dst)
+            .and_then(|id| table.peer(id))
+            .map(|p| p.endpoint)
         else {
             let kind = IcmpErrorKind::NetUnreachable;
             return self.reply_to_device(
@@ -237,7 +249,11 @@ impl FlannelBackend {
             );
         }
         decrement_ttl(&mut buf[start..start + len]);
-        Verdict::SendToPeer { dest, range: start..start + len, flow: None }
+        Verdict::SendToPeer {
+            dest,
+            range: start..start + len,
+            flow: None,
+        }
     }
 
     /// Decides what happens to the datagram payload `buf[start..start + len]` received from
@@ -278,7 +294,10 @@ impl FlannelBackend {
             return self.time_exceeded_to_peer(table, sender, &inner, buf, start, now_ms);
         }
         decrement_ttl(&mut buf[start..end]);
-        Verdict::DeliverToDevice { device: 0, range: start..end }
+        Verdict::DeliverToDevice {
+            device: 0,
+            range: start..end,
+        }
     }
 
     fn time_exceeded_to_peer(
@@ -296,7 +315,11 @@ impl FlannelBackend {
             IpAddr::V6(_) => self.config.local_v6.map(IpAddr::V6),
         };
         // The error goes to the inner source, through whichever peer owns it.
-        let Some(dest) = table.lookup(inner.src).or(sender).and_then(|id| table.peer(id)) else {
+        let Some(dest) = table
+            .lookup(inner.src)
+            .or(sender)
+            .and_then(|id| table.peer(id))
+        else {
             return Verdict::Drop(cause);
         };
         let dest = dest.endpoint;
@@ -311,7 +334,11 @@ impl FlannelBackend {
             IcmpErrorKind::TimeExceeded,
             now_ms,
         ) {
-            Some(range) => Verdict::ReplyToPeer { dest, range, cause: Some(cause) },
+            Some(range) => Verdict::ReplyToPeer {
+                dest,
+                range,
+                cause: Some(cause),
+            },
             None => Verdict::Drop(cause),
         }
     }
@@ -332,7 +359,9 @@ impl Backend for FlannelBackend {
         now_ms: u64,
     ) -> Verdict {
         match tables.first() {
-            Some(table) => FlannelBackend::handle_device_packet(self, table, buf, start, len, now_ms),
+            Some(table) => {
+                FlannelBackend::handle_device_packet(self, table, buf, start, len, now_ms)
+            }
             None => Verdict::Drop(DropReason::NoRoute),
         }
     }

@@ -873,7 +873,10 @@ pub struct IcmpResponder {
 impl IcmpResponder {
     /// At most `rate` errors per second on average, `burst` at once.
     pub fn new(rate: u32, burst: u32) -> IcmpResponder {
-        IcmpResponder { limiter: crate::ratelimit::TokenBucket::new(rate, burst), rate_limited: 0 }
+        IcmpResponder {
+            limiter: crate::ratelimit::TokenBucket::new(rate, burst),
+            rate_limited: 0,
+        }
     }
 
     /// Writes an error about `buf[start..start + len]` (see [`write_error`]) if the rules

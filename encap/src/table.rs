@@ -308,7 +308,13 @@ impl SubnetTable {
     /// is an error unless both entries are identical. `generation` identifies this snapshot
     /// (per-worker caches are keyed by it).
     pub fn new(generation: u64, routes: &[Route]) -> Result<SubnetTable, TableError> {
-        SubnetTable::build(generation, &TableSpec { routes: routes.to_vec(), ..TableSpec::default() })
+        SubnetTable::build(
+            generation,
+            &TableSpec {
+                routes: routes.to_vec(),
+                ..TableSpec::default()
+            },
+        )
     }
 
     /// Builds a table from a full [`TableSpec`]; see [`SubnetTable::new`].
@@ -324,12 +330,18 @@ impl SubnetTable {
             ..SubnetTable::default()
         };
         let mut by_endpoint_sock: HashMap<SocketAddr, PeerId> = HashMap::new();
-        let mut peer_of = |table: &mut SubnetTable, endpoint: SocketAddr| -> Result<PeerId, TableError> {
+        let mut peer_of = |table: &mut SubnetTable,
+                           endpoint: SocketAddr|
+         -> Result<PeerId, TableError> {
             if let Some(&id) = by_endpoint_sock.get(&endpoint) {
                 return Ok(id);
             }
             let id = PeerId::try_from(table.peers.len()).map_err(|_| TableError::TooManyPeers)?;
-            table.peers.push(Peer { endpoint, subnets: Vec::new(), vtep_mac: None });
+            table.peers.push(Peer {
+                endpoint,
+                subnets: Vec::new(),
+                vtep_mac: None,
+            });
             by_endpoint_sock.insert(endpoint, id);
             // Attribution of received datagrams is by IP only: NAT, a restarted peer or
             // VXLAN's hashed source ports use other source ports. The first peer of an IP wins.
@@ -409,7 +421,9 @@ impl SubnetTable {
 
     /// Every static forwarding entry.
     pub fn fdb_entries(&self) -> impl Iterator<Item = (EthernetAddress, SocketAddr)> + '_ {
-        self.fdb.iter().filter_map(|(mac, id)| self.peer(*id).map(|p| (*mac, p.endpoint)))
+        self.fdb
+            .iter()
+            .filter_map(|(mac, id)| self.peer(*id).map(|p| (*mac, p.endpoint)))
     }
 
     /// The peer whose endpoint has this underlay IP (any port).
@@ -528,13 +542,19 @@ mod tests {
         let mac: EthernetAddress = "02:00:00:00:09:01".parse().unwrap();
         let spec = TableSpec {
             routes: vec![route("100.96.2.0/24", "198.18.0.2:8472")],
-            vteps: vec!["198.18.0.3:8472".parse().unwrap(), "198.18.0.2:8472".parse().unwrap()],
+            vteps: vec![
+                "198.18.0.3:8472".parse().unwrap(),
+                "198.18.0.2:8472".parse().unwrap(),
+            ],
             fdb: vec![(mac, "198.18.0.4:8472".parse().unwrap())],
         };
         let t = SubnetTable::build(3, &spec).unwrap();
         assert_eq!(t.peers().len(), 3, "one peer per distinct endpoint");
         let id = t.static_fdb(&mac).unwrap();
-        assert_eq!(t.peer(id).unwrap().endpoint, "198.18.0.4:8472".parse().unwrap());
+        assert_eq!(
+            t.peer(id).unwrap().endpoint,
+            "198.18.0.4:8472".parse().unwrap()
+        );
         assert!(t.peer_by_endpoint("198.18.0.3".parse().unwrap()).is_some());
         assert_eq!(t.fdb_entries().count(), 1);
         assert_eq!(t.static_fdb(&"02:00:00:00:09:02".parse().unwrap()), None);

@@ -165,11 +165,29 @@ mod tests {
 
     #[test]
     fn drop_reason_of_verdicts() {
-        assert_eq!(Verdict::Drop(DropReason::NoRoute).drop_reason(), Some(DropReason::NoRoute));
-        let v = Verdict::ReplyToDevice { device: 0, range: 0..28, cause: DropReason::TtlExceeded };
+        assert_eq!(
+            Verdict::Drop(DropReason::NoRoute).drop_reason(),
+            Some(DropReason::NoRoute)
+        );
+        let v = Verdict::ReplyToDevice {
+            device: 0,
+            range: 0..28,
+            cause: DropReason::TtlExceeded,
+        };
         assert_eq!(v.drop_reason(), Some(DropReason::TtlExceeded));
-        assert_eq!(Verdict::DeliverToDevice { device: 0, range: 0..20 }.drop_reason(), None);
-        let arp = Verdict::ReplyToPeer { dest: "198.18.0.2:8472".parse().unwrap(), range: 0..42, cause: None };
+        assert_eq!(
+            Verdict::DeliverToDevice {
+                device: 0,
+                range: 0..20
+            }
+            .drop_reason(),
+            None
+        );
+        let arp = Verdict::ReplyToPeer {
+            dest: "198.18.0.2:8472".parse().unwrap(),
+            range: 0..42,
+            cause: None,
+        };
         assert_eq!(arp.drop_reason(), None);
     }
 }

@@ -133,7 +133,7 @@ fn write_vxlan_header(buf: &mut [u8], at: usize, vni: u32) {
 impl VxlanBackend {
     /// A backend serving `config.vnis`.
     pub fn new(config: VxlanConfig) -> VxlanBackend {
-        let fdbs = config.vnis.iter().map(|v| Fdb::new(v.fdb.clone())).collect();
+        let fdbs = config.vnis.iter().map(|v| Fdb::new(v.fdb)).collect();
         let icmp = IcmpResponder::new(config.icmp_rate, config.icmp_burst);
         VxlanBackend { config, fdbs, icmp }
     }
@@ -166,8 +166,15 @@ impl VxlanBackend {
             Some(inner) => inner.dst,
             None => return Verdict::Drop(cause),
         };
-        match self.icmp.error(buf, offender.start, offender.len(), src, kind, now_ms) {
-            Some(range) => Verdict::ReplyToDevice { device, range, cause },
+        match self
+            .icmp
+            .error(buf, offender.start, offender.len(), src, kind, now_ms)
+        {
+            Some(range) => Verdict::ReplyToDevice {
+                device,
+                range,
+                cause,
+            },
             None => Verdict::Drop(cause),
         }
     }
@@ -187,7 +194,14 @@ impl VxlanBackend {
         let len = inner.len;
         let Some(peer) = table.lookup(inner.dst).and_then(|id| table.peer(id)) else {
             let kind = IcmpErrorKind::NetUnreachable;
-            return self.reply_to_device(device, buf, start..start + len, kind, DropReason::NoRoute, now_ms);
+            return self.reply_to_device(
+                device,
+                buf,
+                start..start + len,
+                kind,
+                DropReason::NoRoute,
+                now_ms,
+            );
         };
         let Some(peer_mac) = peer.vtep_mac else {
             return Verdict::Drop(DropReason::NoVtepMac);
@@ -195,9 +209,22 @@ impl VxlanBackend {
         let dest = peer.endpoint;
         let room = self.config.max_payload.saturating_sub(L3_ENCAP_LEN);
         if len > room && inner.dont_fragment {
-            let mtu = if inner.dst.is_ipv4() { room } else { room.max(1280) };
-            let kind = IcmpErrorKind::TooBig { mtu: u32::try_from(mtu).unwrap_or(u32::MAX) };
-            return self.reply_to_device(device, buf, start..start + len, kind, DropReason::TooBig, now_ms);
+            let mtu = if inner.dst.is_ipv4() {
+                room
+            } else {
+                room.max(1280)
+            };
+            let kind = IcmpErrorKind::TooBig {
+                mtu: u32::try_from(mtu).unwrap_or(u32::MAX),
+            };
+            return self.reply_to_device(
+                device,
+                buf,
+                start..start + len,
+                kind,
+                DropReason::TooBig,
+                now_ms,
+            );
         }
         if start < L3_ENCAP_LEN {
             return Verdict::Drop(DropReason::Malformed);
@@ -209,14 +236,30 @@ impl VxlanBackend {
         ethernet::Repr {
             src_addr: vc.vtep_mac,
             dst_addr: peer_mac,
-            ethertype: if inner.dst.is_ipv4() { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 },
+            ethertype: if inner.dst.is_ipv4() {
+                ETHERTYPE_IPV4
+            } else {
+                ETHERTYPE_IPV6
+            },
         }
         .emit(&mut frame);
         write_vxlan_header(buf, start - L3_ENCAP_LEN, vc.vni);
-        Verdict::SendToPeer { dest, range: start - L3_ENCAP_LEN..start + len, flow: Some(flow) }
+        Verdict::SendToPeer {
+            dest,
+            range: start - L3_ENCAP_LEN..start + len,
+            flow: Some(flow),
+        }
     }
 
-    fn l2_out(&mut self, table: &SubnetTable, device: usize, buf: &mut [u8], start: usize, len: usize, now_ms: u64) -> Verdict {
+    fn l2_out(
+        &mut self,
+        table: &SubnetTable,
+        device: usize,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Verdict {
         let Ok(frame) = ethernet::Frame::new_checked(&buf[start..start + len]) else {
             return Verdict::Drop(DropReason::Malformed);
         };
@@ -232,12 +275,25 @@ impl VxlanBackend {
         let range = start - vxlan::HEADER_LEN..start + len;
         if dst.is_unicast() {
             let learned = self.fdbs[device].lookup(&dst, now_ms);
-            let known = learned.or_else(|| table.static_fdb(&dst).and_then(|id| table.peer(id)).map(|p| p.endpoint));
+            let known = learned.or_else(|| {
+                table
+                    .static_fdb(&dst)
+                    .and_then(|id| table.peer(id))
+                    .map(|p| p.endpoint)
+            });
             if let Some(dest) = known {
-                return Verdict::SendToPeer { dest, range, flow: Some(flow) };
+                return Verdict::SendToPeer {
+                    dest,
+                    range,
+                    flow: Some(flow),
+                };
             }
         }
-        Verdict::Flood { device, range, flow: Some(flow) }
+        Verdict::Flood {
+            device,
+            range,
+            flow: Some(flow),
+        }
     }
 
     fn l3_in(
@@ -255,12 +311,23 @@ impl VxlanBackend {
         let (dst_mac, ethertype) = (frame.dst_addr(), frame.ethertype());
         let for_us = dst_mac == vc.vtep_mac;
         if ethertype == ETHERTYPE_ARP || ethertype == ETHERTYPE_IPV6 {
-            if let Some(answer) = neigh::answer(buf, frame_at, end - frame_at, vc.vtep_mac, vc.local_v4, vc.local_v6) {
+            if let Some(answer) = neigh::answer(
+                buf,
+                frame_at,
+                end - frame_at,
+                vc.vtep_mac,
+                vc.local_v4,
+                vc.local_v6,
+            ) {
                 // The answer starts where the frame did: the VXLAN header goes back in front.
                 let vni = vc.vni;
                 write_vxlan_header(buf, vxlan_at, vni);
                 let dest = SocketAddr::new(source.ip(), self.config.port);
-                return Verdict::ReplyToPeer { dest, range: vxlan_at..answer.end, cause: None };
+                return Verdict::ReplyToPeer {
+                    dest,
+                    range: vxlan_at..answer.end,
+                    cause: None,
+                };
             }
         }
         if !for_us {
@@ -275,13 +342,18 @@ impl VxlanBackend {
             _ => return Verdict::Drop(DropReason::Malformed),
         };
         if self.config.check_inner_source {
-            let sender = table.peer_by_endpoint(source.ip()).and_then(|id| table.peer(id));
+            let sender = table
+                .peer_by_endpoint(source.ip())
+                .and_then(|id| table.peer(id));
             if !sender.is_some_and(|p| p.owns(inner.src)) {
                 return Verdict::Drop(DropReason::SpoofedSource);
             }
         }
         // Ethernet padding after the IP packet is not delivered.
-        Verdict::DeliverToDevice { device, range: ip_at..ip_at + inner.len }
+        Verdict::DeliverToDevice {
+            device,
+            range: ip_at..ip_at + inner.len,
+        }
     }
 }
 
@@ -352,7 +424,10 @@ impl Backend for VxlanBackend {
                     let vtep = SocketAddr::new(source.ip(), self.config.port);
                     self.fdbs[device].learn(src_mac, vtep, now_ms);
                 }
-                Verdict::DeliverToDevice { device, range: frame_at..end }
+                Verdict::DeliverToDevice {
+                    device,
+                    range: frame_at..end,
+                }
             }
         }
     }

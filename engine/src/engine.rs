@@ -173,12 +173,19 @@ impl<D: Device, B: Backend> EngineBuilder<D, B> {
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(setup("create the waker"))?);
         let mut sockets = Vec::with_capacity(1 + self.source_sockets.len());
-        for (i, s) in std::iter::once(self.socket).chain(self.source_sockets).enumerate() {
-            s.set_nonblocking(true).map_err(setup("make a UDP socket non-blocking"))?;
+        for (i, s) in std::iter::once(self.socket)
+            .chain(self.source_sockets)
+            .enumerate()
+        {
+            s.set_nonblocking(true)
+                .map_err(setup("make a UDP socket non-blocking"))?;
             let mut s = UdpSocket::from_std(s);
             // Only the listening socket is read; source-port sockets only send.
-            let interest =
-                if i == 0 { Interest::READABLE | Interest::WRITABLE } else { Interest::WRITABLE };
+            let interest = if i == 0 {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::WRITABLE
+            };
             poll.registry()
                 .register(&mut s, Token(SOCKET_BASE + i), interest)
                 .map_err(setup("register a UDP socket"))?;
@@ -203,7 +210,9 @@ impl<D: Device, B: Backend> EngineBuilder<D, B> {
             devices,
             tables: routes.iter().map(RouteTable::snapshot).collect(),
             routes: routes.clone(),
-            queues: (0..sockets.len()).map(|_| TxQueue::with_capacity(batch)).collect(),
+            queues: (0..sockets.len())
+                .map(|_| TxQueue::with_capacity(batch))
+                .collect(),
             sockets,
             backend: self.backend,
             counters: counters.clone(),
@@ -224,12 +233,20 @@ impl<D: Device, B: Backend> EngineBuilder<D, B> {
             .name("weft-worker".into())
             .spawn(move || worker.run())
             .map_err(setup("start the worker thread"))?;
-        Ok(Engine { routes, counters, waker, control: control_tx, thread: Some(thread) })
+        Ok(Engine {
+            routes,
+            counters,
+            waker,
+            control: control_tx,
+            thread: Some(thread),
+        })
     }
 }
 
 fn buffers(n: usize, headroom: usize) -> Vec<Box<[u8]>> {
-    (0..n).map(|_| vec![0u8; headroom + MAX_PACKET].into_boxed_slice()).collect()
+    (0..n)
+        .map(|_| vec![0u8; headroom + MAX_PACKET].into_boxed_slice())
+        .collect()
 }
 
 /// A running engine: its routes, its counters, and the way to stop it.
@@ -278,7 +295,10 @@ impl Engine {
 
     /// A handle that can look into the running backend; see [`Inspector::inspect`].
     pub fn inspector(&self) -> Inspector {
-        Inspector { control: self.control.clone(), waker: self.waker.clone() }
+        Inspector {
+            control: self.control.clone(),
+            waker: self.waker.clone(),
+        }
     }
 
     /// True while the worker thread runs.
@@ -292,7 +312,9 @@ impl Engine {
     }
 
     fn stop(&mut self) -> Result<(), EngineError> {
-        let Some(thread) = self.thread.take() else { return Ok(()) };
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
         // Either may fail only if the worker is already gone; join tells why.
         let _ = self.control.send(Control::Shutdown);
         let _ = self.waker.wake();
@@ -322,7 +344,10 @@ pub struct Inspector {
 impl Inspector {
     /// Runs `f` on the backend, if it is a `B`, and returns its result; `None` if the
     /// backend is another type, the worker is gone, or it does not answer within 5 s.
-    pub fn inspect<B: Any, R: Send + 'static>(&self, f: impl FnOnce(&B) -> R + Send + 'static) -> Option<R> {
+    pub fn inspect<B: Any, R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&B) -> R + Send + 'static,
+    ) -> Option<R> {
         let (tx, rx) = mpsc::sync_channel(1);
         let query: Inspect = Box::new(move |backend: &dyn Any| {
             let _ = tx.send(backend.downcast_ref::<B>().map(f));
@@ -341,7 +366,10 @@ struct TxQueue {
 
 impl TxQueue {
     fn with_capacity(n: usize) -> TxQueue {
-        TxQueue { msgs: Vec::with_capacity(n), sent: 0 }
+        TxQueue {
+            msgs: Vec::with_capacity(n),
+            sent: 0,
+        }
     }
 
     fn pending(&self) -> bool {
@@ -413,7 +441,11 @@ impl<D: Device, B: Backend> Worker<D, B> {
         loop {
             let device_ready = self.device_ready.iter().any(|r| *r);
             let busy = (device_ready && !self.tx_pending()) || socket_ready;
-            let timeout = if busy { Some(Duration::ZERO) } else { Some(TICK) };
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                Some(TICK)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -513,17 +545,31 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 }
             };
             self.local.device_rx_packets += 1;
-            let verdict = self.backend.handle_device_packet(&self.tables, d, buf, headroom, n, now);
+            let verdict = self
+                .backend
+                .handle_device_packet(&self.tables, d, buf, headroom, n, now);
             match verdict {
                 Verdict::SendToPeer { dest, range, flow } => {
                     let q = socket_for(flow, self.sockets.len());
-                    self.queues[q].msgs.push(SendMsg { buf: i, range, dest });
+                    self.queues[q].msgs.push(SendMsg {
+                        buf: i,
+                        range,
+                        dest,
+                    });
                 }
-                Verdict::Flood { device, range, flow } => {
+                Verdict::Flood {
+                    device,
+                    range,
+                    flow,
+                } => {
                     let q = socket_for(flow, self.sockets.len());
                     if let Some(table) = self.tables.get(device) {
                         for peer in table.peers() {
-                            let msg = SendMsg { buf: i, range: range.clone(), dest: peer.endpoint };
+                            let msg = SendMsg {
+                                buf: i,
+                                range: range.clone(),
+                                dest: peer.endpoint,
+                            };
                             self.queues[q].msgs.push(msg);
                         }
                     }
@@ -532,9 +578,17 @@ impl<D: Device, B: Backend> Worker<D, B> {
                     if let Some(cause) = cause {
                         self.local.drop(cause);
                     }
-                    self.queues[0].msgs.push(SendMsg { buf: i, range, dest });
+                    self.queues[0].msgs.push(SendMsg {
+                        buf: i,
+                        range,
+                        dest,
+                    });
                 }
-                Verdict::ReplyToDevice { device, range, cause } => {
+                Verdict::ReplyToDevice {
+                    device,
+                    range,
+                    cause,
+                } => {
                     self.local.drop(cause);
                     if let Some(dev) = self.devices.get_mut(device) {
                         if write_device(dev, &mut self.local, &buf[range]) {
@@ -557,7 +611,13 @@ impl<D: Device, B: Backend> Worker<D, B> {
     /// Sends what is pending from `tx_bufs`; leaves the rest pending if a socket is full.
     fn flush_tx(&mut self) {
         for (socket, q) in self.sockets.iter().zip(self.queues.iter_mut()) {
-            flush_queue(socket.as_raw_fd(), q, &mut self.mmsg, &self.tx_bufs, &mut self.local);
+            flush_queue(
+                socket.as_raw_fd(),
+                q,
+                &mut self.mmsg,
+                &self.tx_bufs,
+                &mut self.local,
+            );
         }
     }
 
@@ -565,7 +625,10 @@ impl<D: Device, B: Backend> Worker<D, B> {
     fn socket_to_device(&mut self) -> bool {
         let fd = self.sockets[0].as_raw_fd();
         let headroom = self.headroom;
-        let n = match self.mmsg.recv(fd, &mut self.rx_bufs, headroom, &mut self.meta) {
+        let n = match self
+            .mmsg
+            .recv(fd, &mut self.rx_bufs, headroom, &mut self.meta)
+        {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
@@ -585,7 +648,14 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 continue;
             }
             let buf = &mut self.rx_bufs[i];
-            let v = self.backend.handle_datagram(&self.tables, meta.source, buf, headroom, meta.len, now);
+            let v = self.backend.handle_datagram(
+                &self.tables,
+                meta.source,
+                buf,
+                headroom,
+                meta.len,
+                now,
+            );
             match v {
                 Verdict::DeliverToDevice { device, range } => {
                     let len = range.len() as u64;
@@ -604,20 +674,36 @@ impl<D: Device, B: Backend> Worker<D, B> {
                         }
                         None => self.local.neigh_replies += 1,
                     }
-                    self.reply_msgs.push(SendMsg { buf: i, range, dest });
+                    self.reply_msgs.push(SendMsg {
+                        buf: i,
+                        range,
+                        dest,
+                    });
                 }
                 Verdict::SendToPeer { dest, range, .. } => {
-                    self.reply_msgs.push(SendMsg { buf: i, range, dest });
+                    self.reply_msgs.push(SendMsg {
+                        buf: i,
+                        range,
+                        dest,
+                    });
                 }
                 Verdict::Flood { device, range, .. } => {
                     if let Some(table) = self.tables.get(device) {
                         for peer in table.peers() {
-                            let msg = SendMsg { buf: i, range: range.clone(), dest: peer.endpoint };
+                            let msg = SendMsg {
+                                buf: i,
+                                range: range.clone(),
+                                dest: peer.endpoint,
+                            };
                             self.reply_msgs.push(msg);
                         }
                     }
                 }
-                Verdict::ReplyToDevice { device, range, cause } => {
+                Verdict::ReplyToDevice {
+                    device,
+                    range,
+                    cause,
+                } => {
                     self.local.drop(cause);
                     if let Some(dev) = self.devices.get_mut(device) {
                         if write_device(dev, &mut self.local, &buf[range]) {

@@ -79,7 +79,11 @@ impl RouteTable {
     }
 
     fn edit_all<T>(&self, f: impl FnOnce(&mut Edits) -> T) -> Result<T, TableError> {
-        let mut edits = self.inner.edits.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut edits = self
+            .inner
+            .edits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut next = edits.clone();
         let out = f(&mut next);
         next.generation = edits.generation + 1;
@@ -114,12 +118,17 @@ impl RouteTable {
 
     /// Removes a static forwarding entry; returns whether it was there.
     pub fn remove_fdb(&self, mac: &EthernetAddress) -> bool {
-        self.edit_all(|e| e.fdb.remove(mac).is_some()).unwrap_or(false)
+        self.edit_all(|e| e.fdb.remove(mac).is_some())
+            .unwrap_or(false)
     }
 
     /// The peers without a subnet.
     pub fn vteps(&self) -> Vec<SocketAddr> {
-        let edits = self.inner.edits.lock().unwrap_or_else(PoisonError::into_inner);
+        let edits = self
+            .inner
+            .edits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         edits.vteps.iter().copied().collect()
     }
 

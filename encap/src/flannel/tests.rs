@@ -81,10 +81,20 @@ fn kernel_echo_request_is_encapsulated_with_ttl_decremented() {
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
     let range = HEADROOM..HEADROOM + pkt.len();
-    assert_eq!(v, Verdict::SendToPeer { dest: peer_b(), range: range.clone(), flow: None });
+    assert_eq!(
+        v,
+        Verdict::SendToPeer {
+            dest: peer_b(),
+            range: range.clone(),
+            flow: None
+        }
+    );
     let out = ipv4::Packet::new_checked(&buf[range]).unwrap();
     assert_eq!(out.ttl(), 63);
-    assert!(out.verify_checksum(), "RFC 1624 incremental update keeps the checksum valid");
+    assert!(
+        out.verify_checksum(),
+        "RFC 1624 incremental update keeps the checksum valid"
+    );
     // Everything but TTL and checksum is unchanged.
     let mut expected = pkt.clone();
     expected[8] -= 1;
@@ -126,8 +136,21 @@ fn received_datagram_is_delivered_with_ttl_decremented() {
     )
     .unwrap();
     let mut buf = buffer(&pkt);
-    let v = backend().handle_datagram(&table, A_UNDERLAY.parse().unwrap(), &mut buf, HEADROOM, pkt.len(), 0);
-    assert_eq!(v, Verdict::DeliverToDevice { device: 0, range: HEADROOM..HEADROOM + pkt.len() });
+    let v = backend().handle_datagram(
+        &table,
+        A_UNDERLAY.parse().unwrap(),
+        &mut buf,
+        HEADROOM,
+        pkt.len(),
+        0,
+    );
+    assert_eq!(
+        v,
+        Verdict::DeliverToDevice {
+            device: 0,
+            range: HEADROOM..HEADROOM + pkt.len()
+        }
+    );
     let out = ipv4::Packet::new_checked(&buf[HEADROOM..HEADROOM + pkt.len()]).unwrap();
     assert_eq!(out.ttl(), 63);
     assert!(out.verify_checksum());
@@ -139,9 +162,19 @@ fn kernel_ipv6_echo_is_encapsulated_with_hop_limit_decremented() {
     let table = table();
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
-    assert_eq!(v, Verdict::SendToPeer { dest: peer_b(), range: HEADROOM..HEADROOM + pkt.len(), flow: None });
+    assert_eq!(
+        v,
+        Verdict::SendToPeer {
+            dest: peer_b(),
+            range: HEADROOM..HEADROOM + pkt.len(),
+            flow: None
+        }
+    );
     let out = ipv6::Packet::new_checked(&buf[HEADROOM..HEADROOM + pkt.len()]).unwrap();
-    assert_eq!(out.hop_limit(), ipv6::Packet::new_checked(&pkt[..]).unwrap().hop_limit() - 1);
+    assert_eq!(
+        out.hop_limit(),
+        ipv6::Packet::new_checked(&pkt[..]).unwrap().hop_limit() - 1
+    );
 }
 
 #[test]
@@ -149,7 +182,14 @@ fn no_route_answers_net_unreachable_into_the_device() {
     let pkt = v4_packet([100, 96, 1, 5], [100, 96, 9, 9], 64, 100, false);
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table(), &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::NoRoute } = v else { panic!("{v:?}") };
+    let Verdict::ReplyToDevice {
+        device: 0,
+        range,
+        cause: DropReason::NoRoute,
+    } = v
+    else {
+        panic!("{v:?}")
+    };
     let ip = ipv4::Packet::new_checked(&buf[range.clone()]).unwrap();
     assert!(ip.verify_checksum());
     // From the unreachable destination (a local source would be a martian), to the sender.
@@ -168,10 +208,20 @@ fn no_route_v6_answers_icmpv6_no_route() {
     let pkt = v6_packet("fd00:100:96:1::5", "fd00:100:96:9::9", 64, 60);
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table(), &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::NoRoute } = v else { panic!("{v:?}") };
+    let Verdict::ReplyToDevice {
+        device: 0,
+        range,
+        cause: DropReason::NoRoute,
+    } = v
+    else {
+        panic!("{v:?}")
+    };
     let ip = ipv6::Packet::new_checked(&buf[range]).unwrap();
     assert_eq!(ip.next_header(), PROTO_ICMPV6);
-    assert_eq!(ip.dst_addr(), "fd00:100:96:1::5".parse::<Ipv6Addr>().unwrap());
+    assert_eq!(
+        ip.dst_addr(),
+        "fd00:100:96:1::5".parse::<Ipv6Addr>().unwrap()
+    );
     let icmp = icmpv6::Packet::new_checked(ip.payload()).unwrap();
     assert_eq!((icmp.msg_type(), icmp.code()), (1, 0));
     assert!(icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()));
@@ -187,14 +237,20 @@ fn no_error_about_icmp_errors_or_non_first_fragments() {
     pkt[20] = 3; // destination unreachable
     ipv4::Packet::new_unchecked(&mut pkt[..]).fill_checksum();
     let mut buf = buffer(&pkt);
-    assert_eq!(b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0), Verdict::Drop(DropReason::NoRoute));
+    assert_eq!(
+        b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0),
+        Verdict::Drop(DropReason::NoRoute)
+    );
     // A non-first fragment.
     let mut pkt = v4_packet([100, 96, 1, 5], [100, 96, 9, 9], 64, 100, false);
     let mut p = ipv4::Packet::new_unchecked(&mut pkt[..]);
     p.set_flags_and_frag_offset(false, false, 1480);
     p.fill_checksum();
     let mut buf = buffer(&pkt);
-    assert_eq!(b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0), Verdict::Drop(DropReason::NoRoute));
+    assert_eq!(
+        b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0),
+        Verdict::Drop(DropReason::NoRoute)
+    );
 }
 
 #[test]
@@ -203,7 +259,14 @@ fn expiring_ttl_answers_time_exceeded() {
     let pkt = v4_packet([100, 96, 1, 5], [100, 96, 2, 7], 1, 100, false);
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::TtlExceeded } = v else { panic!("{v:?}") };
+    let Verdict::ReplyToDevice {
+        device: 0,
+        range,
+        cause: DropReason::TtlExceeded,
+    } = v
+    else {
+        panic!("{v:?}")
+    };
     let ip = ipv4::Packet::new_checked(&buf[range]).unwrap();
     let icmp = icmpv4::Packet::new_checked(ip.payload()).unwrap();
     assert_eq!((icmp.msg_type(), icmp.code()), (11, 0));
@@ -212,9 +275,21 @@ fn expiring_ttl_answers_time_exceeded() {
     let pkt = v6_packet("fd00:100:96:1::5", "fd00:100:96:2::7", 1, 40);
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::TtlExceeded } = v else { panic!("{v:?}") };
+    let Verdict::ReplyToDevice {
+        device: 0,
+        range,
+        cause: DropReason::TtlExceeded,
+    } = v
+    else {
+        panic!("{v:?}")
+    };
     let ip = ipv6::Packet::new_checked(&buf[range]).unwrap();
-    assert_eq!(icmpv6::Packet::new_checked(ip.payload()).unwrap().msg_type(), 3);
+    assert_eq!(
+        icmpv6::Packet::new_checked(ip.payload())
+            .unwrap()
+            .msg_type(),
+        3
+    );
 }
 
 #[test]
@@ -223,23 +298,56 @@ fn ttl_running_out_on_receive_is_answered_through_the_tunnel() {
     // At A, from B: an inner packet from B's pod with TTL 1.
     let pkt = v4_packet([100, 96, 2, 7], [100, 96, 1, 5], 1, 100, false);
     let mut buf = buffer(&pkt);
-    let v = backend().handle_datagram(&table, B_UNDERLAY.parse().unwrap(), &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToPeer { dest, range, cause: Some(DropReason::TtlExceeded) } = v else { panic!("{v:?}") };
+    let v = backend().handle_datagram(
+        &table,
+        B_UNDERLAY.parse().unwrap(),
+        &mut buf,
+        HEADROOM,
+        pkt.len(),
+        0,
+    );
+    let Verdict::ReplyToPeer {
+        dest,
+        range,
+        cause: Some(DropReason::TtlExceeded),
+    } = v
+    else {
+        panic!("{v:?}")
+    };
     assert_eq!(dest, peer_b());
     let ip = ipv4::Packet::new_checked(&buf[range]).unwrap();
-    assert_eq!(ip.src_addr(), Ipv4Addr::new(100, 96, 1, 0), "from A's own overlay address");
+    assert_eq!(
+        ip.src_addr(),
+        Ipv4Addr::new(100, 96, 1, 0),
+        "from A's own overlay address"
+    );
     assert_eq!(ip.dst_addr(), Ipv4Addr::new(100, 96, 2, 7));
-    assert_eq!(icmpv4::Packet::new_checked(ip.payload()).unwrap().msg_type(), 11);
+    assert_eq!(
+        icmpv4::Packet::new_checked(ip.payload())
+            .unwrap()
+            .msg_type(),
+        11
+    );
 }
 
 #[test]
 fn too_big_with_df_answers_frag_needed_with_the_mtu() {
     let table = table();
-    let mut b = FlannelBackend::new(FlannelConfig { max_payload: 1000, ..FlannelConfig::default() });
+    let mut b = FlannelBackend::new(FlannelConfig {
+        max_payload: 1000,
+        ..FlannelConfig::default()
+    });
     let pkt = v4_packet([100, 96, 1, 5], [100, 96, 2, 7], 64, 1200, true);
     let mut buf = buffer(&pkt);
     let v = b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
-    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::TooBig } = v else { panic!("{v:?}") };
+    let Verdict::ReplyToDevice {
+        device: 0,
+        range,
+        cause: DropReason::TooBig,
+    } = v
+    else {
+        panic!("{v:?}")
+    };
     let ip = ipv4::Packet::new_checked(&buf[range]).unwrap();
     let icmp = icmpv4::Packet::new_checked(ip.payload()).unwrap();
     assert_eq!((icmp.msg_type(), icmp.code()), (3, 4));
@@ -247,12 +355,18 @@ fn too_big_with_df_answers_frag_needed_with_the_mtu() {
     // Without DF the packet goes out (the kernel fragments the outer datagram).
     let pkt = v4_packet([100, 96, 1, 5], [100, 96, 2, 7], 64, 1200, false);
     let mut buf = buffer(&pkt);
-    assert!(matches!(b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0), Verdict::SendToPeer { .. }));
+    assert!(matches!(
+        b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0),
+        Verdict::SendToPeer { .. }
+    ));
     // IPv6 is never fragmented on the way: packet too big, never below 1280.
     let pkt = v6_packet("fd00:100:96:1::5", "fd00:100:96:2::7", 64, 1400);
     let mut buf = buffer(&pkt);
-    let Verdict::ReplyToDevice { device: 0, range, cause: DropReason::TooBig } =
-        b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0)
+    let Verdict::ReplyToDevice {
+        device: 0,
+        range,
+        cause: DropReason::TooBig,
+    } = b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0)
     else {
         panic!()
     };
@@ -264,7 +378,11 @@ fn too_big_with_df_answers_frag_needed_with_the_mtu() {
 #[test]
 fn icmp_errors_are_rate_limited() {
     let table = table();
-    let mut b = FlannelBackend::new(FlannelConfig { icmp_rate: 1, icmp_burst: 2, ..FlannelConfig::default() });
+    let mut b = FlannelBackend::new(FlannelConfig {
+        icmp_rate: 1,
+        icmp_burst: 2,
+        ..FlannelConfig::default()
+    });
     let pkt = v4_packet([100, 96, 1, 5], [100, 96, 9, 9], 64, 20, false);
     let mut replies = 0;
     for _ in 0..10 {
@@ -294,27 +412,56 @@ fn decap_validation_drops_and_names_the_reason() {
         b.handle_datagram(&table, src, &mut buf, HEADROOM, len, 0)
     };
     let good = v4_packet([100, 96, 2, 7], [100, 96, 1, 5], 64, 100, false);
-    assert!(matches!(run(from_b, &good, good.len()), Verdict::DeliverToDevice { .. }));
+    assert!(matches!(
+        run(from_b, &good, good.len()),
+        Verdict::DeliverToDevice { .. }
+    ));
     // Not a peer.
-    assert_eq!(run("198.18.0.3".parse().unwrap(), &good, good.len()), Verdict::Drop(DropReason::UnknownPeer));
+    assert_eq!(
+        run("198.18.0.3".parse().unwrap(), &good, good.len()),
+        Verdict::Drop(DropReason::UnknownPeer)
+    );
     // A peer, but an inner source outside its subnets.
     let spoofed = v4_packet([100, 96, 7, 7], [100, 96, 1, 5], 64, 100, false);
-    assert_eq!(run(from_b, &spoofed, spoofed.len()), Verdict::Drop(DropReason::SpoofedSource));
+    assert_eq!(
+        run(from_b, &spoofed, spoofed.len()),
+        Verdict::Drop(DropReason::SpoofedSource)
+    );
     // Malformed: garbage, bad version, header length, total length vs. datagram length.
-    assert_eq!(run(from_b, b"hello, world", 12), Verdict::Drop(DropReason::Malformed));
+    assert_eq!(
+        run(from_b, b"hello, world", 12),
+        Verdict::Drop(DropReason::Malformed)
+    );
     assert_eq!(run(from_b, &[], 0), Verdict::Drop(DropReason::Malformed));
     let mut bad = good.clone();
     bad[0] = 0x55;
-    assert_eq!(run(from_b, &bad, bad.len()), Verdict::Drop(DropReason::Malformed));
+    assert_eq!(
+        run(from_b, &bad, bad.len()),
+        Verdict::Drop(DropReason::Malformed)
+    );
     let mut bad = good.clone();
     bad[0] = 0x44; // IHL 4
-    assert_eq!(run(from_b, &bad, bad.len()), Verdict::Drop(DropReason::Malformed));
-    assert_eq!(run(from_b, &good, good.len() - 1), Verdict::Drop(DropReason::Malformed), "truncated");
+    assert_eq!(
+        run(from_b, &bad, bad.len()),
+        Verdict::Drop(DropReason::Malformed)
+    );
+    assert_eq!(
+        run(from_b, &good, good.len() - 1),
+        Verdict::Drop(DropReason::Malformed),
+        "truncated"
+    );
     let mut longer = good.clone();
     longer.extend_from_slice(&[0; 9]);
-    assert_eq!(run(from_b, &longer, longer.len()), Verdict::Drop(DropReason::Malformed), "trailing bytes");
+    assert_eq!(
+        run(from_b, &longer, longer.len()),
+        Verdict::Drop(DropReason::Malformed),
+        "trailing bytes"
+    );
     // A length beyond the buffer never panics.
-    assert_eq!(run(from_b, &good, usize::MAX), Verdict::Drop(DropReason::Malformed));
+    assert_eq!(
+        run(from_b, &good, usize::MAX),
+        Verdict::Drop(DropReason::Malformed)
+    );
 }
 
 #[test]
@@ -327,7 +474,14 @@ fn validation_can_be_turned_off() {
     });
     let spoofed = v4_packet([100, 96, 7, 7], [100, 96, 1, 5], 64, 100, false);
     let mut buf = buffer(&spoofed);
-    let v = b.handle_datagram(&table, "198.18.0.3".parse().unwrap(), &mut buf, HEADROOM, spoofed.len(), 0);
+    let v = b.handle_datagram(
+        &table,
+        "198.18.0.3".parse().unwrap(),
+        &mut buf,
+        HEADROOM,
+        spoofed.len(),
+        0,
+    );
     assert!(matches!(v, Verdict::DeliverToDevice { .. }), "{v:?}");
 }
 
@@ -337,7 +491,10 @@ fn malformed_device_packets_are_counted_not_sent() {
     let mut b = backend();
     for junk in [&b""[..], b"\x45", b"\x60\x00\x00\x00", &[0u8; 40][..]] {
         let mut buf = buffer(junk);
-        assert_eq!(b.handle_device_packet(&table, &mut buf, HEADROOM, junk.len(), 0), Verdict::Drop(DropReason::Malformed));
+        assert_eq!(
+            b.handle_device_packet(&table, &mut buf, HEADROOM, junk.len(), 0),
+            Verdict::Drop(DropReason::Malformed)
+        );
     }
 }
 
@@ -346,7 +503,10 @@ fn without_headroom_errors_are_dropped_not_written() {
     let pkt = v4_packet([100, 96, 1, 5], [100, 96, 9, 9], 64, 20, false);
     let mut buf = pkt.clone();
     let len = buf.len();
-    assert_eq!(backend().handle_device_packet(&table(), &mut buf, 0, len, 0), Verdict::Drop(DropReason::NoRoute));
+    assert_eq!(
+        backend().handle_device_packet(&table(), &mut buf, 0, len, 0),
+        Verdict::Drop(DropReason::NoRoute)
+    );
 }
 
 #[test]
@@ -370,7 +530,14 @@ fn hostile_inputs_never_panic() {
         }
         let len = (next() as usize) % (pkt.len() + 1);
         let mut buf = buffer(&pkt);
-        let _ = b.handle_datagram(&table, B_UNDERLAY.parse().unwrap(), &mut buf, HEADROOM, len, 0);
+        let _ = b.handle_datagram(
+            &table,
+            B_UNDERLAY.parse().unwrap(),
+            &mut buf,
+            HEADROOM,
+            len,
+            0,
+        );
         let mut buf = buffer(&pkt);
         let _ = b.handle_device_packet(&table, &mut buf, HEADROOM, len, next() % 100_000);
     }
