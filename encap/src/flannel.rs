@@ -132,6 +132,26 @@ pub(crate) fn parse_inner(pkt: &[u8]) -> Option<Inner> {
     }
 }
 
+/// The MTU to announce in a fragmentation-needed / packet-too-big error if `inner` cannot go
+/// out whole through a path with room for `room` bytes, or `None` if it is sent.
+///
+/// IPv4 without DF is sent (the kernel fragments the outer datagram). IPv6 is never
+/// fragmented on the way, but every IPv6 link must carry 1280 bytes (RFC 8200 section 5): a
+/// packet of at most 1280 bytes is sent (the outer datagram is fragmented if it must be), a
+/// larger one is refused with an MTU of at least 1280.
+pub(crate) fn too_big_mtu(inner: &Inner, room: usize) -> Option<usize> {
+    if inner.len <= room {
+        return None;
+    }
+    if inner.dst.is_ipv4() {
+        inner.dont_fragment.then_some(room)
+    } else if inner.len <= IPV6_MIN_MTU {
+        None
+    } else {
+        Some(room.max(IPV6_MIN_MTU))
+    }
+}
+
 /// Lowers the TTL / hop limit of the (already validated) packet by one.
 fn decrement_ttl(pkt: &mut [u8]) {
     if pkt[0] >> 4 == 4 {
@@ -230,12 +250,7 @@ impl FlannelBackend {
                 now_ms,
             );
         }
-        if len > self.config.max_payload && inner.dont_fragment {
-            let mtu = if inner.dst.is_ipv4() {
-                self.config.max_payload
-            } else {
-                self.config.max_payload.max(IPV6_MIN_MTU)
-            };
+        if let Some(mtu) = too_big_mtu(&inner, self.config.max_payload) {
             let kind = IcmpErrorKind::TooBig {
                 mtu: u32::try_from(mtu).unwrap_or(u32::MAX),
             };

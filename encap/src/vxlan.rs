@@ -17,8 +17,8 @@
 //!
 //! ## L2 mode: the "vxlan + bridge" setup
 //! The device is a TAP, usually enslaved to a bridge. Frames read from it are looked up in
-//! the FDB (learned from received frames, with ageing and a size bound; then the static
-//! entries of the configuration): a known unicast destination goes to its VTEP, everything
+//! the FDB (the static entries of the configuration first, which learning never moves, then
+//! the entries learned from received frames, with ageing and a size bound): a known unicast destination goes to its VTEP, everything
 //! else (broadcast, multicast, unknown unicast) to every peer of the VNI (head-end
 //! replication, like the kernel's all-zero FDB entries).
 //!
@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use crate::backend::Backend;
 use crate::fdb::{Fdb, FdbConfig};
-use crate::flannel::parse_inner;
+use crate::flannel::{parse_inner, too_big_mtu};
 use crate::flowhash;
 use crate::icmp::{IcmpErrorKind, IcmpResponder};
 use crate::neigh;
@@ -208,12 +208,7 @@ impl VxlanBackend {
         };
         let dest = peer.endpoint;
         let room = self.config.max_payload.saturating_sub(L3_ENCAP_LEN);
-        if len > room && inner.dont_fragment {
-            let mtu = if inner.dst.is_ipv4() {
-                room
-            } else {
-                room.max(1280)
-            };
+        if let Some(mtu) = too_big_mtu(&inner, room) {
             let kind = IcmpErrorKind::TooBig {
                 mtu: u32::try_from(mtu).unwrap_or(u32::MAX),
             };
@@ -274,13 +269,13 @@ impl VxlanBackend {
         write_vxlan_header(buf, start - vxlan::HEADER_LEN, self.config.vnis[device].vni);
         let range = start - vxlan::HEADER_LEN..start + len;
         if dst.is_unicast() {
-            let learned = self.fdbs[device].lookup(&dst, now_ms);
-            let known = learned.or_else(|| {
-                table
-                    .static_fdb(&dst)
-                    .and_then(|id| table.peer(id))
-                    .map(|p| p.endpoint)
-            });
+            // Static entries first: like the kernel's permanent FDB entries, learning never
+            // overrides them.
+            let fixed = table
+                .static_fdb(&dst)
+                .and_then(|id| table.peer(id))
+                .map(|p| p.endpoint);
+            let known = fixed.or_else(|| self.fdbs[device].lookup(&dst, now_ms));
             if let Some(dest) = known {
                 return Verdict::SendToPeer {
                     dest,
@@ -420,8 +415,17 @@ impl Backend for VxlanBackend {
         match vc.mode {
             VxlanMode::L3 => self.l3_in(table, device, source, buf, start, end),
             VxlanMode::L2 => {
-                if self.config.learning {
-                    let vtep = SocketAddr::new(source.ip(), self.config.port);
+                if !src_mac.is_unicast() || src_mac == EthernetAddress::default() {
+                    return Verdict::Drop(DropReason::Malformed);
+                }
+                let vtep = SocketAddr::new(source.ip(), self.config.port);
+                // A MAC pinned to another VTEP by a static entry does not move (the kernel's
+                // vxlan_snoop: "Don't migrate static entries, drop packets").
+                let pinned = table.static_fdb(&src_mac).and_then(|id| table.peer(id));
+                if pinned.is_some_and(|p| p.endpoint.ip() != source.ip()) {
+                    return Verdict::Drop(DropReason::SpoofedSource);
+                }
+                if self.config.learning && pinned.is_none() {
                     self.fdbs[device].learn(src_mac, vtep, now_ms);
                 }
                 Verdict::DeliverToDevice {
