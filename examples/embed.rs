@@ -100,6 +100,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         options: TunOptions::default(),
         mtu: max_payload as u32,
         addresses: vec![args.address],
+        mac: None,
+        bridge: None,
     })?;
     let routes = RouteTable::new(args.peers)?;
     let local_v4 = match args.address.0 {

@@ -27,9 +27,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::icmp::{self, IcmpErrorKind};
-use crate::ratelimit::TokenBucket;
+use crate::icmp::{self, IcmpErrorKind, IcmpResponder};
 use crate::table::SubnetTable;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::backend::Backend;
 use crate::verdict::{DropReason, PeerId, Verdict};
 use crate::wire::{ipv4, ipv6};
 
@@ -90,21 +93,20 @@ pub struct IcmpStats {
 #[derive(Debug, Clone)]
 pub struct FlannelBackend {
     config: FlannelConfig,
-    limiter: TokenBucket,
-    stats: IcmpStats,
+    icmp: IcmpResponder,
 }
 
 /// The fields of an inner IP header that the decisions need.
-struct Inner {
-    src: IpAddr,
-    dst: IpAddr,
-    ttl: u8,
-    len: usize,
-    dont_fragment: bool,
+pub(crate) struct Inner {
+    pub(crate) src: IpAddr,
+    pub(crate) dst: IpAddr,
+    pub(crate) ttl: u8,
+    pub(crate) len: usize,
+    pub(crate) dont_fragment: bool,
 }
 
 /// Validates the IP packet in `pkt` (version, header length, total length within `pkt`).
-fn parse_inner(pkt: &[u8]) -> Option<Inner> {
+pub(crate) fn parse_inner(pkt: &[u8]) -> Option<Inner> {
     match pkt.first()? >> 4 {
         4 => {
             let p = ipv4::Packet::new_checked(pkt).ok()?;
@@ -130,6 +132,26 @@ fn parse_inner(pkt: &[u8]) -> Option<Inner> {
     }
 }
 
+/// The MTU to announce in a fragmentation-needed / packet-too-big error if `inner` cannot go
+/// out whole through a path with room for `room` bytes, or `None` if it is sent.
+///
+/// IPv4 without DF is sent (the kernel fragments the outer datagram). IPv6 is never
+/// fragmented on the way, but every IPv6 link must carry 1280 bytes (RFC 8200 section 5): a
+/// packet of at most 1280 bytes is sent (the outer datagram is fragmented if it must be), a
+/// larger one is refused with an MTU of at least 1280.
+pub(crate) fn too_big_mtu(inner: &Inner, room: usize) -> Option<usize> {
+    if inner.len <= room {
+        return None;
+    }
+    if inner.dst.is_ipv4() {
+        inner.dont_fragment.then_some(room)
+    } else if inner.len <= IPV6_MIN_MTU {
+        None
+    } else {
+        Some(room.max(IPV6_MIN_MTU))
+    }
+}
+
 /// Lowers the TTL / hop limit of the (already validated) packet by one.
 fn decrement_ttl(pkt: &mut [u8]) {
     if pkt[0] >> 4 == 4 {
@@ -144,12 +166,8 @@ fn decrement_ttl(pkt: &mut [u8]) {
 impl FlannelBackend {
     /// A backend with these settings and a full ICMP token bucket.
     pub fn new(config: FlannelConfig) -> FlannelBackend {
-        let limiter = TokenBucket::new(config.icmp_rate, config.icmp_burst);
-        FlannelBackend {
-            config,
-            limiter,
-            stats: IcmpStats::default(),
-        }
+        let icmp = IcmpResponder::new(config.icmp_rate, config.icmp_burst);
+        FlannelBackend { config, icmp }
     }
 
     /// The settings.
@@ -159,28 +177,9 @@ impl FlannelBackend {
 
     /// ICMP counters kept by the backend.
     pub fn icmp_stats(&self) -> IcmpStats {
-        self.stats
-    }
-
-    /// Writes an ICMP error about `buf[start..start + len]` if the rules and the rate limit
-    /// allow it; returns its range.
-    fn icmp_error(
-        &mut self,
-        buf: &mut [u8],
-        start: usize,
-        len: usize,
-        src: IpAddr,
-        kind: IcmpErrorKind,
-        now_ms: u64,
-    ) -> Option<core::ops::Range<usize>> {
-        if !icmp::may_answer(&buf[start..start + len]) {
-            return None;
+        IcmpStats {
+            rate_limited: self.icmp.rate_limited(),
         }
-        if !self.limiter.allow(now_ms) {
-            self.stats.rate_limited += 1;
-            return None;
-        }
-        icmp::write_error(buf, start, len, src, kind)
     }
 
     fn reply_to_device(
@@ -192,8 +191,15 @@ impl FlannelBackend {
         cause: DropReason,
         now_ms: u64,
     ) -> Verdict {
-        match self.icmp_error(buf, offender.start, offender.len(), src, kind, now_ms) {
-            Some(range) => Verdict::ReplyToDevice { range, cause },
+        match self
+            .icmp
+            .error(buf, offender.start, offender.len(), src, kind, now_ms)
+        {
+            Some(range) => Verdict::ReplyToDevice {
+                device: 0,
+                range,
+                cause,
+            },
             None => Verdict::Drop(cause),
         }
     }
@@ -218,7 +224,11 @@ impl FlannelBackend {
             return Verdict::Drop(DropReason::Malformed);
         };
         let len = inner.len;
-        let Some(peer) = table.lookup(inner.dst) else {
+        let Some(dest) = table
+            .lookup(inner.dst)
+            .and_then(|id| table.peer(id))
+            .map(|p| p.endpoint)
+        else {
             let kind = IcmpErrorKind::NetUnreachable;
             return self.reply_to_device(
                 buf,
@@ -240,12 +250,7 @@ impl FlannelBackend {
                 now_ms,
             );
         }
-        if len > self.config.max_payload && inner.dont_fragment {
-            let mtu = if inner.dst.is_ipv4() {
-                self.config.max_payload
-            } else {
-                self.config.max_payload.max(IPV6_MIN_MTU)
-            };
+        if let Some(mtu) = too_big_mtu(&inner, self.config.max_payload) {
             let kind = IcmpErrorKind::TooBig {
                 mtu: u32::try_from(mtu).unwrap_or(u32::MAX),
             };
@@ -260,8 +265,9 @@ impl FlannelBackend {
         }
         decrement_ttl(&mut buf[start..start + len]);
         Verdict::SendToPeer {
-            peer,
+            dest,
             range: start..start + len,
+            flow: None,
         }
     }
 
@@ -303,7 +309,10 @@ impl FlannelBackend {
             return self.time_exceeded_to_peer(table, sender, &inner, buf, start, now_ms);
         }
         decrement_ttl(&mut buf[start..end]);
-        Verdict::DeliverToDevice { range: start..end }
+        Verdict::DeliverToDevice {
+            device: 0,
+            range: start..end,
+        }
     }
 
     fn time_exceeded_to_peer(
@@ -321,13 +330,18 @@ impl FlannelBackend {
             IpAddr::V6(_) => self.config.local_v6.map(IpAddr::V6),
         };
         // The error goes to the inner source, through whichever peer owns it.
-        let Some(peer) = table.lookup(inner.src).or(sender) else {
+        let Some(dest) = table
+            .lookup(inner.src)
+            .or(sender)
+            .and_then(|id| table.peer(id))
+        else {
             return Verdict::Drop(cause);
         };
+        let dest = dest.endpoint;
         let Some(local) = local else {
             return Verdict::Drop(cause);
         };
-        match self.icmp_error(
+        match self.icmp.error(
             buf,
             start,
             inner.len,
@@ -335,9 +349,57 @@ impl FlannelBackend {
             IcmpErrorKind::TimeExceeded,
             now_ms,
         ) {
-            Some(range) => Verdict::ReplyToPeer { peer, range, cause },
+            Some(range) => Verdict::ReplyToPeer {
+                dest,
+                range,
+                cause: Some(cause),
+            },
             None => Verdict::Drop(cause),
         }
+    }
+}
+
+impl Backend for FlannelBackend {
+    fn headroom(&self) -> usize {
+        HEADROOM
+    }
+
+    fn handle_device_packet(
+        &mut self,
+        tables: &[Arc<SubnetTable>],
+        _device: usize,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Verdict {
+        match tables.first() {
+            Some(table) => {
+                FlannelBackend::handle_device_packet(self, table, buf, start, len, now_ms)
+            }
+            None => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+
+    fn handle_datagram(
+        &mut self,
+        tables: &[Arc<SubnetTable>],
+        source: SocketAddr,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Verdict {
+        match tables.first() {
+            Some(table) => {
+                FlannelBackend::handle_datagram(self, table, source.ip(), buf, start, len, now_ms)
+            }
+            None => Verdict::Drop(DropReason::UnknownPeer),
+        }
+    }
+
+    fn icmp_rate_limited(&self) -> u64 {
+        self.icmp.rate_limited()
     }
 }
 

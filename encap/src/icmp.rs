@@ -862,3 +862,47 @@ mod tests {
         assert!(answered > 3000, "only {answered} errors written");
     }
 }
+
+/// ICMP error generation with a rate limit: the part every backend shares.
+#[derive(Debug, Clone)]
+pub struct IcmpResponder {
+    limiter: crate::ratelimit::TokenBucket,
+    rate_limited: u64,
+}
+
+impl IcmpResponder {
+    /// At most `rate` errors per second on average, `burst` at once.
+    pub fn new(rate: u32, burst: u32) -> IcmpResponder {
+        IcmpResponder {
+            limiter: crate::ratelimit::TokenBucket::new(rate, burst),
+            rate_limited: 0,
+        }
+    }
+
+    /// Writes an error about `buf[start..start + len]` (see [`write_error`]) if the rules
+    /// ([`may_answer`]) and the rate limit allow it; returns its range.
+    pub fn error(
+        &mut self,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        src: IpAddr,
+        kind: IcmpErrorKind,
+        now_ms: u64,
+    ) -> Option<Range<usize>> {
+        let offender = buf.get(start..start.checked_add(len)?)?;
+        if !may_answer(offender) {
+            return None;
+        }
+        if !self.limiter.allow(now_ms) {
+            self.rate_limited += 1;
+            return None;
+        }
+        write_error(buf, start, len, src, kind)
+    }
+
+    /// Errors suppressed by the rate limit so far.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited
+    }
+}

@@ -14,15 +14,21 @@
 //! - [`flannel`]: the flannel UDP backend: what to do with a packet read from the device
 //!   (encapsulate toward a peer, answer with an ICMP error, drop) and with a datagram
 //!   received from the underlay (deliver, answer, drop).
+//! - [`backend`]: the [`backend::Backend`] trait the engine drives.
 //! - [`verdict`]: the outcome of each of those decisions, and the counted drop reasons.
 //! - [`ratelimit`]: the token bucket that bounds the ICMP errors weft generates.
 #![forbid(unsafe_code)]
 
+pub mod backend;
+pub mod fdb;
 pub mod flannel;
+pub mod flowhash;
 pub mod icmp;
+pub mod neigh;
 pub mod ratelimit;
 pub mod table;
 #[cfg(test)]
 mod testutil;
 pub mod verdict;
+pub mod vxlan;
 pub mod wire;

@@ -275,6 +275,22 @@ where
     }
 }
 
+/// Everything a [`SubnetTable`] is built from.
+///
+/// `routes` are the overlay subnets (UDP backend, VXLAN L3). `vteps` are peers without a
+/// subnet (VXLAN L2: remote VTEPs that get a copy of broadcast and unknown-unicast frames).
+/// `fdb` are static MAC -> VTEP entries (VXLAN L2, like `bridge fdb add ... dst`). Every
+/// endpoint named anywhere here is a peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableSpec {
+    /// Overlay subnets and where they go.
+    pub routes: Vec<Route>,
+    /// Peers without a subnet.
+    pub vteps: Vec<SocketAddr>,
+    /// Static forwarding entries: inner MAC -> VTEP.
+    pub fdb: Vec<(EthernetAddress, SocketAddr)>,
+}
+
 /// An immutable routing snapshot: longest-prefix match from overlay destination to peer.
 #[derive(Debug, Clone, Default)]
 pub struct SubnetTable {
@@ -284,6 +300,7 @@ pub struct SubnetTable {
     v4: Lpm<u32>,
     v6: Lpm<u128>,
     by_endpoint: HashMap<IpAddr, PeerId>,
+    fdb: HashMap<EthernetAddress, PeerId>,
 }
 
 impl SubnetTable {
@@ -291,7 +308,18 @@ impl SubnetTable {
     /// is an error unless both entries are identical. `generation` identifies this snapshot
     /// (per-worker caches are keyed by it).
     pub fn new(generation: u64, routes: &[Route]) -> Result<SubnetTable, TableError> {
-        let mut sorted = routes.to_vec();
+        SubnetTable::build(
+            generation,
+            &TableSpec {
+                routes: routes.to_vec(),
+                ..TableSpec::default()
+            },
+        )
+    }
+
+    /// Builds a table from a full [`TableSpec`]; see [`SubnetTable::new`].
+    pub fn build(generation: u64, spec: &TableSpec) -> Result<SubnetTable, TableError> {
+        let mut sorted = spec.routes.clone();
         sorted.sort_by_key(|r| r.subnet);
         sorted.dedup();
         if let Some(w) = sorted.windows(2).find(|w| w[0].subnet == w[1].subnet) {
@@ -302,24 +330,26 @@ impl SubnetTable {
             ..SubnetTable::default()
         };
         let mut by_endpoint_sock: HashMap<SocketAddr, PeerId> = HashMap::new();
+        let mut peer_of = |table: &mut SubnetTable,
+                           endpoint: SocketAddr|
+         -> Result<PeerId, TableError> {
+            if let Some(&id) = by_endpoint_sock.get(&endpoint) {
+                return Ok(id);
+            }
+            let id = PeerId::try_from(table.peers.len()).map_err(|_| TableError::TooManyPeers)?;
+            table.peers.push(Peer {
+                endpoint,
+                subnets: Vec::new(),
+                vtep_mac: None,
+            });
+            by_endpoint_sock.insert(endpoint, id);
+            // Attribution of received datagrams is by IP only: NAT, a restarted peer or
+            // VXLAN's hashed source ports use other source ports. The first peer of an IP wins.
+            table.by_endpoint.entry(endpoint.ip()).or_insert(id);
+            Ok(id)
+        };
         for route in &sorted {
-            let id = match by_endpoint_sock.get(&route.endpoint) {
-                Some(&id) => id,
-                None => {
-                    let id = PeerId::try_from(table.peers.len())
-                        .map_err(|_| TableError::TooManyPeers)?;
-                    table.peers.push(Peer {
-                        endpoint: route.endpoint,
-                        subnets: Vec::new(),
-                        vtep_mac: None,
-                    });
-                    by_endpoint_sock.insert(route.endpoint, id);
-                    // Attribution of received datagrams is by IP only: NAT or a restarted
-                    // peer may use another source port. The first peer of an IP wins.
-                    table.by_endpoint.entry(route.endpoint.ip()).or_insert(id);
-                    id
-                }
-            };
+            let id = peer_of(&mut table, route.endpoint)?;
             let peer = &mut table.peers[id as usize];
             peer.subnets.push(route.subnet);
             if peer.vtep_mac.is_none() {
@@ -330,6 +360,13 @@ impl SubnetTable {
                 IpAddr::V4(a) => table.v4.insert(len, mask_v4(len), u32::from(a), id),
                 IpAddr::V6(a) => table.v6.insert(len, mask_v6(len), u128::from(a), id),
             }
+        }
+        for &endpoint in &spec.vteps {
+            peer_of(&mut table, endpoint)?;
+        }
+        for &(mac, endpoint) in &spec.fdb {
+            let id = peer_of(&mut table, endpoint)?;
+            table.fdb.insert(mac, id);
         }
         table.routes = sorted;
         Ok(table)
@@ -374,6 +411,19 @@ impl SubnetTable {
             IpAddr::V4(a) => self.lookup_v4(a),
             IpAddr::V6(a) => self.lookup_v6(a),
         }
+    }
+
+    /// The peer of a static forwarding entry for `mac`, if there is one.
+    #[inline]
+    pub fn static_fdb(&self, mac: &EthernetAddress) -> Option<PeerId> {
+        self.fdb.get(mac).copied()
+    }
+
+    /// Every static forwarding entry.
+    pub fn fdb_entries(&self) -> impl Iterator<Item = (EthernetAddress, SocketAddr)> + '_ {
+        self.fdb
+            .iter()
+            .filter_map(|(mac, id)| self.peer(*id).map(|p| (*mac, p.endpoint)))
     }
 
     /// The peer whose endpoint has this underlay IP (any port).
@@ -485,6 +535,29 @@ mod tests {
             TableError::DuplicateSubnet(cidr("100.96.2.0/24"))
         );
         assert_eq!(SubnetTable::new(0, &[a, a]).unwrap().routes().len(), 1);
+    }
+
+    #[test]
+    fn vteps_and_static_fdb_are_peers() {
+        let mac: EthernetAddress = "02:00:00:00:09:01".parse().unwrap();
+        let spec = TableSpec {
+            routes: vec![route("100.96.2.0/24", "198.18.0.2:8472")],
+            vteps: vec![
+                "198.18.0.3:8472".parse().unwrap(),
+                "198.18.0.2:8472".parse().unwrap(),
+            ],
+            fdb: vec![(mac, "198.18.0.4:8472".parse().unwrap())],
+        };
+        let t = SubnetTable::build(3, &spec).unwrap();
+        assert_eq!(t.peers().len(), 3, "one peer per distinct endpoint");
+        let id = t.static_fdb(&mac).unwrap();
+        assert_eq!(
+            t.peer(id).unwrap().endpoint,
+            "198.18.0.4:8472".parse().unwrap()
+        );
+        assert!(t.peer_by_endpoint("198.18.0.3".parse().unwrap()).is_some());
+        assert_eq!(t.fdb_entries().count(), 1);
+        assert_eq!(t.static_fdb(&"02:00:00:00:09:02".parse().unwrap()), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `weft stats` and the metrics.
 
 use core::ops::Range;
+use std::net::SocketAddr;
 
 /// Index of a peer in the [`crate::table::SubnetTable`] it was looked up in.
 ///
@@ -14,37 +15,57 @@ pub type PeerId = u32;
 /// The outcome of handling one packet.
 ///
 /// Ranges index into the caller's buffer: the bytes to send or write are `buf[range]`.
+/// `device` is the index of a device of the engine (and of its routing table): the UDP
+/// backend has one, the VXLAN backend one per VNI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Send `buf[range]` as the payload of one UDP datagram to the peer.
+    /// Send `buf[range]` as the payload of one UDP datagram to `dest`.
     SendToPeer {
-        /// The peer to send to (index into the table the lookup was made in).
-        peer: PeerId,
+        /// The peer's underlay address and port.
+        dest: SocketAddr,
         /// The datagram payload.
         range: Range<usize>,
+        /// Hash of the inner flow: picks the UDP source port (RFC 7348 section 5); `None`
+        /// sends from the listening socket's own port (flannel's UDP backend).
+        flow: Option<u32>,
     },
-    /// Write `buf[range]` to the local device (a decapsulated packet).
+    /// Send `buf[range]` to every peer of device `device` (head-end replication of
+    /// broadcast, multicast and unknown unicast in VXLAN L2 mode).
+    Flood {
+        /// The device (VNI) whose peers receive a copy.
+        device: usize,
+        /// The datagram payload.
+        range: Range<usize>,
+        /// As for [`Verdict::SendToPeer`].
+        flow: Option<u32>,
+    },
+    /// Write `buf[range]` to device `device` (a decapsulated packet).
     DeliverToDevice {
+        /// The device.
+        device: usize,
         /// The packet to write.
         range: Range<usize>,
     },
-    /// The packet was dropped for `cause`, and an ICMP/ICMPv6 error was written into the
-    /// buffer at `range`, to be written into the local device.
+    /// The packet was dropped for `cause`, and an answer (an ICMP/ICMPv6 error) was written
+    /// into the buffer at `range`, to be written into device `device`.
     ReplyToDevice {
-        /// The ICMP error packet.
+        /// The device.
+        device: usize,
+        /// The answer.
         range: Range<usize>,
         /// Why the original packet was dropped.
         cause: DropReason,
     },
-    /// The packet was dropped for `cause`, and an ICMP/ICMPv6 error was written into the
-    /// buffer at `range`, to be sent back to `peer` through the tunnel.
+    /// The packet was consumed, and an answer was written into the buffer at `range`, to be
+    /// sent back to `dest` through the tunnel: an ICMP error (the original was dropped for
+    /// `cause`), or an ARP reply / neighbour advertisement (`cause` is `None`).
     ReplyToPeer {
-        /// The peer the error goes back to.
-        peer: PeerId,
-        /// The ICMP error packet.
+        /// Where the answer goes.
+        dest: SocketAddr,
+        /// The answer, ready to send (encapsulation included).
         range: Range<usize>,
-        /// Why the original packet was dropped.
-        cause: DropReason,
+        /// Why the original packet was dropped, if it was an error.
+        cause: Option<DropReason>,
     },
     /// The packet was dropped.
     Drop(DropReason),
@@ -56,9 +77,8 @@ impl Verdict {
     pub fn drop_reason(&self) -> Option<DropReason> {
         match self {
             Verdict::Drop(r) => Some(*r),
-            Verdict::ReplyToDevice { cause, .. } | Verdict::ReplyToPeer { cause, .. } => {
-                Some(*cause)
-            }
+            Verdict::ReplyToDevice { cause, .. } => Some(*cause),
+            Verdict::ReplyToPeer { cause, .. } => *cause,
             _ => None,
         }
     }
@@ -110,9 +130,8 @@ drop_reasons! {
     /// The datagram did not fit the receive buffer (never happens with the default 64 KiB
     /// buffers; counted rather than silently truncated).
     Truncated => "truncated",
-    /// The destination is this host's own tunnel address range but arrived from the device
-    /// (a routing loop).
-    Loop => "loop",
+    /// A VXLAN datagram shorter than the VXLAN header plus an Ethernet header.
+    VxlanTooShort => "vxlan_too_short",
     /// A VXLAN frame without the I flag.
     VxlanNoIFlag => "vxlan_no_i_flag",
     /// A VXLAN frame for a VNI this host does not serve.
@@ -123,6 +142,8 @@ drop_reasons! {
     OwnSourceMac => "own_source_mac",
     /// An inner Ethernet frame with an ethertype weft does not carry.
     UnsupportedEthertype => "unsupported_ethertype",
+    /// An L3-mode route without the peer's VTEP MAC, so no inner Ethernet header can be built.
+    NoVtepMac => "no_vtep_mac",
     /// The socket or device refused the packet (buffer full, send error).
     IoError => "io_error",
 }
@@ -149,13 +170,24 @@ mod tests {
             Some(DropReason::NoRoute)
         );
         let v = Verdict::ReplyToDevice {
+            device: 0,
             range: 0..28,
             cause: DropReason::TtlExceeded,
         };
         assert_eq!(v.drop_reason(), Some(DropReason::TtlExceeded));
         assert_eq!(
-            Verdict::DeliverToDevice { range: 0..20 }.drop_reason(),
+            Verdict::DeliverToDevice {
+                device: 0,
+                range: 0..20
+            }
+            .drop_reason(),
             None
         );
+        let arp = Verdict::ReplyToPeer {
+            dest: "198.18.0.2:8472".parse().unwrap(),
+            range: 0..42,
+            cause: None,
+        };
+        assert_eq!(arp.drop_reason(), None);
     }
 }

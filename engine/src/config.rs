@@ -58,6 +58,60 @@ impl std::error::Error for ConfigError {}
 pub enum BackendKind {
     /// flannel's UDP backend: the raw inner IP packet as the UDP payload.
     Udp,
+    /// VXLAN (RFC 7348), like flannel's `vxlan` backend and the Linux vxlan device.
+    Vxlan,
+}
+
+pub use weft_encap::vxlan::VxlanMode;
+
+/// `[vxlan]`: the settings of the VXLAN backend and of its first VNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSettings {
+    /// `vni`.
+    pub vni: u32,
+    /// `mode`.
+    pub mode: VxlanMode,
+    /// `vtep_mac`; `None` = generated once and kept in `mac_file`.
+    pub vtep_mac: Option<EthernetAddress>,
+    /// `mac_file`: where a generated VTEP MAC is kept across restarts.
+    pub mac_file: PathBuf,
+    /// `source_ports`: the UDP source port range of the per-flow hash.
+    pub source_ports: (u16, u16),
+    /// `source_sockets`: how many sockets are bound in that range.
+    pub source_sockets: usize,
+    /// `learning`: learn inner source MACs (L2).
+    pub learning: bool,
+    /// `fdb_max`: bound of the learned FDB (L2).
+    pub fdb_max: usize,
+    /// `fdb_ageing`: seconds until a learned entry is forgotten (L2).
+    pub fdb_ageing_secs: u64,
+}
+
+/// A further VNI (`[[vni]]`), with its own device and peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraVni {
+    /// `vni`.
+    pub vni: u32,
+    /// `mode`.
+    pub mode: VxlanMode,
+    /// `device`: the device name.
+    pub device: String,
+    /// `address`: the device's address with its prefix length.
+    pub address: Option<(IpAddr, u8)>,
+    /// `bridge`: enslave the device to this bridge.
+    pub bridge: Option<String>,
+    /// `mtu`.
+    pub mtu: Option<u32>,
+    /// `vtep_mac`; `None` = generated and kept in `mac_file`.
+    pub vtep_mac: Option<EthernetAddress>,
+    /// `mac_file`.
+    pub mac_file: PathBuf,
+    /// `[[vni.peer]]` with a subnet.
+    pub peers: Vec<Route>,
+    /// `[[vni.peer]]` without a subnet.
+    pub vteps: Vec<SocketAddr>,
+    /// `[[vni.fdb]]`.
+    pub fdb: Vec<(EthernetAddress, SocketAddr)>,
 }
 
 /// The validated configuration.
@@ -86,8 +140,16 @@ pub struct Config {
     pub validation: ValidationConfig,
     /// `[engine] batch`: packets per batched system call (1-64; 1 behaves like flanneld).
     pub batch: usize,
-    /// `[[peer]]`: the static routes.
+    /// `[[peer]]` with a subnet: the static routes.
     pub peers: Vec<Route>,
+    /// `[[peer]]` without a subnet (VXLAN L2): VTEPs that get flooded frames.
+    pub vteps: Vec<SocketAddr>,
+    /// `[[fdb]]` (VXLAN L2): static MAC -> VTEP entries.
+    pub fdb: Vec<(EthernetAddress, SocketAddr)>,
+    /// `[vxlan]`, when `backend = "vxlan"`.
+    pub vxlan: Option<VxlanSettings>,
+    /// `[[vni]]`: further VNIs.
+    pub extra_vnis: Vec<ExtraVni>,
 }
 
 /// `[device]`: the TUN device weft creates.
@@ -95,8 +157,11 @@ pub struct Config {
 pub struct DeviceConfig {
     /// `name`.
     pub name: String,
-    /// `address`: this host's overlay IPv4 address, assigned with `network`'s prefix length.
-    pub address: Ipv4Addr,
+    /// `address`: this host's overlay IPv4 address, assigned with `network`'s prefix length
+    /// (required but for VXLAN L2 mode).
+    pub address: Option<Ipv4Addr>,
+    /// `bridge`: enslave the device to this existing bridge (VXLAN L2).
+    pub bridge: Option<String>,
     /// `address6`: this host's overlay IPv6 address, assigned with `network6`'s prefix length.
     pub address6: Option<Ipv6Addr>,
     /// `mtu`; `None` = underlay MTU minus the encapsulation overhead.
@@ -138,8 +203,51 @@ struct RawConfig {
     validation: RawValidation,
     #[serde(default)]
     engine: RawEngine,
+    vxlan: Option<RawVxlan>,
     #[serde(default)]
     peer: Vec<RawPeer>,
+    #[serde(default)]
+    fdb: Vec<RawFdb>,
+    #[serde(default)]
+    vni: Vec<RawVni>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVxlan {
+    vni: Option<i64>,
+    mode: Option<String>,
+    vtep_mac: Option<String>,
+    mac_file: Option<PathBuf>,
+    source_ports: Option<String>,
+    source_sockets: Option<i64>,
+    learning: Option<bool>,
+    fdb_max: Option<i64>,
+    fdb_ageing: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFdb {
+    mac: String,
+    endpoint: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVni {
+    vni: i64,
+    mode: Option<String>,
+    device: String,
+    address: Option<String>,
+    bridge: Option<String>,
+    mtu: Option<i64>,
+    vtep_mac: Option<String>,
+    mac_file: Option<PathBuf>,
+    #[serde(default)]
+    peer: Vec<RawPeer>,
+    #[serde(default)]
+    fdb: Vec<RawFdb>,
 }
 
 #[derive(Deserialize)]
@@ -147,9 +255,10 @@ struct RawConfig {
 struct RawDevice {
     #[serde(default = "default_device_name")]
     name: String,
-    address: String,
+    address: Option<String>,
     address6: Option<String>,
     mtu: Option<i64>,
+    bridge: Option<String>,
 }
 
 fn default_device_name() -> String {
@@ -192,7 +301,7 @@ struct RawEngine {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPeer {
-    subnet: String,
+    subnet: Option<String>,
     endpoint: String,
     vtep_mac: Option<String>,
 }
@@ -236,6 +345,319 @@ impl Ctx<'_> {
             ))
         }
     }
+}
+
+/// Where a list of `[[peer]]` entries lives, for validating it.
+struct PeerScope {
+    /// `[[peer]]` or `[[vni]] #2 peer`.
+    prefix: String,
+    /// Subnets must lie in one of these; empty = anywhere.
+    networks: Vec<Cidr>,
+    /// This host's addresses on the device, which no subnet may contain.
+    local: Vec<IpAddr>,
+    /// The listen address (endpoints must be of its family; its port is the default).
+    listen: SocketAddr,
+    /// The VXLAN mode, `None` for the UDP backend.
+    mode: Option<VxlanMode>,
+}
+
+impl Ctx<'_> {
+    fn device_name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+            return Err(self.err(
+                key,
+                Some(name),
+                "a device name is 1-15 characters without '/' or spaces",
+            ));
+        }
+        Ok(())
+    }
+
+    fn mac(&self, key: &str, value: &str) -> Result<EthernetAddress, ConfigError> {
+        let mac = value
+            .parse::<EthernetAddress>()
+            .map_err(|_| self.err(key, Some(value), "expected a MAC like 02:00:00:00:01:00"))?;
+        if !mac.is_unicast() || mac == EthernetAddress::default() {
+            return Err(self.err(key, Some(value), "must be a unicast MAC address"));
+        }
+        Ok(mac)
+    }
+
+    fn endpoint(
+        &self,
+        key: &str,
+        value: &str,
+        listen: SocketAddr,
+    ) -> Result<SocketAddr, ConfigError> {
+        let endpoint = parse_endpoint(value, listen.port())
+            .ok_or_else(|| self.err(key, Some(value), "expected IP or IP:PORT"))?;
+        if endpoint.is_ipv4() != listen.is_ipv4() {
+            return Err(self.err(
+                key,
+                Some(value),
+                format!(
+                    "is of another address family than [listen] address {}",
+                    listen.ip()
+                ),
+            ));
+        }
+        Ok(endpoint)
+    }
+
+    fn mode(&self, key: &str, value: Option<&str>) -> Result<VxlanMode, ConfigError> {
+        match value {
+            None | Some("l3") => Ok(VxlanMode::L3),
+            Some("l2") => Ok(VxlanMode::L2),
+            Some(other) => Err(self.err(key, Some(other), "expected \"l3\" or \"l2\"")),
+        }
+    }
+
+    fn vni(&self, key: &str, value: i64) -> Result<u32, ConfigError> {
+        self.ranged(key, value, 0, i64::from(weft_encap::wire::vxlan::VNI_MAX))
+    }
+
+    fn vxlan(
+        &self,
+        raw: Option<&RawVxlan>,
+        device: &str,
+        listen: SocketAddr,
+    ) -> Result<VxlanSettings, ConfigError> {
+        let default = RawVxlan::default();
+        let raw = raw.unwrap_or(&default);
+        let source_ports = match &raw.source_ports {
+            Some(text) => {
+                let bad = || {
+                    self.err(
+                        "[vxlan] source_ports",
+                        Some(text),
+                        "expected LOW-HIGH, e.g. \"32768-60999\"",
+                    )
+                };
+                let (lo, hi) = text.split_once('-').ok_or_else(bad)?;
+                let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+                let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+                if lo == 0 || lo > hi {
+                    return Err(bad());
+                }
+                (lo, hi)
+            }
+            None => (32768, 60999),
+        };
+        Ok(VxlanSettings {
+            vni: raw
+                .vni
+                .map(|v| self.vni("[vxlan] vni", v))
+                .transpose()?
+                .unwrap_or(1),
+            mode: self.mode("[vxlan] mode", raw.mode.as_deref())?,
+            vtep_mac: raw
+                .vtep_mac
+                .as_deref()
+                .map(|m| self.mac("[vxlan] vtep_mac", m))
+                .transpose()?,
+            mac_file: raw
+                .mac_file
+                .clone()
+                .unwrap_or_else(|| default_mac_file(device, listen)),
+            source_ports,
+            source_sockets: raw
+                .source_sockets
+                .map(|n| self.ranged("[vxlan] source_sockets", n, 0, 64))
+                .transpose()?
+                .unwrap_or(8) as usize,
+            learning: raw.learning.unwrap_or(true),
+            fdb_max: raw
+                .fdb_max
+                .map(|n| self.ranged("[vxlan] fdb_max", n, 0, 1_000_000))
+                .transpose()?
+                .unwrap_or(4096) as usize,
+            fdb_ageing_secs: u64::from(
+                raw.fdb_ageing
+                    .map(|n| self.ranged("[vxlan] fdb_ageing", n, 0, 1_000_000))
+                    .transpose()?
+                    .unwrap_or(300),
+            ),
+        })
+    }
+
+    fn peers(
+        &self,
+        scope: &PeerScope,
+        raw: &[RawPeer],
+    ) -> Result<(Vec<Route>, Vec<SocketAddr>), ConfigError> {
+        let mut routes: Vec<(usize, Route)> = Vec::with_capacity(raw.len());
+        let mut vteps = Vec::new();
+        for (i, p) in raw.iter().enumerate() {
+            let n = i + 1;
+            let key = |k: &str| format!("{} #{n} {k}", scope.prefix);
+            let endpoint = self.endpoint(&key("endpoint"), &p.endpoint, scope.listen)?;
+            let vtep_mac = p
+                .vtep_mac
+                .as_deref()
+                .map(|m| self.mac(&key("vtep_mac"), m))
+                .transpose()?;
+            let Some(subnet_text) = &p.subnet else {
+                if scope.mode != Some(VxlanMode::L2) {
+                    return Err(self.err(
+                        &key("subnet"),
+                        None,
+                        "is required (only VXLAN l2 peers may omit it)",
+                    ));
+                }
+                vteps.push(endpoint);
+                continue;
+            };
+            let subnet = self.cidr(&key("subnet"), subnet_text)?;
+            if !scope.networks.is_empty() && !scope.networks.iter().any(|net| net.covers(&subnet)) {
+                let nets: Vec<String> = scope.networks.iter().map(|c| c.to_string()).collect();
+                return Err(self.err(
+                    &key("subnet"),
+                    Some(subnet_text),
+                    format!("is outside {}", nets.join(" and ")),
+                ));
+            }
+            if scope.local.iter().any(|a| subnet.contains(*a)) {
+                return Err(self.err(
+                    &key("subnet"),
+                    Some(subnet_text),
+                    "contains this host's own [device] address",
+                ));
+            }
+            if let Some((j, other)) = routes.iter().find(|(_, r)| r.subnet.overlaps(&subnet)) {
+                return Err(self.err(
+                    &key("subnet"),
+                    Some(subnet_text),
+                    format!("overlaps {} #{} subnet {}", scope.prefix, j, other.subnet),
+                ));
+            }
+            if scope.mode == Some(VxlanMode::L3) && vtep_mac.is_none() {
+                return Err(self.err(
+                    &key("vtep_mac"),
+                    None,
+                    "is required in VXLAN l3 mode (the peer's VTEP MAC)",
+                ));
+            }
+            routes.push((
+                n,
+                Route {
+                    subnet,
+                    endpoint,
+                    vtep_mac,
+                },
+            ));
+        }
+        Ok((routes.into_iter().map(|(_, r)| r).collect(), vteps))
+    }
+
+    fn fdb(
+        &self,
+        prefix: &str,
+        raw: &[RawFdb],
+        listen: SocketAddr,
+        l2: bool,
+    ) -> Result<Vec<(EthernetAddress, SocketAddr)>, ConfigError> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, f) in raw.iter().enumerate() {
+            let key = |k: &str| format!("{prefix} #{} {k}", i + 1);
+            if !l2 {
+                return Err(self.err(
+                    &key("mac"),
+                    Some(&f.mac),
+                    "static FDB entries need VXLAN l2 mode",
+                ));
+            }
+            out.push((
+                self.mac(&key("mac"), &f.mac)?,
+                self.endpoint(&key("endpoint"), &f.endpoint, listen)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn extra_vni(
+        &self,
+        n: usize,
+        raw: &RawVni,
+        listen: SocketAddr,
+    ) -> Result<ExtraVni, ConfigError> {
+        let key = |k: &str| format!("[[vni]] #{n} {k}");
+        let vni = self.vni(&key("vni"), raw.vni)?;
+        let mode = self.mode(&key("mode"), raw.mode.as_deref())?;
+        self.device_name(&key("device"), &raw.device)?;
+        let address = match &raw.address {
+            Some(text) => {
+                let bad = || {
+                    self.err(
+                        &key("address"),
+                        Some(text),
+                        "expected ADDRESS/LENGTH, e.g. \"100.97.2.1/24\"",
+                    )
+                };
+                let (ip, len) = text.split_once('/').ok_or_else(bad)?;
+                let ip: IpAddr = ip.trim().parse().map_err(|_| bad())?;
+                let len: u8 = len.trim().parse().map_err(|_| bad())?;
+                Cidr::containing(ip, len).map_err(|_| bad())?;
+                Some((ip, len))
+            }
+            None if mode == VxlanMode::L3 => {
+                return Err(self.err(&key("address"), None, "is required in l3 mode"));
+            }
+            None => None,
+        };
+        if let Some(b) = &raw.bridge {
+            self.device_name(&key("bridge"), b)?;
+            if mode != VxlanMode::L2 {
+                return Err(self.err(
+                    &key("bridge"),
+                    Some(b),
+                    "only an l2 device can be enslaved to a bridge",
+                ));
+            }
+        }
+        let scope = PeerScope {
+            prefix: format!("[[vni]] #{n} peer"),
+            networks: Vec::new(),
+            local: address.map(|(a, _)| a).into_iter().collect(),
+            listen,
+            mode: Some(mode),
+        };
+        let (peers, vteps) = self.peers(&scope, &raw.peer)?;
+        let fdb = self.fdb(
+            &format!("[[vni]] #{n} fdb"),
+            &raw.fdb,
+            listen,
+            mode == VxlanMode::L2,
+        )?;
+        Ok(ExtraVni {
+            vni,
+            mode,
+            device: raw.device.clone(),
+            address,
+            bridge: raw.bridge.clone(),
+            mtu: raw
+                .mtu
+                .map(|m| self.ranged(&key("mtu"), m, 576, 65535))
+                .transpose()?,
+            vtep_mac: raw
+                .vtep_mac
+                .as_deref()
+                .map(|m| self.mac(&key("vtep_mac"), m))
+                .transpose()?,
+            mac_file: raw
+                .mac_file
+                .clone()
+                .unwrap_or_else(|| default_mac_file(&raw.device, listen)),
+            peers,
+            vteps,
+            fdb,
+        })
+    }
+}
+
+/// Where a generated VTEP MAC is kept: one file per device and listen address, so several
+/// daemons on one machine (e.g. test hosts in namespaces) keep theirs apart.
+pub fn default_mac_file(device: &str, listen: SocketAddr) -> PathBuf {
+    PathBuf::from(format!("/var/lib/weft/vtep-{device}-{}.mac", listen.ip()))
 }
 
 /// Parses `IP`, `IP:PORT` or `[IPv6]:PORT`, with `default_port` when none is given.
@@ -284,10 +706,27 @@ impl Config {
 
         let backend = match raw.backend.as_str() {
             "udp" => BackendKind::Udp,
+            "vxlan" => BackendKind::Vxlan,
             other => {
-                return Err(ctx.err("backend", Some(other), "unknown backend; expected \"udp\""))
+                return Err(ctx.err(
+                    "backend",
+                    Some(other),
+                    "unknown backend; expected \"udp\" or \"vxlan\"",
+                ))
             }
         };
+        if backend == BackendKind::Udp
+            && (raw.vxlan.is_some() || !raw.fdb.is_empty() || !raw.vni.is_empty())
+        {
+            let key = if raw.vxlan.is_some() {
+                "[vxlan]"
+            } else if !raw.fdb.is_empty() {
+                "[[fdb]]"
+            } else {
+                "[[vni]]"
+            };
+            return Err(ctx.err(key, None, "only applies to backend = \"vxlan\""));
+        }
 
         let network = ctx.cidr("network", &raw.network)?;
         if !network.is_ipv4() {
@@ -313,32 +752,59 @@ impl Config {
             .map(|m| ctx.ranged("underlay_mtu", m, 576, 65535))
             .transpose()?;
 
+        // [listen]
+        let listen_ip = ctx.ip("[listen] address", &raw.listen.address)?;
+        let default_port = match backend {
+            BackendKind::Udp => DEFAULT_UDP_PORT,
+            BackendKind::Vxlan => DEFAULT_VXLAN_PORT,
+        };
+        let port = match raw.listen.port {
+            Some(p) => ctx.ranged("[listen] port", p, 1, 65535)? as u16,
+            None => default_port,
+        };
+        let listen = SocketAddr::new(listen_ip, port);
+
+        // [vxlan]
+        let vxlan = match backend {
+            BackendKind::Udp => None,
+            BackendKind::Vxlan => Some(ctx.vxlan(raw.vxlan.as_ref(), &raw.device.name, listen)?),
+        };
+        let mode = vxlan.as_ref().map(|v| v.mode);
+        let l2 = mode == Some(VxlanMode::L2);
+
         // [device]
         let d = &raw.device;
-        if d.name.is_empty() || d.name.len() > 15 || d.name.contains(['/', ' ']) {
-            return Err(ctx.err(
-                "[device] name",
-                Some(&d.name),
-                "a device name is 1-15 characters without '/' or spaces",
-            ));
-        }
-        let address = match ctx.ip("[device] address", &d.address)? {
-            IpAddr::V4(a) => a,
-            IpAddr::V6(_) => {
+        ctx.device_name("[device] name", &d.name)?;
+        let address = match &d.address {
+            Some(text) => {
+                let a = match ctx.ip("[device] address", text)? {
+                    IpAddr::V4(a) => a,
+                    IpAddr::V6(_) => {
+                        return Err(ctx.err(
+                            "[device] address",
+                            Some(text),
+                            "must be IPv4; put the IPv6 address in [device] address6",
+                        ))
+                    }
+                };
+                if !network.contains(IpAddr::V4(a)) {
+                    return Err(ctx.err(
+                        "[device] address",
+                        Some(text),
+                        format!("is outside network {network}"),
+                    ));
+                }
+                Some(a)
+            }
+            None if l2 => None,
+            None => {
                 return Err(ctx.err(
                     "[device] address",
-                    Some(&d.address),
-                    "must be IPv4; put the IPv6 address in [device] address6",
+                    None,
+                    "is required (this host's overlay address, e.g. \"100.96.1.0\")",
                 ))
             }
         };
-        if !network.contains(IpAddr::V4(address)) {
-            return Err(ctx.err(
-                "[device] address",
-                Some(&d.address),
-                format!("is outside network {network}"),
-            ));
-        }
         let address6 = match &d.address6 {
             Some(v) => {
                 let IpAddr::V6(a) = ctx.ip("[device] address6", v)? else {
@@ -369,14 +835,16 @@ impl Config {
             .mtu
             .map(|m| ctx.ranged("[device] mtu", m, 576, 65535))
             .transpose()?;
-
-        // [listen]
-        let listen_ip = ctx.ip("[listen] address", &raw.listen.address)?;
-        let port = match raw.listen.port {
-            Some(p) => ctx.ranged("[listen] port", p, 1, 65535)? as u16,
-            None => DEFAULT_UDP_PORT,
-        };
-        let listen = SocketAddr::new(listen_ip, port);
+        if let Some(b) = &d.bridge {
+            ctx.device_name("[device] bridge", b)?;
+            if !l2 {
+                return Err(ctx.err(
+                    "[device] bridge",
+                    Some(b),
+                    "only a VXLAN l2 device (a TAP) can be enslaved to a bridge",
+                ));
+            }
+        }
 
         let control_socket = raw
             .control
@@ -415,74 +883,38 @@ impl Config {
             None => 64,
         };
 
-        // [[peer]]
-        let mut peers: Vec<Route> = Vec::with_capacity(raw.peer.len());
-        for (i, p) in raw.peer.iter().enumerate() {
-            let n = i + 1;
-            let key = |k: &str| format!("[[peer]] #{n} {k}");
-            let subnet = ctx.cidr(&key("subnet"), &p.subnet)?;
-            let inside = if subnet.is_ipv4() {
-                network.covers(&subnet)
-            } else {
-                network6.is_some_and(|n6| n6.covers(&subnet))
-            };
-            if !inside {
-                let net = if subnet.is_ipv4() {
-                    network.to_string()
-                } else {
-                    network6.map_or("network6 (not set)".to_owned(), |n| n.to_string())
-                };
-                return Err(ctx.err(&key("subnet"), Some(&p.subnet), format!("is outside {net}")));
-            }
-            if subnet.contains(IpAddr::V4(address))
-                || address6.is_some_and(|a| subnet.contains(IpAddr::V6(a)))
-            {
+        // [[peer]], [[fdb]]
+        let mut local: Vec<IpAddr> = address.map(IpAddr::V4).into_iter().collect();
+        local.extend(address6.map(IpAddr::V6));
+        let scope = PeerScope {
+            prefix: "[[peer]]".to_owned(),
+            networks: [Some(network), network6].into_iter().flatten().collect(),
+            local,
+            listen,
+            mode,
+        };
+        let (peers, vteps) = ctx.peers(&scope, &raw.peer)?;
+        let fdb = ctx.fdb("[[fdb]]", &raw.fdb, listen, l2)?;
+
+        // [[vni]]
+        let mut extra_vnis = Vec::with_capacity(raw.vni.len());
+        for (i, v) in raw.vni.iter().enumerate() {
+            extra_vnis.push(ctx.extra_vni(i + 1, v, listen)?);
+        }
+        let mut seen = vec![(vxlan.as_ref().map_or(0, |v| v.vni), d.name.as_str())];
+        for (i, v) in extra_vnis.iter().enumerate() {
+            let key = format!("[[vni]] #{}", i + 1);
+            if seen.iter().any(|(n, _)| *n == v.vni) {
                 return Err(ctx.err(
-                    &key("subnet"),
-                    Some(&p.subnet),
-                    "contains this host's own [device] address",
+                    &format!("{key} vni"),
+                    Some(&v.vni.to_string()),
+                    "is served twice",
                 ));
             }
-            if let Some((j, other)) = peers
-                .iter()
-                .enumerate()
-                .find(|(_, r)| r.subnet.overlaps(&subnet))
-            {
-                return Err(ctx.err(
-                    &key("subnet"),
-                    Some(&p.subnet),
-                    format!("overlaps [[peer]] #{} subnet {}", j + 1, other.subnet),
-                ));
+            if seen.iter().any(|(_, dev)| *dev == v.device) {
+                return Err(ctx.err(&format!("{key} device"), Some(&v.device), "is used twice"));
             }
-            let endpoint = parse_endpoint(&p.endpoint, port).ok_or_else(|| {
-                ctx.err(
-                    &key("endpoint"),
-                    Some(&p.endpoint),
-                    "expected IP or IP:PORT",
-                )
-            })?;
-            if endpoint.is_ipv4() != listen.is_ipv4() {
-                return Err(ctx.err(
-                    &key("endpoint"),
-                    Some(&p.endpoint),
-                    format!("is of another address family than [listen] address {listen_ip}"),
-                ));
-            }
-            let vtep_mac = match &p.vtep_mac {
-                Some(v) => Some(v.parse::<EthernetAddress>().map_err(|_| {
-                    ctx.err(
-                        &key("vtep_mac"),
-                        Some(v),
-                        "expected a MAC like 02:00:00:00:01:00",
-                    )
-                })?),
-                None => None,
-            };
-            peers.push(Route {
-                subnet,
-                endpoint,
-                vtep_mac,
-            });
+            seen.push((v.vni, v.device.as_str()));
         }
 
         Ok(Config {
@@ -496,6 +928,7 @@ impl Config {
                 address,
                 address6,
                 mtu,
+                bridge: d.bridge.clone(),
             },
             listen,
             control_socket,
@@ -503,6 +936,10 @@ impl Config {
             validation,
             batch,
             peers,
+            vteps,
+            fdb,
+            vxlan,
+            extra_vnis,
         })
     }
 }
@@ -551,7 +988,7 @@ endpoint = "198.18.0.2"
         assert_eq!(c.backend, BackendKind::Udp);
         assert_eq!(c.network.to_string(), "100.96.0.0/16");
         assert_eq!(c.device.name, "flannel0");
-        assert_eq!(c.device.address, Ipv4Addr::new(100, 96, 1, 0));
+        assert_eq!(c.device.address, Some(Ipv4Addr::new(100, 96, 1, 0)));
         assert_eq!(c.listen, "198.18.0.1:8285".parse().unwrap());
         assert_eq!(c.control_socket, "@weft/flannel0");
         assert_eq!(c.peers.len(), 1);
@@ -645,6 +1082,143 @@ endpoint = "198.18.0.2:9999"
         assert!(e.contains("adress"), "{e}");
         let e = err_line("backend = \"udp\"\n");
         assert!(e.contains("missing field"), "{e}");
+    }
+
+    const VXLAN_EXAMPLE: &str = r#"
+backend = "vxlan"
+network = "100.96.0.0/16"
+[device]
+name = "flannel.1"
+address = "100.96.2.0"
+[listen]
+address = "198.18.0.2"
+port = 8472
+[vxlan]
+vni = 1
+vtep_mac = "02:00:00:00:02:00"
+[[peer]]
+subnet = "100.96.1.0/24"
+endpoint = "198.18.0.1"
+vtep_mac = "02:00:00:00:01:00"
+"#;
+
+    #[test]
+    fn the_documented_vxlan_example_parses() {
+        let c = parse(VXLAN_EXAMPLE).unwrap();
+        assert_eq!(c.backend, BackendKind::Vxlan);
+        let v = c.vxlan.as_ref().unwrap();
+        assert_eq!((v.vni, v.mode), (1, VxlanMode::L3));
+        assert_eq!(v.vtep_mac, Some("02:00:00:00:02:00".parse().unwrap()));
+        assert_eq!(v.source_ports, (32768, 60999));
+        assert_eq!(c.listen.port(), 8472);
+        assert_eq!(
+            c.peers[0].vtep_mac,
+            Some("02:00:00:00:01:00".parse().unwrap())
+        );
+        assert_eq!(c.peers[0].endpoint.port(), 8472);
+        // The port defaults to 8472 for vxlan.
+        let c = parse(&VXLAN_EXAMPLE.replace("port = 8472\n", "")).unwrap();
+        assert_eq!(c.listen.port(), DEFAULT_VXLAN_PORT);
+        assert_eq!(
+            c.vxlan.unwrap().mac_file,
+            PathBuf::from("/var/lib/weft/vtep-flannel.1-198.18.0.2.mac")
+        );
+    }
+
+    #[test]
+    fn vxlan_l2_with_vteps_fdb_and_more_vnis() {
+        let c = parse(
+            r#"
+backend = "vxlan"
+network = "100.96.0.0/16"
+[device]
+name = "weft0"
+bridge = "br0"
+[listen]
+address = "198.18.0.2"
+[vxlan]
+mode = "l2"
+source_ports = "40000-40015"
+source_sockets = 4
+fdb_ageing = 60
+[[peer]]
+endpoint = "198.18.0.1"
+[[fdb]]
+mac = "02:00:00:00:aa:01"
+endpoint = "198.18.0.3"
+[[vni]]
+vni = 2
+mode = "l3"
+device = "weft2"
+address = "100.97.2.0/16"
+[[vni.peer]]
+subnet = "100.97.1.0/24"
+endpoint = "198.18.0.1"
+vtep_mac = "02:00:00:00:01:02"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.device.address, None);
+        assert_eq!(c.device.bridge.as_deref(), Some("br0"));
+        let v = c.vxlan.as_ref().unwrap();
+        assert_eq!(
+            (v.mode, v.source_ports, v.source_sockets, v.fdb_ageing_secs),
+            (VxlanMode::L2, (40000, 40015), 4, 60)
+        );
+        assert_eq!(
+            c.vteps,
+            vec!["198.18.0.1:8472".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(c.fdb.len(), 1);
+        assert_eq!(c.extra_vnis.len(), 1);
+        let extra = &c.extra_vnis[0];
+        assert_eq!(
+            (extra.vni, extra.mode, extra.device.as_str()),
+            (2, VxlanMode::L3, "weft2")
+        );
+        assert_eq!(extra.peers.len(), 1);
+    }
+
+    #[test]
+    fn vxlan_errors_name_key_and_value() {
+        let e = err_line(&VXLAN_EXAMPLE.replace("vtep_mac = \"02:00:00:00:01:00\"\n", ""));
+        assert!(
+            e.contains("[[peer]] #1 vtep_mac") && e.contains("required in VXLAN l3"),
+            "{e}"
+        );
+        let e = err_line(&VXLAN_EXAMPLE.replace("vni = 1", "vni = 16777216"));
+        assert!(e.contains("[vxlan] vni = \"16777216\""), "{e}");
+        let e = err_line(&VXLAN_EXAMPLE.replace("vni = 1", "mode = \"l4\""));
+        assert!(e.contains("[vxlan] mode = \"l4\""), "{e}");
+        let e = err_line(&VXLAN_EXAMPLE.replace("02:00:00:00:02:00", "01:00:5e:00:00:01"));
+        assert!(
+            e.contains("[vxlan] vtep_mac") && e.contains("unicast"),
+            "{e}"
+        );
+        let e = err_line(&VXLAN_EXAMPLE.replace("subnet = \"100.96.1.0/24\"\n", ""));
+        assert!(e.contains("[[peer]] #1 subnet") && e.contains("l2"), "{e}");
+        let e = err_line(&VXLAN_EXAMPLE.replace("address = \"100.96.2.0\"\n", ""));
+        assert!(
+            e.contains("[device] address") && e.contains("required"),
+            "{e}"
+        );
+        let e = err_line(&format!("{VXLAN_EXAMPLE}[vxlan]\n"));
+        assert!(e.contains("line 17") && e.contains("duplicate"), "{e}");
+        let e = err_line(&VXLAN_EXAMPLE.replace("[vxlan]", "[vxlan]\nsource_ports = \"9-1\""));
+        assert!(e.contains("[vxlan] source_ports = \"9-1\""), "{e}");
+        let e = err_line(&ISSUE_EXAMPLE.replace("[listen]", "[vxlan]\nvni = 1\n[listen]"));
+        assert!(e.contains("[vxlan]") && e.contains("only applies"), "{e}");
+        let e = err_line(&format!(
+            "{VXLAN_EXAMPLE}[[fdb]]\nmac = \"02:00:00:00:aa:01\"\nendpoint = \"198.18.0.3\"\n"
+        ));
+        assert!(e.contains("[[fdb]] #1 mac") && e.contains("l2"), "{e}");
+        let e = err_line(&format!(
+            "{VXLAN_EXAMPLE}[[vni]]\nvni = 1\nmode = \"l2\"\ndevice = \"x2\"\n"
+        ));
+        assert!(
+            e.contains("[[vni]] #1 vni = \"1\"") && e.contains("twice"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -30,7 +30,9 @@ use weft_encap::wire::EthernetAddress;
 
 use crate::config::parse_endpoint;
 use crate::counters::Stats;
+use crate::engine::Inspector;
 use crate::routes::RouteTable;
+use weft_encap::vxlan::{VxlanBackend, VxlanMode};
 
 /// A control-socket failure.
 #[derive(Debug, thiserror::Error)]
@@ -74,35 +76,67 @@ fn unix_addr(socket: &str) -> io::Result<UnixAddr> {
     }
 }
 
+/// What the control server knows of one device (VNI) of the daemon.
+pub struct VniControl {
+    /// The VNI (`None` for the UDP backend).
+    pub vni: Option<u32>,
+    /// L3 or L2 (`None` for the UDP backend).
+    pub mode: Option<VxlanMode>,
+    /// Its routes, VTEPs and static FDB.
+    pub routes: RouteTable,
+    /// Subnets must lie inside one of these; empty = anywhere.
+    pub networks: Vec<Cidr>,
+    /// This host's own overlay addresses on it, which no peer subnet may contain.
+    pub local_addresses: Vec<IpAddr>,
+    /// The engine's index of the device.
+    pub device: usize,
+}
+
 /// What the control server needs to know of the daemon.
 pub struct ControlContext {
-    /// The routes it edits.
-    pub routes: RouteTable,
+    /// The devices; requests without `vni N` go to the first.
+    pub vnis: Vec<VniControl>,
     /// Where counters come from.
     pub stats: Box<dyn Fn() -> Stats + Send + Sync>,
+    /// Looks into the running backend (the learned FDB), if there is one.
+    pub inspector: Option<Inspector>,
     /// The port of an endpoint given without one.
     pub default_port: u16,
-    /// Subnets must lie inside one of these (the configured networks).
-    pub networks: Vec<Cidr>,
-    /// This host's own overlay addresses, which no peer subnet may contain.
-    pub local_addresses: Vec<IpAddr>,
     /// Endpoints must be of this family (the listen address's).
     pub ipv4_underlay: bool,
 }
 
+const USAGE: &str = "expected [vni N] followed by `peer add SUBNET ENDPOINT [MAC]`, `peer del SUBNET`, \
+`peer list`, `vtep add ENDPOINT`, `vtep del ENDPOINT`, `fdb add MAC ENDPOINT`, `fdb del MAC`, `fdb list`, or `stats`";
+
 impl ControlContext {
     fn handle(&self, line: &str, out: &mut Vec<String>) -> Result<(), String> {
-        let words: Vec<&str> = line.split_whitespace().collect();
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        let target = match words.as_slice() {
+            ["vni", n, ..] => {
+                let n: u32 = n.parse().map_err(|_| format!("vni {n:?}: not a number"))?;
+                let t = self
+                    .vnis
+                    .iter()
+                    .find(|v| v.vni == Some(n))
+                    .ok_or_else(|| format!("VNI {n} is not served here"))?;
+                words.drain(..2);
+                t
+            }
+            _ => self.vnis.first().ok_or("no device")?,
+        };
         match words.as_slice() {
             ["peer", "add", subnet, endpoint, rest @ ..] if rest.len() <= 1 => {
-                let route = self.parse_route(subnet, endpoint, rest.first().copied())?;
-                self.routes.insert(route).map_err(|e| e.to_string())?;
+                let route = self.parse_route(target, subnet, endpoint, rest.first().copied())?;
+                target.routes.insert(route).map_err(|e| e.to_string())?;
                 log::info!("peer added: {} via {}", route.subnet, route.endpoint);
                 Ok(())
             }
             ["peer", "del", subnet] => {
-                let subnet: Cidr = subnet.parse().map_err(|e| format!("subnet {subnet:?}: {e}"))?;
-                match self.routes.remove(&subnet) {
+                let subnet: Cidr = subnet
+                    .parse()
+                    .map_err(|e| format!("subnet {subnet:?}: {e}"))?;
+                match target.routes.remove(&subnet) {
                     Some(r) => {
                         log::info!("peer removed: {} via {}", r.subnet, r.endpoint);
                         Ok(())
@@ -111,12 +145,62 @@ impl ControlContext {
                 }
             }
             ["peer", "list"] => {
-                for r in self.routes.routes() {
+                for r in target.routes.routes() {
                     out.push(match r.vtep_mac {
                         Some(mac) => format!("{} {} {}", r.subnet, r.endpoint, mac),
                         None => format!("{} {}", r.subnet, r.endpoint),
                     });
                 }
+                out.extend(target.routes.vteps().iter().map(|ep| format!("vtep {ep}")));
+                Ok(())
+            }
+            ["vtep", "add", endpoint] => {
+                let ep = self.parse_endpoint(endpoint)?;
+                target.routes.insert_vtep(ep).map_err(|e| e.to_string())?;
+                log::info!("vtep added: {ep}");
+                Ok(())
+            }
+            ["vtep", "del", endpoint] => {
+                let ep = self.parse_endpoint(endpoint)?;
+                if target.routes.remove_vtep(&ep) {
+                    Ok(())
+                } else {
+                    Err(format!("no vtep {ep}"))
+                }
+            }
+            ["fdb", "add", mac, endpoint] => {
+                let mac = parse_mac(mac)?;
+                let ep = self.parse_endpoint(endpoint)?;
+                target.routes.insert_fdb(mac, ep).map_err(|e| e.to_string())
+            }
+            ["fdb", "del", mac] => {
+                let mac = parse_mac(mac)?;
+                if target.routes.remove_fdb(&mac) {
+                    Ok(())
+                } else {
+                    Err(format!("no static entry for {mac}"))
+                }
+            }
+            ["fdb", "list"] => {
+                let device = target.device;
+                let learned = self
+                    .inspector
+                    .as_ref()
+                    .and_then(|i| {
+                        i.inspect::<VxlanBackend, _>(move |b| {
+                            b.fdb(device)
+                                .map(|f| f.entries().map(|(m, e, _)| (m, e)).collect::<Vec<_>>())
+                        })
+                    })
+                    .flatten()
+                    .unwrap_or_default();
+                out.extend(learned.iter().map(|(m, e)| format!("{m} {e} learned")));
+                let snapshot = target.routes.snapshot();
+                out.extend(
+                    snapshot
+                        .fdb_entries()
+                        .map(|(m, e)| format!("{m} {e} static")),
+                );
                 Ok(())
             }
             ["stats"] => {
@@ -124,31 +208,11 @@ impl ControlContext {
                 out.extend(stats.iter().map(|(n, v)| format!("{n} {v}")));
                 Ok(())
             }
-            _ => Err(format!(
-                "unknown request {line:?}; expected `peer add SUBNET ENDPOINT [MAC]`, `peer del SUBNET`, `peer list` or `stats`"
-            )),
+            _ => Err(format!("unknown request {line:?}; {USAGE}")),
         }
     }
 
-    fn parse_route(
-        &self,
-        subnet: &str,
-        endpoint: &str,
-        mac: Option<&str>,
-    ) -> Result<Route, String> {
-        let subnet: Cidr = subnet
-            .parse()
-            .map_err(|e| format!("subnet {subnet:?}: {e}"))?;
-        if !self.networks.iter().any(|n| n.covers(&subnet)) {
-            let nets: Vec<String> = self.networks.iter().map(|n| n.to_string()).collect();
-            return Err(format!(
-                "subnet {subnet} is outside the overlay ({})",
-                nets.join(", ")
-            ));
-        }
-        if self.local_addresses.iter().any(|a| subnet.contains(*a)) {
-            return Err(format!("subnet {subnet} contains this host's own address"));
-        }
+    fn parse_endpoint(&self, endpoint: &str) -> Result<std::net::SocketAddr, String> {
         let ep = parse_endpoint(endpoint, self.default_port)
             .ok_or_else(|| format!("endpoint {endpoint:?}: expected IP or IP:PORT"))?;
         if ep.is_ipv4() != self.ipv4_underlay {
@@ -156,19 +220,47 @@ impl ControlContext {
                 "endpoint {ep} is of another address family than the underlay"
             ));
         }
-        let vtep_mac = match mac {
-            Some(m) => Some(
-                m.parse::<EthernetAddress>()
-                    .map_err(|_| format!("vtep mac {m:?}: expected e.g. 02:00:00:00:01:00"))?,
-            ),
-            None => None,
-        };
+        Ok(ep)
+    }
+
+    fn parse_route(
+        &self,
+        target: &VniControl,
+        subnet: &str,
+        endpoint: &str,
+        mac: Option<&str>,
+    ) -> Result<Route, String> {
+        let subnet: Cidr = subnet
+            .parse()
+            .map_err(|e| format!("subnet {subnet:?}: {e}"))?;
+        if !target.networks.is_empty() && !target.networks.iter().any(|n| n.covers(&subnet)) {
+            let nets: Vec<String> = target.networks.iter().map(|n| n.to_string()).collect();
+            return Err(format!(
+                "subnet {subnet} is outside the overlay ({})",
+                nets.join(", ")
+            ));
+        }
+        if target.local_addresses.iter().any(|a| subnet.contains(*a)) {
+            return Err(format!("subnet {subnet} contains this host's own address"));
+        }
+        let ep = self.parse_endpoint(endpoint)?;
+        let vtep_mac = mac.map(parse_mac).transpose()?;
+        if target.mode == Some(VxlanMode::L3) && vtep_mac.is_none() {
+            return Err(format!(
+                "subnet {subnet}: a VXLAN l3 route needs the peer's VTEP MAC"
+            ));
+        }
         Ok(Route {
             subnet,
             endpoint: ep,
             vtep_mac,
         })
     }
+}
+
+fn parse_mac(text: &str) -> Result<EthernetAddress, String> {
+    text.parse::<EthernetAddress>()
+        .map_err(|_| format!("mac {text:?}: expected e.g. 02:00:00:00:01:00"))
 }
 
 /// A running control server; the socket file (if any) is removed on drop.
@@ -301,11 +393,17 @@ mod tests {
     fn ctx(routes: RouteTable) -> ControlContext {
         let counters = Arc::new(Counters::default());
         ControlContext {
-            routes,
+            vnis: vec![VniControl {
+                vni: None,
+                mode: None,
+                routes,
+                networks: vec!["100.96.0.0/16".parse().unwrap()],
+                local_addresses: vec!["100.96.1.0".parse().unwrap()],
+                device: 0,
+            }],
             stats: Box::new(move || counters.snapshot()),
+            inspector: None,
             default_port: 8285,
-            networks: vec!["100.96.0.0/16".parse().unwrap()],
-            local_addresses: vec!["100.96.1.0".parse().unwrap()],
             ipv4_underlay: true,
         }
     }

@@ -71,6 +71,8 @@ counters! {
     icmp_sent,
     /// ICMP errors suppressed by the rate limit.
     icmp_rate_limited,
+    /// ARP replies and neighbour advertisements sent for this host's VTEP address.
+    neigh_replies,
     /// Batched receive calls (recvmmsg).
     recv_batches,
     /// Batched send calls (sendmmsg).

@@ -1,28 +1,35 @@
 //! `weft run`: the flanneld-style daemon assembled from the library's parts.
 //!
 //! Order matters, so that a `weft stats` that answers means "fully up", and a failure leaves
-//! nothing behind: load the configuration, bind the UDP socket (a port in use fails before
-//! any device exists), create and configure the TUN, start the engine, then open the control
-//! socket. SIGHUP re-reads the file and applies the difference in `[[peer]]` routes (routes
-//! added at runtime through the control socket are kept); SIGINT/SIGTERM stop the engine,
-//! which closes the TUN, and the kernel removes the device with its addresses and routes.
+//! nothing behind: load the configuration, bind the UDP socket(s) (a port in use fails before
+//! any device exists), create and configure the devices, start the engine, then open the
+//! control socket. SIGHUP re-reads the file and applies the difference in `[[peer]]` routes
+//! of the first device (routes added at runtime through the control socket are kept);
+//! SIGINT/SIGTERM stop the engine, which closes the devices, and the kernel removes them with
+//! their addresses and routes.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::Path;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use weft_encap::flannel::{FlannelConfig, OVERHEAD_V4, OVERHEAD_V6};
+use weft_encap::backend::Backend;
+use weft_encap::fdb::FdbConfig;
+use weft_encap::flannel::{FlannelBackend, FlannelConfig};
 use weft_encap::table::{Cidr, Route};
+use weft_encap::vxlan::{VniConfig, VxlanBackend, VxlanConfig, VxlanMode};
+use weft_encap::wire::EthernetAddress;
 
-use crate::config::{Config, ConfigError};
-use crate::control::{ControlContext, ControlError, ControlServer};
+use crate::config::{BackendKind, Config, ConfigError};
+use crate::control::{ControlContext, ControlError, ControlServer, VniControl};
+use crate::device::Tun;
 use crate::engine::{Engine, EngineError};
 use crate::routes::RouteTable;
 use crate::setup::{self, SetupError, TunSetup};
-use crate::sys::TunOptions;
+use crate::sys::{DeviceKind, TunOptions};
 
 /// Why the daemon could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +37,7 @@ pub enum DaemonError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Setting up the device or socket failed; `key` names the configuration key involved.
+    /// Setting up a device or socket failed; `key` names the configuration key involved.
     #[error("{path}: {key}: {source}")]
     Setup {
         /// The configuration file.
@@ -49,6 +56,19 @@ pub enum DaemonError {
         /// What is wrong.
         message: String,
     },
+    /// The VTEP MAC file could not be read or written.
+    #[error("{path}: {key}: cannot keep the generated VTEP MAC in {file}: {source}")]
+    MacFile {
+        /// The configuration file.
+        path: String,
+        /// The key, `[vxlan] mac_file` or `[[vni]] #N mac_file`.
+        key: String,
+        /// The MAC file.
+        file: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -63,7 +83,7 @@ pub enum DaemonError {
     },
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
-    Signals(#[source] std::io::Error),
+    Signals(#[source] io::Error),
 }
 
 /// The sizes derived from the configuration and the underlay.
@@ -71,16 +91,19 @@ pub enum DaemonError {
 pub struct Mtus {
     /// The underlay path MTU.
     pub underlay: u32,
-    /// The TUN device MTU.
+    /// The device MTU (of the first device).
     pub device: u32,
     /// The largest datagram payload that fits the underlay unfragmented.
     pub max_payload: u32,
+    /// Bytes of encapsulation between the device MTU and the underlay MTU.
+    pub overhead: u32,
 }
 
 /// Works out the MTUs: `underlay_mtu`, else the MTU of the interface that holds the listen
 /// address, else 1500; the device gets the underlay MTU minus the encapsulation overhead
-/// unless `[device] mtu` says otherwise.
-pub fn mtus(config: &Config) -> Result<Mtus, DaemonError> {
+/// (28 for UDP, 50 for VXLAN; 20 more over an IPv6 underlay) unless `[device] mtu` says
+/// otherwise.
+pub fn mtus(config: &Config) -> Mtus {
     let underlay = match config.underlay_mtu {
         Some(m) => m,
         None => match setup::interface_mtu(config.listen.ip()) {
@@ -98,78 +121,144 @@ pub fn mtus(config: &Config) -> Result<Mtus, DaemonError> {
             }
         },
     };
-    let overhead = if config.listen.is_ipv4() {
-        OVERHEAD_V4
+    let outer = if config.listen.is_ipv4() {
+        20 + 8
     } else {
-        OVERHEAD_V6
-    } as u32;
-    let max_payload = underlay.saturating_sub(overhead);
-    Ok(Mtus {
+        40 + 8
+    };
+    let overhead = match config.backend {
+        BackendKind::Udp => outer,
+        BackendKind::Vxlan => outer + weft_encap::vxlan::L3_ENCAP_LEN as u32,
+    };
+    let max_payload = underlay.saturating_sub(outer);
+    let device = config
+        .device
+        .mtu
+        .unwrap_or(underlay.saturating_sub(overhead));
+    Mtus {
         underlay,
-        device: config.device.mtu.unwrap_or(max_payload),
+        device,
         max_payload,
-    })
+        overhead,
+    }
+}
+
+/// The VTEP MAC: the configured one, else the one kept in `file`, else a new locally
+/// administered unicast MAC, written to `file` so that it survives restarts.
+pub fn vtep_mac(configured: Option<EthernetAddress>, file: &Path) -> io::Result<EthernetAddress> {
+    if let Some(mac) = configured {
+        return Ok(mac);
+    }
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            return text.trim().parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{:?} is not a MAC address", text.trim()),
+                )
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 6];
+    io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    bytes[0] = (bytes[0] & 0xfe) | 0x02; // unicast, locally administered
+    let mac = EthernetAddress(bytes);
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(file, format!("{mac}\n"))?;
+    Ok(mac)
+}
+
+/// One device of the daemon, before it exists.
+struct DevicePlan {
+    key: String,
+    setup: TunSetup,
+    routes: RouteTable,
+    vni: Option<VniConfig>,
 }
 
 /// Runs the daemon described by the configuration file at `path` until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(path)?;
     let file = config.path.display().to_string();
-    let mtus = mtus(&config)?;
+    let mtus = mtus(&config);
+    let setup_err = |key: String| {
+        let path = file.clone();
+        move |source| DaemonError::Setup { path, key, source }
+    };
+    let listen_key = format!(
+        "[listen] address = {:?}, port = {}",
+        config.listen.ip().to_string(),
+        config.listen.port()
+    );
+    let socket = setup::bind_udp(config.listen).map_err(setup_err(listen_key.clone()))?;
+    let source_sockets = match &config.vxlan {
+        Some(v) => bind_source_sockets(config.listen.ip(), v.source_ports, v.source_sockets)
+            .map_err(setup_err("[vxlan] source_ports".into()))?,
+        None => Vec::new(),
+    };
 
-    let socket = setup::bind_udp(config.listen).map_err(|source| DaemonError::Setup {
-        path: file.clone(),
-        key: format!(
-            "[listen] address = {:?}, port = {}",
-            config.listen.ip().to_string(),
-            config.listen.port()
-        ),
-        source,
-    })?;
-
-    let mut addresses = vec![(
-        IpAddr::V4(config.device.address),
-        config.network.prefix_len(),
-    )];
-    if let (Some(a6), Some(n6)) = (config.device.address6, config.network6) {
-        addresses.push((IpAddr::V6(a6), n6.prefix_len()));
+    let plans = plan_devices(&config, &mtus)?;
+    let mut devices = Vec::with_capacity(plans.len());
+    for plan in &plans {
+        devices.push(setup::create_tun(&plan.setup).map_err(setup_err(plan.key.clone()))?);
     }
-    let tun = setup::create_tun(&TunSetup {
-        name: config.device.name.clone(),
-        options: TunOptions::default(),
-        mtu: mtus.device,
-        addresses,
-    })
-    .map_err(|source| DaemonError::Setup {
-        path: file.clone(),
-        key: format!("[device] name = {:?}", config.device.name),
-        source,
-    })?;
 
-    let routes =
-        RouteTable::new(config.peers.iter().copied()).map_err(|e| DaemonError::Routes {
-            path: file.clone(),
-            message: e.to_string(),
-        })?;
-    let engine = Engine::builder(tun, socket)
-        .routes(routes.clone())
-        .flannel(flannel_config(&config, &mtus))
-        .batch_size(config.batch)
-        .spawn()?;
+    let engine = match config.backend {
+        BackendKind::Udp => {
+            let backend = FlannelBackend::new(flannel_config(&config, &mtus));
+            spawn(
+                backend,
+                devices,
+                &plans,
+                socket,
+                source_sockets,
+                config.batch,
+            )?
+        }
+        BackendKind::Vxlan => {
+            let backend = VxlanBackend::new(vxlan_config(&config, &mtus, &plans));
+            spawn(
+                backend,
+                devices,
+                &plans,
+                socket,
+                source_sockets,
+                config.batch,
+            )?
+        }
+    };
 
-    let counters = engine_stats_source(&engine);
-    let mut networks = vec![config.network];
-    networks.extend(config.network6);
-    let mut local_addresses = vec![IpAddr::V4(config.device.address)];
-    local_addresses.extend(config.device.address6.map(IpAddr::V6));
+    let counters = engine.counters_handle();
+    let vnis = plans
+        .iter()
+        .enumerate()
+        .map(|(i, p)| VniControl {
+            vni: p.vni.as_ref().map(|v| v.vni),
+            mode: p.vni.as_ref().map(|v| v.mode),
+            routes: p.routes.clone(),
+            networks: if i == 0 {
+                [Some(config.network), config.network6]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            local_addresses: p.setup.addresses.iter().map(|(a, _)| *a).collect(),
+            device: i,
+        })
+        .collect();
     let control = ControlServer::start(
         &config.control_socket,
         ControlContext {
-            routes: routes.clone(),
-            stats: counters,
+            vnis,
+            stats: Box::new(move || counters.snapshot()),
+            inspector: Some(engine.inspector()),
             default_port: config.listen.port(),
-            networks,
-            local_addresses,
             ipv4_underlay: config.listen.is_ipv4(),
         },
     )
@@ -178,37 +267,235 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         source,
     })?;
 
+    let first = &plans[0];
     log::info!(
-        "up: device {} ({}/{}, mtu {}), udp {}, {} peer route(s), control {}",
+        "up: {} device {} ({}, mtu {}){}, udp {}, {} peer route(s), control {}",
+        match config.backend {
+            BackendKind::Udp => "udp".to_owned(),
+            BackendKind::Vxlan => {
+                let v = first.vni.as_ref().map_or(0, |v| v.vni);
+                format!("vxlan vni {v}")
+            }
+        },
         config.device.name,
-        config.device.address,
-        config.network.prefix_len(),
+        first
+            .setup
+            .addresses
+            .iter()
+            .map(|(a, l)| format!("{a}/{l}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         mtus.device,
+        first
+            .vni
+            .as_ref()
+            .map(|v| format!(", vtep_mac {}", v.vtep_mac))
+            .unwrap_or_default(),
         config.listen,
         config.peers.len(),
         config.control_socket
     );
 
-    let result = wait_for_signals(&engine, &routes, &config);
+    let result = wait_for_signals(&engine, &first.routes, &config);
     drop(control);
     let stopped = engine.shutdown();
     log::info!("stopped; device {} removed", config.device.name);
     result.and(stopped.map_err(DaemonError::from))
 }
 
-fn engine_stats_source(engine: &Engine) -> Box<dyn Fn() -> crate::counters::Stats + Send + Sync> {
-    let counters = engine.counters_handle();
-    Box::new(move || counters.snapshot())
+fn spawn<B: Backend>(
+    backend: B,
+    devices: Vec<Tun>,
+    plans: &[DevicePlan],
+    socket: UdpSocket,
+    source_sockets: Vec<UdpSocket>,
+    batch: usize,
+) -> Result<Engine, DaemonError> {
+    let mut devices = devices.into_iter();
+    let first = devices.next().expect("at least one device");
+    let mut builder = Engine::builder(first, socket)
+        .backend(backend)
+        .routes(plans[0].routes.clone())
+        .source_sockets(source_sockets)
+        .batch_size(batch);
+    for (device, plan) in devices.zip(&plans[1..]) {
+        builder = builder.device(device, plan.routes.clone());
+    }
+    Ok(builder.spawn()?)
 }
 
-/// The backend settings a configuration implies.
+/// Binds `count` UDP sockets on `ip` at ports spread over `range` (skipping ports in use),
+/// for VXLAN's per-flow source ports.
+fn bind_source_sockets(
+    ip: IpAddr,
+    range: (u16, u16),
+    count: usize,
+) -> Result<Vec<UdpSocket>, SetupError> {
+    let (lo, hi) = (u32::from(range.0), u32::from(range.1));
+    let span = hi - lo + 1;
+    let count = count.min(span as usize);
+    let mut sockets = Vec::with_capacity(count);
+    let mut last_err = None;
+    let step = (span / count.max(1) as u32).max(1);
+    let mut port = lo;
+    while sockets.len() < count && port <= hi {
+        match setup::bind_udp(SocketAddr::new(ip, port as u16)) {
+            Ok(s) => {
+                sockets.push(s);
+                port += step;
+            }
+            Err(e) => {
+                last_err = Some(e);
+                port += 1;
+            }
+        }
+    }
+    match (sockets.len(), last_err) {
+        (0, Some(e)) if count > 0 => Err(e),
+        _ => Ok(sockets),
+    }
+}
+
+fn plan_devices(config: &Config, mtus: &Mtus) -> Result<Vec<DevicePlan>, DaemonError> {
+    let file = config.path.display().to_string();
+    let routes_err = |e: weft_encap::table::TableError| DaemonError::Routes {
+        path: file.clone(),
+        message: e.to_string(),
+    };
+    let mac_err = |key: &str, file_path: &Path| {
+        let (path, key, file) = (file.clone(), key.to_owned(), file_path.to_owned());
+        move |source| DaemonError::MacFile {
+            path,
+            key,
+            file,
+            source,
+        }
+    };
+    let routes = RouteTable::new(config.peers.iter().copied()).map_err(routes_err)?;
+    for &vtep in &config.vteps {
+        routes.insert_vtep(vtep).map_err(routes_err)?;
+    }
+    for &(mac, ep) in &config.fdb {
+        routes.insert_fdb(mac, ep).map_err(routes_err)?;
+    }
+    let mut addresses = Vec::new();
+    if let Some(a) = config.device.address {
+        addresses.push((IpAddr::V4(a), config.network.prefix_len()));
+    }
+    if let (Some(a6), Some(n6)) = (config.device.address6, config.network6) {
+        addresses.push((IpAddr::V6(a6), n6.prefix_len()));
+    }
+    let fdb_config = |v: &crate::config::VxlanSettings| FdbConfig {
+        max_entries: v.fdb_max,
+        ageing_ms: v.fdb_ageing_secs.saturating_mul(1000),
+    };
+    let first_vni = match &config.vxlan {
+        Some(v) => Some(VniConfig {
+            vni: v.vni,
+            mode: v.mode,
+            vtep_mac: vtep_mac(v.vtep_mac, &v.mac_file)
+                .map_err(mac_err("[vxlan] mac_file", &v.mac_file))?,
+            local_v4: config.device.address,
+            local_v6: config.device.address6,
+            fdb: fdb_config(v),
+        }),
+        None => None,
+    };
+    let kind = |vni: &Option<VniConfig>| match vni {
+        Some(v) if v.mode == VxlanMode::L2 => DeviceKind::Tap,
+        _ => DeviceKind::Tun,
+    };
+    let mut plans = vec![DevicePlan {
+        key: format!("[device] name = {:?}", config.device.name),
+        setup: TunSetup {
+            name: config.device.name.clone(),
+            options: TunOptions {
+                kind: kind(&first_vni),
+                ..TunOptions::default()
+            },
+            mtu: mtus.device,
+            addresses,
+            mac: first_vni
+                .as_ref()
+                .filter(|v| v.mode == VxlanMode::L2)
+                .map(|v| v.vtep_mac.0),
+            bridge: config.device.bridge.clone(),
+        },
+        routes,
+        vni: first_vni,
+    }];
+    for (i, extra) in config.extra_vnis.iter().enumerate() {
+        let key = format!("[[vni]] #{}", i + 1);
+        let routes = RouteTable::new(extra.peers.iter().copied()).map_err(routes_err)?;
+        for &vtep in &extra.vteps {
+            routes.insert_vtep(vtep).map_err(routes_err)?;
+        }
+        for &(mac, ep) in &extra.fdb {
+            routes.insert_fdb(mac, ep).map_err(routes_err)?;
+        }
+        let settings = config
+            .vxlan
+            .as_ref()
+            .expect("[[vni]] needs backend = vxlan");
+        let mac = vtep_mac(extra.vtep_mac, &extra.mac_file)
+            .map_err(mac_err(&format!("{key} mac_file"), &extra.mac_file))?;
+        let (local_v4, local_v6) = match extra.address.map(|(a, _)| a) {
+            Some(IpAddr::V4(a)) => (Some(a), None),
+            Some(IpAddr::V6(a)) => (None, Some(a)),
+            None => (None, None),
+        };
+        let vni = Some(VniConfig {
+            vni: extra.vni,
+            mode: extra.mode,
+            vtep_mac: mac,
+            local_v4,
+            local_v6,
+            fdb: fdb_config(settings),
+        });
+        plans.push(DevicePlan {
+            key: format!("{key} device = {:?}", extra.device),
+            setup: TunSetup {
+                name: extra.device.clone(),
+                options: TunOptions {
+                    kind: kind(&vni),
+                    ..TunOptions::default()
+                },
+                mtu: extra
+                    .mtu
+                    .unwrap_or(mtus.underlay.saturating_sub(mtus.overhead)),
+                addresses: extra.address.into_iter().collect(),
+                mac: (extra.mode == VxlanMode::L2).then_some(mac.0),
+                bridge: extra.bridge.clone(),
+            },
+            routes,
+            vni,
+        });
+    }
+    Ok(plans)
+}
+
+/// The UDP backend settings a configuration implies.
 pub fn flannel_config(config: &Config, mtus: &Mtus) -> FlannelConfig {
     FlannelConfig {
-        local_v4: Some(config.device.address),
+        local_v4: config.device.address,
         local_v6: config.device.address6,
         max_payload: mtus.max_payload as usize,
         check_peer: config.validation.check_peer,
         check_inner_source: config.validation.check_inner_source,
+        icmp_rate: config.icmp.rate,
+        icmp_burst: config.icmp.burst,
+    }
+}
+
+fn vxlan_config(config: &Config, mtus: &Mtus, plans: &[DevicePlan]) -> VxlanConfig {
+    let settings = config.vxlan.as_ref();
+    VxlanConfig {
+        vnis: plans.iter().filter_map(|p| p.vni.clone()).collect(),
+        port: config.listen.port(),
+        max_payload: mtus.max_payload as usize,
+        check_peer: config.validation.check_peer,
+        check_inner_source: config.validation.check_inner_source,
+        learning: settings.is_none_or(|s| s.learning),
         icmp_rate: config.icmp.rate,
         icmp_burst: config.icmp.burst,
     }
@@ -272,9 +559,11 @@ fn reload(
     if new.device != running.device
         || new.listen != running.listen
         || new.network != running.network
+        || new.vxlan != running.vxlan
+        || new.extra_vnis != running.extra_vnis
     {
         log::warn!(
-            "reload: [device], [listen] and network changes need a restart; applying [[peer]] only"
+            "reload: only [[peer]] routes change without a restart; other changes are ignored"
         );
     }
     let wanted: BTreeMap<Cidr, Route> = new.peers.iter().map(|r| (r.subnet, *r)).collect();

@@ -1,28 +1,35 @@
-//! The engine: one worker thread running a mio loop over a device, a UDP socket and a waker.
+//! The engine: one worker thread running a mio loop over devices, UDP sockets and a waker.
 //!
 //! ## The loop
-//! A worker owns one [`Device`] queue and one UDP socket, both non-blocking and registered
-//! edge-triggered with its own `mio::Poll`. Each wake-up it alternates between the two
+//! A worker owns its devices (one for the UDP backend, one per VNI for VXLAN), the
+//! listening UDP socket and optional source-port sockets, all non-blocking and registered
+//! edge-triggered with its own `mio::Poll`. Each wake-up it alternates between the
 //! directions, one batch (up to [`EngineBuilder::batch_size`] packets) at a time and at
-//! most [`MAX_BATCHES_PER_WAKE`] batches per direction, until both are drained to
+//! most [`MAX_BATCHES_PER_WAKE`] batches per direction, until everything is drained to
 //! `WouldBlock` or the cap is hit; a capped direction stays marked ready and the next poll
-//! does not block, so neither direction starves the other and control messages are seen
-//! between rounds.
+//! does not block, so no direction starves another and control messages are seen between
+//! rounds.
 //!
 //! - device -> socket: read packets one by one into pooled buffers (headroom in front), let
-//!   the backend decide, send the batch with one `sendmmsg`. When the socket is full the
-//!   unsent tail is kept and the device is not read until the socket is writable again
+//!   the [`Backend`] decide, send the batch with one `sendmmsg` per socket. When a socket is
+//!   full the unsent tail is kept and no device is read until it is writable again
 //!   (back-pressure instead of loss).
 //! - socket -> device: one `recvmmsg` for the batch, let the backend decide each datagram,
-//!   write the delivered packets to the device.
+//!   write the delivered packets to their devices.
 //!
-//! The routing snapshot is loaded once per batch ([`RouteTable`]: a wait-free read). No
-//! allocation happens per packet: the buffers, the mmsg arrays and the message lists are
-//! allocated when the worker starts.
+//! The UDP source port: flannel's UDP backend sends from the listening socket (both ends
+//! use port 8285). VXLAN asks for a per-flow source port (RFC 7348 section 5); the engine
+//! keeps a small pool of sockets bound to ports in the configured range and sends each flow
+//! from `pool[hash % pool.len()]`, so one flow keeps one port and flows spread over several.
+//!
+//! The routing snapshots are loaded once per batch ([`RouteTable`]: a wait-free read). No
+//! allocation happens per packet: buffers, mmsg arrays and message lists are allocated when
+//! the worker starts (a flood to more peers than ever before grows a list once).
 
+use std::any::Any;
 use std::io;
 use std::net::UdpSocket as StdUdpSocket;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,7 +37,9 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
+use weft_encap::backend::Backend;
 use weft_encap::flannel::{FlannelBackend, FlannelConfig};
+use weft_encap::table::SubnetTable;
 use weft_encap::verdict::{DropReason, Verdict};
 
 use crate::counters::{Counters, LocalCounters, Stats};
@@ -46,10 +55,13 @@ pub const MAX_PACKET: usize = 65535;
 pub const MAX_BATCH: usize = 64;
 /// Batches per direction per wake-up before the other direction and the waker get a turn.
 pub const MAX_BATCHES_PER_WAKE: usize = 8;
+/// How often the backend's housekeeping ([`Backend::on_tick`]) runs.
+const TICK: Duration = Duration::from_secs(1);
 
-const DEVICE: Token = Token(0);
-const SOCKET: Token = Token(1);
-const WAKER: Token = Token(2);
+const WAKER: Token = Token(0);
+const SOCKET_BASE: usize = 1;
+/// Devices get tokens from here on; sockets below.
+const DEVICE_BASE: usize = 1 << 16;
 
 /// An engine failure.
 #[derive(Debug, thiserror::Error)]
@@ -71,11 +83,14 @@ pub enum EngineError {
     Panicked,
 }
 
+type Inspect = Box<dyn FnOnce(&dyn Any) + Send>;
+
 enum Control {
     Shutdown,
+    Inspect(Inspect),
 }
 
-/// Builds an [`Engine`] from a device, a bound UDP socket and routes.
+/// Builds an [`Engine`] from devices, a bound UDP socket, routes and a backend.
 ///
 /// ```no_run
 /// use std::net::UdpSocket;
@@ -98,24 +113,49 @@ enum Control {
 /// engine.shutdown()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct EngineBuilder<D> {
-    device: D,
+pub struct EngineBuilder<D, B> {
+    devices: Vec<(D, RouteTable)>,
     socket: StdUdpSocket,
-    routes: RouteTable,
-    flannel: FlannelConfig,
+    source_sockets: Vec<StdUdpSocket>,
+    backend: B,
     batch: usize,
 }
 
-impl<D: Device> EngineBuilder<D> {
-    /// Uses this route table (a shared handle: keep a clone to edit routes later).
+impl<D: Device, B: Backend> EngineBuilder<D, B> {
+    /// Uses this route table for the first device (a shared handle: keep a clone to edit
+    /// routes later).
     pub fn routes(mut self, routes: RouteTable) -> Self {
-        self.routes = routes;
+        self.devices[0].1 = routes;
         self
     }
 
-    /// Settings of the flannel UDP backend.
-    pub fn flannel(mut self, config: FlannelConfig) -> Self {
-        self.flannel = config;
+    /// Adds another device with its own routes (VXLAN: one per VNI, in the backend's VNI
+    /// order).
+    pub fn device(mut self, device: D, routes: RouteTable) -> Self {
+        self.devices.push((device, routes));
+        self
+    }
+
+    /// Uses the flannel UDP backend with these settings.
+    pub fn flannel(self, config: FlannelConfig) -> EngineBuilder<D, FlannelBackend> {
+        self.backend(FlannelBackend::new(config))
+    }
+
+    /// Uses this backend (e.g. [`weft_encap::vxlan::VxlanBackend`]).
+    pub fn backend<B2: Backend>(self, backend: B2) -> EngineBuilder<D, B2> {
+        EngineBuilder {
+            devices: self.devices,
+            socket: self.socket,
+            source_sockets: self.source_sockets,
+            backend,
+            batch: self.batch,
+        }
+    }
+
+    /// Sockets to send per-flow traffic from (VXLAN source ports); without any, everything
+    /// is sent from the listening socket.
+    pub fn source_sockets(mut self, sockets: Vec<StdUdpSocket>) -> Self {
+        self.source_sockets = sockets;
         self
     }
 
@@ -132,45 +172,69 @@ impl<D: Device> EngineBuilder<D> {
         let poll = Poll::new().map_err(setup("create the poll instance"))?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(setup("create the waker"))?);
-        self.socket
-            .set_nonblocking(true)
-            .map_err(setup("make the UDP socket non-blocking"))?;
-        let mut socket = UdpSocket::from_std(self.socket);
-        let mut device = self.device;
-        poll.registry()
-            .register(&mut device, DEVICE, Interest::READABLE)
-            .map_err(setup("register the device"))?;
-        poll.registry()
-            .register(&mut socket, SOCKET, Interest::READABLE | Interest::WRITABLE)
-            .map_err(setup("register the UDP socket"))?;
+        let mut sockets = Vec::with_capacity(1 + self.source_sockets.len());
+        for (i, s) in std::iter::once(self.socket)
+            .chain(self.source_sockets)
+            .enumerate()
+        {
+            s.set_nonblocking(true)
+                .map_err(setup("make a UDP socket non-blocking"))?;
+            let mut s = UdpSocket::from_std(s);
+            // Only the listening socket is read; source-port sockets only send.
+            let interest = if i == 0 {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::WRITABLE
+            };
+            poll.registry()
+                .register(&mut s, Token(SOCKET_BASE + i), interest)
+                .map_err(setup("register a UDP socket"))?;
+            sockets.push(s);
+        }
+        let mut devices = Vec::with_capacity(self.devices.len());
+        let mut routes = Vec::with_capacity(self.devices.len());
+        for (i, (mut device, table)) in self.devices.into_iter().enumerate() {
+            poll.registry()
+                .register(&mut device, Token(DEVICE_BASE + i), Interest::READABLE)
+                .map_err(setup("register a device"))?;
+            devices.push(device);
+            routes.push(table);
+        }
+        let headroom = HEADROOM.max(self.backend.headroom());
         let counters = Arc::new(Counters::default());
         let (control_tx, control_rx) = mpsc::channel();
+        let batch = self.batch;
         let worker = Worker {
             poll,
-            device,
-            socket,
-            routes: self.routes.clone(),
-            backend: FlannelBackend::new(self.flannel),
+            device_ready: vec![true; devices.len()],
+            devices,
+            tables: routes.iter().map(RouteTable::snapshot).collect(),
+            routes: routes.clone(),
+            queues: (0..sockets.len())
+                .map(|_| TxQueue::with_capacity(batch))
+                .collect(),
+            sockets,
+            backend: self.backend,
             counters: counters.clone(),
             local: LocalCounters::default(),
             icmp_rate_limited_seen: 0,
             control: control_rx,
-            tx_bufs: buffers(self.batch),
-            rx_bufs: buffers(self.batch),
-            mmsg: Mmsg::new(self.batch),
-            meta: vec![RecvMeta::default(); self.batch],
-            tx_msgs: Vec::with_capacity(self.batch),
-            tx_sent: 0,
-            reply_msgs: Vec::with_capacity(self.batch),
+            tx_bufs: buffers(batch, headroom),
+            rx_bufs: buffers(batch, headroom),
+            headroom,
+            mmsg: Mmsg::new(batch),
+            meta: vec![RecvMeta::default(); batch],
+            reply_msgs: Vec::with_capacity(batch),
             epoch: Instant::now(),
-            batch: self.batch,
+            next_tick: 0,
+            batch,
         };
         let thread = std::thread::Builder::new()
             .name("weft-worker".into())
             .spawn(move || worker.run())
             .map_err(setup("start the worker thread"))?;
         Ok(Engine {
-            routes: self.routes,
+            routes,
             counters,
             waker,
             control: control_tx,
@@ -179,9 +243,9 @@ impl<D: Device> EngineBuilder<D> {
     }
 }
 
-fn buffers(n: usize) -> Vec<Box<[u8]>> {
+fn buffers(n: usize, headroom: usize) -> Vec<Box<[u8]>> {
     (0..n)
-        .map(|_| vec![0u8; HEADROOM + MAX_PACKET].into_boxed_slice())
+        .map(|_| vec![0u8; headroom + MAX_PACKET].into_boxed_slice())
         .collect()
 }
 
@@ -189,7 +253,7 @@ fn buffers(n: usize) -> Vec<Box<[u8]>> {
 ///
 /// Dropping an `Engine` stops its worker too (errors are then only logged).
 pub struct Engine {
-    routes: RouteTable,
+    routes: Vec<RouteTable>,
     counters: Arc<Counters>,
     waker: Arc<Waker>,
     control: Sender<Control>,
@@ -197,20 +261,26 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts building an engine over `device` and the bound UDP `socket`.
-    pub fn builder<D: Device>(device: D, socket: StdUdpSocket) -> EngineBuilder<D> {
+    /// Starts building an engine over `device` and the bound UDP `socket`, with the flannel
+    /// UDP backend and an empty route table until told otherwise.
+    pub fn builder<D: Device>(device: D, socket: StdUdpSocket) -> EngineBuilder<D, FlannelBackend> {
         EngineBuilder {
-            device,
+            devices: vec![(device, RouteTable::default())],
             socket,
-            routes: RouteTable::default(),
-            flannel: FlannelConfig::default(),
+            source_sockets: Vec::new(),
+            backend: FlannelBackend::new(FlannelConfig::default()),
             batch: MAX_BATCH,
         }
     }
 
-    /// The engine's route table; edits take effect for the next batch.
+    /// The route table of the first device; edits take effect for the next batch.
     pub fn routes(&self) -> &RouteTable {
-        &self.routes
+        &self.routes[0]
+    }
+
+    /// The route table of device `device` (VXLAN: of the VNI with that index).
+    pub fn device_routes(&self, device: usize) -> Option<&RouteTable> {
+        self.routes.get(device)
     }
 
     /// A snapshot of the counters.
@@ -223,12 +293,20 @@ impl Engine {
         self.counters.clone()
     }
 
+    /// A handle that can look into the running backend; see [`Inspector::inspect`].
+    pub fn inspector(&self) -> Inspector {
+        Inspector {
+            control: self.control.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
     /// True while the worker thread runs.
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
-    /// Stops the worker, waits for it, and releases the device and socket.
+    /// Stops the worker, waits for it, and releases the devices and sockets.
     pub fn shutdown(mut self) -> Result<(), EngineError> {
         self.stop()
     }
@@ -256,30 +334,75 @@ impl Drop for Engine {
     }
 }
 
-struct Worker<D> {
+/// Runs queries on the worker's backend (e.g. listing a VXLAN FDB), between batches.
+#[derive(Clone)]
+pub struct Inspector {
+    control: Sender<Control>,
+    waker: Arc<Waker>,
+}
+
+impl Inspector {
+    /// Runs `f` on the backend, if it is a `B`, and returns its result; `None` if the
+    /// backend is another type, the worker is gone, or it does not answer within 5 s.
+    pub fn inspect<B: Any, R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&B) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let query: Inspect = Box::new(move |backend: &dyn Any| {
+            let _ = tx.send(backend.downcast_ref::<B>().map(f));
+        });
+        self.control.send(Control::Inspect(query)).ok()?;
+        self.waker.wake().ok()?;
+        rx.recv_timeout(Duration::from_secs(5)).ok().flatten()
+    }
+}
+
+/// Datagrams waiting to be sent on one socket; `sent` of them already went out.
+struct TxQueue {
+    msgs: Vec<SendMsg>,
+    sent: usize,
+}
+
+impl TxQueue {
+    fn with_capacity(n: usize) -> TxQueue {
+        TxQueue {
+            msgs: Vec::with_capacity(n),
+            sent: 0,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.sent < self.msgs.len()
+    }
+}
+
+struct Worker<D, B> {
     poll: Poll,
-    device: D,
-    socket: UdpSocket,
-    routes: RouteTable,
-    backend: FlannelBackend,
+    devices: Vec<D>,
+    device_ready: Vec<bool>,
+    routes: Vec<RouteTable>,
+    tables: Vec<Arc<SubnetTable>>,
+    sockets: Vec<UdpSocket>,
+    queues: Vec<TxQueue>,
+    backend: B,
     counters: Arc<Counters>,
     local: LocalCounters,
     icmp_rate_limited_seen: u64,
     control: Receiver<Control>,
     tx_bufs: Vec<Box<[u8]>>,
     rx_bufs: Vec<Box<[u8]>>,
+    headroom: usize,
     mmsg: Mmsg,
     meta: Vec<RecvMeta>,
-    /// Datagrams from `tx_bufs` waiting to be sent; `tx_sent` of them already went out.
-    tx_msgs: Vec<SendMsg>,
-    tx_sent: usize,
-    /// ICMP errors from `rx_bufs` going back to peers.
+    /// Answers produced on the receive path (ICMP errors, ARP replies) going back to peers.
     reply_msgs: Vec<SendMsg>,
     epoch: Instant,
+    next_tick: u64,
     batch: usize,
 }
 
-/// Writes one packet to the device, counting a failure as a drop.
+/// Writes one packet to a device, counting a failure as a drop.
 fn write_device<D: Device>(device: &mut D, local: &mut LocalCounters, packet: &[u8]) -> bool {
     loop {
         match device.send(packet) {
@@ -294,23 +417,35 @@ fn write_device<D: Device>(device: &mut D, local: &mut LocalCounters, packet: &[
     }
 }
 
-impl<D: Device> Worker<D> {
+/// The socket a datagram of flow `flow` leaves from.
+fn socket_for(flow: Option<u32>, sockets: usize) -> usize {
+    match flow {
+        Some(hash) if sockets > 1 => 1 + (hash as usize) % (sockets - 1),
+        _ => 0,
+    }
+}
+
+impl<D: Device, B: Backend> Worker<D, B> {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn tx_pending(&self) -> bool {
-        self.tx_sent < self.tx_msgs.len()
+        self.queues.iter().any(TxQueue::pending)
     }
 
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         // Edge-triggered: anything queued before registration has no edge, so start ready.
-        let mut device_ready = true;
         let mut socket_ready = true;
         loop {
+            let device_ready = self.device_ready.iter().any(|r| *r);
             let busy = (device_ready && !self.tx_pending()) || socket_ready;
-            let timeout = if busy { Some(Duration::ZERO) } else { None };
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                Some(TICK)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -319,19 +454,25 @@ impl<D: Device> Worker<D> {
             }
             for event in events.iter() {
                 match event.token() {
-                    DEVICE => device_ready |= event.is_readable() || event.is_read_closed(),
-                    SOCKET => socket_ready |= event.is_readable(),
                     WAKER => {
-                        // Shutdown is the only message so far; a closed channel (the
-                        // Engine handle is gone) means the same.
-                        match self.control.try_recv() {
-                            Ok(Control::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => {
-                                return Ok(())
+                        while let Ok(msg) = self.control.try_recv() {
+                            match msg {
+                                Control::Shutdown => return Ok(()),
+                                Control::Inspect(query) => query(&self.backend),
                             }
-                            Err(mpsc::TryRecvError::Empty) => {}
+                        }
+                        // A closed channel means the Engine handle is gone.
+                        if let Err(mpsc::TryRecvError::Disconnected) = self.control.try_recv() {
+                            return Ok(());
                         }
                     }
-                    _ => {}
+                    Token(t) if t >= DEVICE_BASE => {
+                        if let Some(ready) = self.device_ready.get_mut(t - DEVICE_BASE) {
+                            *ready |= event.is_readable() || event.is_read_closed();
+                        }
+                    }
+                    Token(SOCKET_BASE) => socket_ready |= event.is_readable(),
+                    _ => {} // source-port sockets: writability is retried below
                 }
             }
             if self.tx_pending() {
@@ -339,9 +480,11 @@ impl<D: Device> Worker<D> {
             }
             for _ in 0..MAX_BATCHES_PER_WAKE {
                 let mut worked = false;
-                if device_ready && !self.tx_pending() {
-                    device_ready = self.device_to_socket();
-                    worked = true;
+                for d in 0..self.devices.len() {
+                    if self.device_ready[d] && !self.tx_pending() {
+                        self.device_ready[d] = self.device_to_socket(d);
+                        worked = true;
+                    }
                 }
                 if socket_ready {
                     socket_ready = self.socket_to_device();
@@ -351,27 +494,44 @@ impl<D: Device> Worker<D> {
                     break;
                 }
             }
+            let now = self.now_ms();
+            if now >= self.next_tick {
+                self.backend.on_tick(now);
+                self.next_tick = now + TICK.as_millis() as u64;
+            }
             self.publish();
         }
     }
 
     fn publish(&mut self) {
-        let limited = self.backend.icmp_stats().rate_limited;
-        self.local.icmp_rate_limited += limited - self.icmp_rate_limited_seen;
+        let limited = self.backend.icmp_rate_limited();
+        self.local.icmp_rate_limited += limited.saturating_sub(self.icmp_rate_limited_seen);
         self.icmp_rate_limited_seen = limited;
         self.counters.publish(&mut self.local);
     }
 
-    /// One batch from the device to the socket. Returns whether the device may have more.
-    fn device_to_socket(&mut self) -> bool {
-        let table = self.routes.load();
+    fn load_tables(&mut self) {
+        for (table, routes) in self.tables.iter_mut().zip(&self.routes) {
+            let current = routes.snapshot();
+            if !Arc::ptr_eq(table, &current) {
+                *table = current;
+            }
+        }
+    }
+
+    /// One batch from device `d` to the sockets. Returns whether the device may have more.
+    fn device_to_socket(&mut self, d: usize) -> bool {
+        self.load_tables();
         let now = self.now_ms();
-        self.tx_msgs.clear();
-        self.tx_sent = 0;
+        for q in &mut self.queues {
+            q.msgs.clear();
+            q.sent = 0;
+        }
+        let headroom = self.headroom;
         let mut more = true;
         for i in 0..self.batch {
             let buf = &mut self.tx_bufs[i];
-            let n = match self.device.recv(&mut buf[HEADROOM..]) {
+            let n = match self.devices[d].recv(&mut buf[headroom..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     more = false;
@@ -385,27 +545,61 @@ impl<D: Device> Worker<D> {
                 }
             };
             self.local.device_rx_packets += 1;
-            match self
+            let verdict = self
                 .backend
-                .handle_device_packet(&table, buf, HEADROOM, n, now)
-            {
-                Verdict::SendToPeer { peer, range } | Verdict::ReplyToPeer { peer, range, .. } => {
-                    if let Some(p) = table.peer(peer) {
-                        self.tx_msgs.push(SendMsg {
-                            buf: i,
-                            range,
-                            dest: p.endpoint,
-                        });
+                .handle_device_packet(&self.tables, d, buf, headroom, n, now);
+            match verdict {
+                Verdict::SendToPeer { dest, range, flow } => {
+                    let q = socket_for(flow, self.sockets.len());
+                    self.queues[q].msgs.push(SendMsg {
+                        buf: i,
+                        range,
+                        dest,
+                    });
+                }
+                Verdict::Flood {
+                    device,
+                    range,
+                    flow,
+                } => {
+                    let q = socket_for(flow, self.sockets.len());
+                    if let Some(table) = self.tables.get(device) {
+                        for peer in table.peers() {
+                            let msg = SendMsg {
+                                buf: i,
+                                range: range.clone(),
+                                dest: peer.endpoint,
+                            };
+                            self.queues[q].msgs.push(msg);
+                        }
                     }
                 }
-                Verdict::ReplyToDevice { range, cause } => {
+                Verdict::ReplyToPeer { dest, range, cause } => {
+                    if let Some(cause) = cause {
+                        self.local.drop(cause);
+                    }
+                    self.queues[0].msgs.push(SendMsg {
+                        buf: i,
+                        range,
+                        dest,
+                    });
+                }
+                Verdict::ReplyToDevice {
+                    device,
+                    range,
+                    cause,
+                } => {
                     self.local.drop(cause);
-                    if write_device(&mut self.device, &mut self.local, &buf[range]) {
-                        self.local.icmp_sent += 1;
+                    if let Some(dev) = self.devices.get_mut(device) {
+                        if write_device(dev, &mut self.local, &buf[range]) {
+                            self.local.icmp_sent += 1;
+                        }
                     }
                 }
-                Verdict::DeliverToDevice { range } => {
-                    write_device(&mut self.device, &mut self.local, &buf[range]);
+                Verdict::DeliverToDevice { device, range } => {
+                    if let Some(dev) = self.devices.get_mut(device) {
+                        write_device(dev, &mut self.local, &buf[range]);
+                    }
                 }
                 Verdict::Drop(reason) => self.local.drop(reason),
             }
@@ -414,41 +608,26 @@ impl<D: Device> Worker<D> {
         more
     }
 
-    /// Sends what is pending from `tx_bufs`; leaves the rest pending if the socket is full.
+    /// Sends what is pending from `tx_bufs`; leaves the rest pending if a socket is full.
     fn flush_tx(&mut self) {
-        let fd = self.socket.as_raw_fd();
-        while self.tx_pending() {
-            match self
-                .mmsg
-                .send(fd, &self.tx_bufs, &self.tx_msgs[self.tx_sent..])
-            {
-                Ok(n) => {
-                    self.local.send_batches += 1;
-                    for m in &self.tx_msgs[self.tx_sent..self.tx_sent + n] {
-                        self.local.tx_packets += 1;
-                        self.local.tx_bytes += m.range.len() as u64;
-                    }
-                    self.tx_sent += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // The first message failed (e.g. EMSGSIZE, ENETUNREACH): drop it alone.
-                    let m = &self.tx_msgs[self.tx_sent];
-                    log::debug!("send of {} bytes to {} failed: {e}", m.range.len(), m.dest);
-                    self.local.drop(DropReason::IoError);
-                    self.tx_sent += 1;
-                }
-            }
+        for (socket, q) in self.sockets.iter().zip(self.queues.iter_mut()) {
+            flush_queue(
+                socket.as_raw_fd(),
+                q,
+                &mut self.mmsg,
+                &self.tx_bufs,
+                &mut self.local,
+            );
         }
     }
 
-    /// One batch from the socket to the device. Returns whether the socket may have more.
+    /// One batch from the socket to the devices. Returns whether the socket may have more.
     fn socket_to_device(&mut self) -> bool {
-        let fd = self.socket.as_raw_fd();
+        let fd = self.sockets[0].as_raw_fd();
+        let headroom = self.headroom;
         let n = match self
             .mmsg
-            .recv(fd, &mut self.rx_bufs, HEADROOM, &mut self.meta)
+            .recv(fd, &mut self.rx_bufs, headroom, &mut self.meta)
         {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -459,7 +638,7 @@ impl<D: Device> Worker<D> {
             }
         };
         self.local.recv_batches += 1;
-        let table = self.routes.load();
+        self.load_tables();
         let now = self.now_ms();
         self.reply_msgs.clear();
         for (i, meta) in self.meta[..n].iter().enumerate() {
@@ -469,41 +648,67 @@ impl<D: Device> Worker<D> {
                 continue;
             }
             let buf = &mut self.rx_bufs[i];
-            let source = meta.source.ip();
-            match self
-                .backend
-                .handle_datagram(&table, source, buf, HEADROOM, meta.len, now)
-            {
-                Verdict::DeliverToDevice { range } => {
+            let v = self.backend.handle_datagram(
+                &self.tables,
+                meta.source,
+                buf,
+                headroom,
+                meta.len,
+                now,
+            );
+            match v {
+                Verdict::DeliverToDevice { device, range } => {
                     let len = range.len() as u64;
-                    if write_device(&mut self.device, &mut self.local, &buf[range]) {
-                        self.local.rx_packets += 1;
-                        self.local.rx_bytes += len;
+                    if let Some(dev) = self.devices.get_mut(device) {
+                        if write_device(dev, &mut self.local, &buf[range]) {
+                            self.local.rx_packets += 1;
+                            self.local.rx_bytes += len;
+                        }
                     }
                 }
-                Verdict::ReplyToPeer { peer, range, cause } => {
+                Verdict::ReplyToPeer { dest, range, cause } => {
+                    match cause {
+                        Some(cause) => {
+                            self.local.drop(cause);
+                            self.local.icmp_sent += 1;
+                        }
+                        None => self.local.neigh_replies += 1,
+                    }
+                    self.reply_msgs.push(SendMsg {
+                        buf: i,
+                        range,
+                        dest,
+                    });
+                }
+                Verdict::SendToPeer { dest, range, .. } => {
+                    self.reply_msgs.push(SendMsg {
+                        buf: i,
+                        range,
+                        dest,
+                    });
+                }
+                Verdict::Flood { device, range, .. } => {
+                    if let Some(table) = self.tables.get(device) {
+                        for peer in table.peers() {
+                            let msg = SendMsg {
+                                buf: i,
+                                range: range.clone(),
+                                dest: peer.endpoint,
+                            };
+                            self.reply_msgs.push(msg);
+                        }
+                    }
+                }
+                Verdict::ReplyToDevice {
+                    device,
+                    range,
+                    cause,
+                } => {
                     self.local.drop(cause);
-                    if let Some(p) = table.peer(peer) {
-                        self.reply_msgs.push(SendMsg {
-                            buf: i,
-                            range,
-                            dest: p.endpoint,
-                        });
-                    }
-                }
-                Verdict::SendToPeer { peer, range } => {
-                    if let Some(p) = table.peer(peer) {
-                        self.reply_msgs.push(SendMsg {
-                            buf: i,
-                            range,
-                            dest: p.endpoint,
-                        });
-                    }
-                }
-                Verdict::ReplyToDevice { range, cause } => {
-                    self.local.drop(cause);
-                    if write_device(&mut self.device, &mut self.local, &buf[range]) {
-                        self.local.icmp_sent += 1;
+                    if let Some(dev) = self.devices.get_mut(device) {
+                        if write_device(dev, &mut self.local, &buf[range]) {
+                            self.local.icmp_sent += 1;
+                        }
                     }
                 }
                 Verdict::Drop(reason) => self.local.drop(reason),
@@ -513,15 +718,12 @@ impl<D: Device> Worker<D> {
         n == self.batch
     }
 
-    /// Sends the ICMP errors produced on the receive path; rare, so best effort.
-    fn send_replies(&mut self, fd: std::os::fd::RawFd) {
+    /// Sends the answers produced on the receive path; rare, so best effort.
+    fn send_replies(&mut self, fd: RawFd) {
         let mut sent = 0;
         while sent < self.reply_msgs.len() {
             match self.mmsg.send(fd, &self.rx_bufs, &self.reply_msgs[sent..]) {
-                Ok(n) => {
-                    self.local.icmp_sent += n as u64;
-                    sent += n;
-                }
+                Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.local.drop(DropReason::IoError);
@@ -530,6 +732,39 @@ impl<D: Device> Worker<D> {
             }
         }
     }
+}
+
+/// Sends a queue's pending datagrams; stops (keeping them pending) when the socket is full.
+fn flush_queue(
+    fd: RawFd,
+    q: &mut TxQueue,
+    mmsg: &mut Mmsg,
+    bufs: &[Box<[u8]>],
+    local: &mut LocalCounters,
+) {
+    while q.pending() {
+        match mmsg.send(fd, bufs, &q.msgs[q.sent..]) {
+            Ok(n) => {
+                local.send_batches += 1;
+                for m in &q.msgs[q.sent..q.sent + n] {
+                    local.tx_packets += 1;
+                    local.tx_bytes += m.range.len() as u64;
+                }
+                q.sent += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // The first message failed (e.g. EMSGSIZE, ENETUNREACH): drop it alone.
+                let m = &q.msgs[q.sent];
+                log::debug!("send of {} bytes to {} failed: {e}", m.range.len(), m.dest);
+                local.drop(DropReason::IoError);
+                q.sent += 1;
+            }
+        }
+    }
+    q.msgs.clear();
+    q.sent = 0;
 }
 
 #[cfg(test)]

@@ -5,11 +5,13 @@
 //! [`ArcSwap`]. Workers `load` the current snapshot once per batch: a wait-free pointer read,
 //! never a lock, and a route change never disturbs a batch in flight or any other route.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use weft_encap::table::{Cidr, Route, SubnetTable, TableError};
+use weft_encap::table::{Cidr, Route, SubnetTable, TableError, TableSpec};
+use weft_encap::wire::EthernetAddress;
 
 #[derive(Debug)]
 struct Inner {
@@ -17,10 +19,22 @@ struct Inner {
     edits: Mutex<Edits>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Edits {
     generation: u64,
     routes: BTreeMap<Cidr, Route>,
+    vteps: BTreeSet<SocketAddr>,
+    fdb: BTreeMap<EthernetAddress, SocketAddr>,
+}
+
+impl Edits {
+    fn spec(&self) -> TableSpec {
+        TableSpec {
+            routes: self.routes.values().copied().collect(),
+            vteps: self.vteps.iter().copied().collect(),
+            fdb: self.fdb.iter().map(|(m, e)| (*m, *e)).collect(),
+        }
+    }
 }
 
 /// A shared handle to an engine's routes. Clones refer to the same table.
@@ -54,6 +68,7 @@ impl RouteTable {
     }
 
     /// A cheap guard on the current snapshot, for the data path.
+    #[cfg(test)]
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<SubnetTable>> {
         self.inner.current.load()
     }
@@ -63,21 +78,58 @@ impl RouteTable {
         self.snapshot().routes().to_vec()
     }
 
-    fn edit<T>(&self, f: impl FnOnce(&mut BTreeMap<Cidr, Route>) -> T) -> Result<T, TableError> {
+    fn edit_all<T>(&self, f: impl FnOnce(&mut Edits) -> T) -> Result<T, TableError> {
         let mut edits = self
             .inner
             .edits
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut routes = edits.routes.clone();
-        let out = f(&mut routes);
-        let generation = edits.generation + 1;
-        let all: Vec<Route> = routes.values().copied().collect();
-        let table = SubnetTable::new(generation, &all)?;
-        edits.routes = routes;
-        edits.generation = generation;
+        let mut next = edits.clone();
+        let out = f(&mut next);
+        next.generation = edits.generation + 1;
+        let table = SubnetTable::build(next.generation, &next.spec())?;
+        *edits = next;
         self.inner.current.store(Arc::new(table));
         Ok(out)
+    }
+
+    fn edit<T>(&self, f: impl FnOnce(&mut BTreeMap<Cidr, Route>) -> T) -> Result<T, TableError> {
+        self.edit_all(|e| f(&mut e.routes))
+    }
+
+    /// Adds a peer without a subnet (a VXLAN L2 VTEP that gets flooded frames); returns
+    /// whether it was new.
+    pub fn insert_vtep(&self, endpoint: SocketAddr) -> Result<bool, TableError> {
+        self.edit_all(|e| e.vteps.insert(endpoint))
+    }
+
+    /// Removes a peer without a subnet; returns whether it was there.
+    pub fn remove_vtep(&self, endpoint: &SocketAddr) -> bool {
+        self.edit_all(|e| e.vteps.remove(endpoint)).unwrap_or(false)
+    }
+
+    /// Adds or replaces a static forwarding entry (VXLAN L2): frames for `mac` go to
+    /// `endpoint`.
+    pub fn insert_fdb(&self, mac: EthernetAddress, endpoint: SocketAddr) -> Result<(), TableError> {
+        self.edit_all(|e| {
+            e.fdb.insert(mac, endpoint);
+        })
+    }
+
+    /// Removes a static forwarding entry; returns whether it was there.
+    pub fn remove_fdb(&self, mac: &EthernetAddress) -> bool {
+        self.edit_all(|e| e.fdb.remove(mac).is_some())
+            .unwrap_or(false)
+    }
+
+    /// The peers without a subnet.
+    pub fn vteps(&self) -> Vec<SocketAddr> {
+        let edits = self
+            .inner
+            .edits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        edits.vteps.iter().copied().collect()
     }
 
     /// Adds a route, or replaces the route for the same subnet; returns the replaced one.

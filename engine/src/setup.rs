@@ -66,6 +66,10 @@ pub struct TunSetup {
     pub mtu: u32,
     /// Addresses to assign, each with its prefix length (the kernel adds the prefix route).
     pub addresses: Vec<(IpAddr, u8)>,
+    /// The MAC address to give a TAP device.
+    pub mac: Option<[u8; 6]>,
+    /// A bridge to enslave the device to (it must exist).
+    pub bridge: Option<String>,
 }
 
 impl TunSetup {
@@ -123,6 +127,22 @@ pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
     for &(addr, len) in &setup.addresses {
         nl.add_address(link.index, addr, len)
             .map_err(configure(format!("assign address {addr}/{len}")))?;
+    }
+    if let Some(mac) = setup.mac {
+        nl.set_mac(link.index, mac)
+            .map_err(configure("set the MAC address".into()))?;
+    }
+    if let Some(bridge) = &setup.bridge {
+        let master = nl
+            .link_by_name(bridge)
+            .map_err(SetupError::Netlink)?
+            .ok_or_else(|| SetupError::Configure {
+                what: format!("enslave it to bridge {bridge}"),
+                name: name.clone(),
+                source: io::Error::new(io::ErrorKind::NotFound, "no such bridge"),
+            })?;
+        nl.set_master(link.index, master.index)
+            .map_err(configure(format!("enslave it to bridge {bridge}")))?;
     }
     nl.set_up(link.index)
         .map_err(configure("bring the device up".into()))?;

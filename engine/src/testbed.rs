@@ -17,7 +17,15 @@
 //! ```
 //!
 //! [`WeftDaemon`] starts `weft run` inside a host, waits until its control socket answers, and
-//! wraps the control commands (`weft stats`, `weft peer ...`).
+//! wraps the control commands (`weft stats`, `weft peer ...`, `weft fdb list`).
+//!
+//! For the VXLAN backend, [`VxlanConfig`] writes weft's L3 (`flannel.1` as a TUN) and L2 (a
+//! TAP in a bridge) configurations, [`add_kernel_flannel_device`] and
+//! [`add_kernel_flannel_peer`] program the kernel's `flannel.1` exactly as flanneld does
+//! (the reference weft must interoperate with), [`add_kernel_vxlan_bridge_port`] builds the
+//! kernel side of the "vxlan + bridge" L2 setup, [`BridgePod`] puts pods of one L2 subnet
+//! (`100.96.0.0/24`) into a host's bridge, and [`PacketCapture`] records an interface with
+//! `tcpdump` into a [`Pcap`].
 //!
 //! # Invariants
 //!
@@ -32,8 +40,8 @@
 //! - Nothing waits with a fixed sleep: [`wait_until`] and [`wait_for`] poll a condition against
 //!   a deadline and name what they awaited when it passes. Every command runs with a timeout.
 //!
-//! Everything here shells out to `ip`, `sysctl`, `ping`, `nc`, `ss`, `kill` and `sha256sum`,
-//! and needs root.
+//! Everything here shells out to `ip`, `sysctl`, `ping`, `nc`, `ss`, `kill` and `sha256sum`
+//! (the VXLAN helpers also to `bridge` and `tcpdump`), and needs root.
 //!
 //! # Example
 //!
@@ -1528,6 +1536,623 @@ pub fn tcp_transfer(
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// VXLAN: weft's vxlan configuration, the kernel's vxlan device as a peer, L2 pods, captures.
+// ---------------------------------------------------------------------------------------------
+
+/// The VXLAN backend's UDP port: Linux's and flannel's default (IANA's is 4789).
+pub const VXLAN_PORT: u16 = 8472;
+/// The VXLAN network identifier flannel uses by default.
+pub const VXLAN_VNI: u32 = 1;
+/// The device flanneld programs for VNI 1; weft's L3 device in the tests has the same name.
+pub const VXLAN_DEVICE: &str = "flannel.1";
+/// The MTU of a vxlan device over the IPv4 underlay, and of the pods behind it: the underlay
+/// MTU minus the outer IPv4 (20), UDP (8) and VXLAN (8) headers and the inner Ethernet
+/// header (14).
+pub const VXLAN_OVERLAY_MTU: u32 = UNDERLAY_MTU - 50;
+/// The bridge of the L2 ("vxlan + bridge") topology inside each host.
+pub const L2_BRIDGE: &str = "br0";
+/// The prefix length of the L2 topology's single pod subnet, `100.96.0.0/24`.
+pub const L2_PREFIX_LEN: u8 = 24;
+
+/// The VTEP MAC the tests give host `host`: `02:00:00:00:<host>:00` (locally administered,
+/// unicast), as in TESTBED.md's example.
+pub fn vtep_mac(host: u8) -> String {
+    format!("02:00:00:00:{host:02x}:00")
+}
+
+/// The address of pod `pod` in the L2 topology's single subnet: `100.96.0.<pod>`.
+pub fn l2_pod_addr(pod: u8) -> Ipv4Addr {
+    Ipv4Addr::new(100, 96, 0, pod)
+}
+
+/// The MAC the tests give pod `pod` of the L2 topology: `02:00:00:aa:00:<pod>`.
+pub fn l2_pod_mac(pod: u8) -> String {
+    format!("02:00:00:aa:00:{pod:02x}")
+}
+
+/// Whether a VNI carries IP packets (TUN, like `flannel.1`) or Ethernet frames (TAP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VxlanMode {
+    /// `mode = "l3"`: a TUN; weft adds and strips the inner Ethernet header.
+    L3,
+    /// `mode = "l2"`: a TAP, usually enslaved to a bridge; weft keeps an FDB.
+    L2,
+}
+
+impl VxlanMode {
+    /// The value of the `mode` key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::L3 => "l3",
+            Self::L2 => "l2",
+        }
+    }
+}
+
+/// One `[[peer]]` entry of a VXLAN configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanPeerConfig {
+    /// `subnet`: the peer's overlay subnet (L3); `None` makes the peer a VTEP that gets
+    /// flooded frames (L2).
+    pub subnet: Option<String>,
+    /// `endpoint`: the peer's underlay address, `IP` or `IP:PORT`.
+    pub endpoint: String,
+    /// `vtep_mac`: the peer's VTEP MAC (required in L3).
+    pub vtep_mac: Option<String>,
+}
+
+/// A VXLAN-backend configuration file's contents, in the shape `weft run --config` reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanConfig {
+    /// `network`, the overlay network.
+    pub network: String,
+    /// `[device] name`.
+    pub device_name: String,
+    /// `[device] address` (required in L3, usually absent in L2).
+    pub device_address: Option<Ipv4Addr>,
+    /// `[device] bridge`: the bridge the TAP is enslaved to (L2).
+    pub bridge: Option<String>,
+    /// `[listen] address`.
+    pub listen_address: Ipv4Addr,
+    /// `[listen] port`.
+    pub listen_port: u16,
+    /// `[vxlan] vni`.
+    pub vni: u32,
+    /// `[vxlan] mode`.
+    pub mode: VxlanMode,
+    /// `[vxlan] vtep_mac`; `None` lets weft generate one and keep it in `mac_file`.
+    pub vtep_mac: Option<String>,
+    /// `[vxlan] mac_file`; `None` leaves weft's default.
+    pub mac_file: Option<PathBuf>,
+    /// The `[[peer]]` entries.
+    pub peers: Vec<VxlanPeerConfig>,
+}
+
+impl VxlanConfig {
+    /// The L3 configuration of host `host` the way flannel's vxlan backend sets it up: TUN
+    /// [`VXLAN_DEVICE`] at `100.96.<host>.0`, VTEP MAC [`vtep_mac`]`(host)`, listening on
+    /// `198.18.0.<host>:8472`, VNI 1, and one `[[peer]]` per host of `peers` with its subnet,
+    /// underlay address and VTEP MAC.
+    pub fn l3(host: u8, peers: &[u8]) -> Self {
+        Self {
+            network: OVERLAY_NETWORK.to_owned(),
+            device_name: VXLAN_DEVICE.to_owned(),
+            device_address: Some(overlay_addr(host)),
+            bridge: None,
+            listen_address: underlay_addr(host),
+            listen_port: VXLAN_PORT,
+            vni: VXLAN_VNI,
+            mode: VxlanMode::L3,
+            vtep_mac: Some(vtep_mac(host)),
+            mac_file: None,
+            peers: peers
+                .iter()
+                .map(|&peer| VxlanPeerConfig {
+                    subnet: Some(overlay_subnet(peer)),
+                    endpoint: underlay_addr(peer).to_string(),
+                    vtep_mac: Some(vtep_mac(peer)),
+                })
+                .collect(),
+        }
+    }
+
+    /// The L2 configuration of host `host`: TAP `device` without an address, enslaved to
+    /// `bridge`, VTEP MAC [`vtep_mac`]`(host)`, listening on `198.18.0.<host>:8472`, VNI 1,
+    /// and every host of `peers` as a VTEP (no subnet) that gets flooded frames.
+    pub fn l2(host: u8, device: &str, bridge: &str, peers: &[u8]) -> Self {
+        Self {
+            network: OVERLAY_NETWORK.to_owned(),
+            device_name: device.to_owned(),
+            device_address: None,
+            bridge: Some(bridge.to_owned()),
+            listen_address: underlay_addr(host),
+            listen_port: VXLAN_PORT,
+            vni: VXLAN_VNI,
+            mode: VxlanMode::L2,
+            vtep_mac: Some(vtep_mac(host)),
+            mac_file: None,
+            peers: peers
+                .iter()
+                .map(|&peer| VxlanPeerConfig {
+                    subnet: None,
+                    endpoint: underlay_addr(peer).to_string(),
+                    vtep_mac: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The configuration as TOML text.
+    pub fn to_toml(&self) -> String {
+        let mut text = format!(
+            "backend = \"vxlan\"\nnetwork = {}\n\n[device]\nname = {}\n",
+            toml_string(&self.network),
+            toml_string(&self.device_name),
+        );
+        if let Some(address) = self.device_address {
+            text.push_str(&format!(
+                "address = {}\n",
+                toml_string(&address.to_string())
+            ));
+        }
+        if let Some(bridge) = &self.bridge {
+            text.push_str(&format!("bridge = {}\n", toml_string(bridge)));
+        }
+        text.push_str(&format!(
+            "\n[listen]\naddress = {}\nport = {}\n\n[vxlan]\nvni = {}\nmode = {}\n",
+            toml_string(&self.listen_address.to_string()),
+            self.listen_port,
+            self.vni,
+            toml_string(self.mode.as_str()),
+        ));
+        if let Some(mac) = &self.vtep_mac {
+            text.push_str(&format!("vtep_mac = {}\n", toml_string(mac)));
+        }
+        if let Some(path) = &self.mac_file {
+            text.push_str(&format!(
+                "mac_file = {}\n",
+                toml_string(&path.to_string_lossy())
+            ));
+        }
+        for peer in &self.peers {
+            text.push_str("\n[[peer]]\n");
+            if let Some(subnet) = &peer.subnet {
+                text.push_str(&format!("subnet = {}\n", toml_string(subnet)));
+            }
+            text.push_str(&format!("endpoint = {}\n", toml_string(&peer.endpoint)));
+            if let Some(mac) = &peer.vtep_mac {
+                text.push_str(&format!("vtep_mac = {}\n", toml_string(mac)));
+            }
+        }
+        text
+    }
+
+    /// Writes the configuration to a fresh temporary file.
+    pub fn write(&self) -> Result<ConfigFile> {
+        ConfigFile::new(&self.to_toml())
+    }
+}
+
+/// Programs the kernel's `flannel.1` inside host `host`'s namespace exactly the way flanneld
+/// does (TESTBED.md, "The kernel as a peer"): a vxlan device with VNI 1 on `u0` from
+/// `198.18.0.<host>`, destination port 8472, no learning, MAC `mac`, MTU
+/// [`VXLAN_OVERLAY_MTU`], up, with the address `100.96.<host>.0/32`. Remote hosts are added
+/// with [`add_kernel_flannel_peer`].
+pub fn add_kernel_flannel_device(netns: &Netns, host: u8, mac: &str) -> Result<()> {
+    let vni = VXLAN_VNI.to_string();
+    let local = underlay_addr(host).to_string();
+    let port = VXLAN_PORT.to_string();
+    let mtu = VXLAN_OVERLAY_MTU.to_string();
+    let address = format!("{}/32", overlay_addr(host));
+    netns.ip(&[
+        "link",
+        "add",
+        VXLAN_DEVICE,
+        "type",
+        "vxlan",
+        "id",
+        &vni,
+        "local",
+        &local,
+        "dev",
+        UNDERLAY_IFNAME,
+        "dstport",
+        &port,
+        "nolearning",
+    ])?;
+    netns.ip(&[
+        "link",
+        "set",
+        VXLAN_DEVICE,
+        "address",
+        mac,
+        "mtu",
+        &mtu,
+        "up",
+    ])?;
+    netns.ip(&["addr", "add", &address, "dev", VXLAN_DEVICE])?;
+    Ok(())
+}
+
+/// How the kernel's `flannel.1` learns a remote host's VTEP MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelNeighbour {
+    /// flanneld's way: `ip neigh add <subnet .0> lladdr <MAC> nud permanent`.
+    Permanent,
+    /// No neighbour entry: the kernel resolves the gateway with ARP, which reaches the remote
+    /// host through an all-zero flooding entry (`bridge fdb append 00:00:00:00:00:00 ...`).
+    Arp,
+}
+
+/// Adds to the kernel's `flannel.1` in `netns` what flanneld programs for remote host `peer`
+/// with VTEP MAC `peer_mac`: the route `100.96.<peer>.0/24 via 100.96.<peer>.0 onlink`, the
+/// neighbour entry (see [`KernelNeighbour`]) and the FDB entry `<peer_mac> dst
+/// 198.18.0.<peer>`.
+pub fn add_kernel_flannel_peer(
+    netns: &Netns,
+    peer: u8,
+    peer_mac: &str,
+    neighbour: KernelNeighbour,
+) -> Result<()> {
+    let subnet = overlay_subnet(peer);
+    let gateway = overlay_addr(peer).to_string();
+    let endpoint = underlay_addr(peer).to_string();
+    netns.ip(&[
+        "route",
+        "add",
+        &subnet,
+        "via",
+        &gateway,
+        "dev",
+        VXLAN_DEVICE,
+        "onlink",
+    ])?;
+    match neighbour {
+        KernelNeighbour::Permanent => {
+            netns.ip(&[
+                "neigh",
+                "add",
+                &gateway,
+                "lladdr",
+                peer_mac,
+                "dev",
+                VXLAN_DEVICE,
+                "nud",
+                "permanent",
+            ])?;
+        }
+        KernelNeighbour::Arp => {
+            netns.exec_ok(&[
+                "bridge",
+                "fdb",
+                "append",
+                "00:00:00:00:00:00",
+                "dev",
+                VXLAN_DEVICE,
+                "dst",
+                &endpoint,
+            ])?;
+        }
+    }
+    netns.exec_ok(&[
+        "bridge",
+        "fdb",
+        "add",
+        peer_mac,
+        "dev",
+        VXLAN_DEVICE,
+        "dst",
+        &endpoint,
+        "self",
+        "permanent",
+    ])?;
+    Ok(())
+}
+
+/// Creates the bridge `name` inside `netns` (no address) and brings it up.
+pub fn add_bridge(netns: &Netns, name: &str) -> Result<()> {
+    netns.ip(&["link", "add", name, "type", "bridge"])?;
+    netns.ip(&["link", "set", name, "up"])?;
+    Ok(())
+}
+
+/// The seed's "vxlan + bridge": a kernel vxlan device `ifname` in host `host`'s namespace
+/// (VNI 1 on `u0` from `198.18.0.<host>`, destination port 8472, learning on, MTU
+/// [`VXLAN_OVERLAY_MTU`]) enslaved to `bridge`, flooding broadcast and unknown unicast to
+/// every host of `flood_to` (`bridge fdb append 00:00:00:00:00:00 dev <ifname> dst <IP>`).
+pub fn add_kernel_vxlan_bridge_port(
+    netns: &Netns,
+    host: u8,
+    ifname: &str,
+    bridge: &str,
+    flood_to: &[u8],
+) -> Result<()> {
+    let vni = VXLAN_VNI.to_string();
+    let local = underlay_addr(host).to_string();
+    let port = VXLAN_PORT.to_string();
+    let mtu = VXLAN_OVERLAY_MTU.to_string();
+    netns.ip(&[
+        "link",
+        "add",
+        ifname,
+        "type",
+        "vxlan",
+        "id",
+        &vni,
+        "local",
+        &local,
+        "dev",
+        UNDERLAY_IFNAME,
+        "dstport",
+        &port,
+        "learning",
+    ])?;
+    for &peer in flood_to {
+        let endpoint = underlay_addr(peer).to_string();
+        netns.exec_ok(&[
+            "bridge",
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dev",
+            ifname,
+            "dst",
+            &endpoint,
+        ])?;
+    }
+    netns.ip(&["link", "set", ifname, "mtu", &mtu, "master", bridge, "up"])?;
+    Ok(())
+}
+
+/// A pod of the L2 topology: a namespace whose `eth0` (a fixed MAC, one address of a subnet
+/// shared by all hosts, no gateway) is a veth into a bridge of its host. Its namespace is
+/// removed on `Drop`.
+#[derive(Debug)]
+pub struct BridgePod {
+    address: Ipv4Addr,
+    mac: String,
+    netns: Netns,
+}
+
+impl BridgePod {
+    /// Creates the pod's namespace and plugs it into `bridge` of the host namespace `host`:
+    /// the host end is `vp<last octet of address>`, the pod end `eth0` with `mac`,
+    /// `address/prefix_len` and `mtu`.
+    pub fn attach(
+        host: &Netns,
+        bridge: &str,
+        address: Ipv4Addr,
+        prefix_len: u8,
+        mac: &str,
+        mtu: u32,
+    ) -> Result<Self> {
+        let netns = Netns::new(&format!("{}-pod{}", host.name(), address.octets()[3]))?;
+        let host_end = format!("vp{}", address.octets()[3]);
+        let mtu = mtu.to_string();
+        host.ip(&[
+            "link",
+            "add",
+            &host_end,
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            netns.name(),
+        ])?;
+        host.ip(&["link", "set", &host_end, "master", bridge, "up"])?;
+        let cidr = format!("{address}/{prefix_len}");
+        netns.ip(&["link", "set", "eth0", "address", mac, "mtu", &mtu, "up"])?;
+        netns.ip(&["addr", "add", &cidr, "dev", "eth0"])?;
+        Ok(Self {
+            address,
+            mac: mac.to_owned(),
+            netns,
+        })
+    }
+
+    /// The pod's namespace.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// The pod's address.
+    pub fn address(&self) -> Ipv4Addr {
+        self.address
+    }
+
+    /// The MAC of the pod's `eth0`, as given to [`BridgePod::attach`].
+    pub fn mac(&self) -> &str {
+        &self.mac
+    }
+}
+
+/// One entry of `weft fdb list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// The MAC, as weft prints it.
+    pub mac: String,
+    /// The VTEP it is reached at, as weft prints it.
+    pub endpoint: String,
+    /// Learned from a received frame (`learned`), or configured (`static`).
+    pub learned: bool,
+}
+
+/// One line of `weft peer list` of the VXLAN backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanPeerEntry {
+    /// The routed subnet; `None` for a VTEP line (`vtep <endpoint>`).
+    pub subnet: Option<String>,
+    /// The underlay endpoint, as weft prints it.
+    pub endpoint: String,
+    /// The peer's VTEP MAC, if weft prints one.
+    pub vtep_mac: Option<String>,
+}
+
+impl WeftDaemon {
+    /// The FDB of VNI `vni` (of the configured one when `None`), `weft fdb list`.
+    pub fn fdb_list(&self, vni: Option<u32>) -> Result<Vec<FdbEntry>> {
+        let vni = vni.map(|vni| vni.to_string());
+        let mut args = vec!["fdb", "list"];
+        if let Some(vni) = &vni {
+            args.extend_from_slice(&["--vni", vni]);
+        }
+        let text = self.control_ok(&args)?;
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                match fields.as_slice() {
+                    [mac, endpoint, kind @ ("learned" | "static")] => Ok(FdbEntry {
+                        mac: (*mac).to_owned(),
+                        endpoint: (*endpoint).to_owned(),
+                        learned: *kind == "learned",
+                    }),
+                    _ => Err(TestbedError::UnexpectedOutput {
+                        command: format!("[{}] weft {}", self.netns, args.join(" ")),
+                        output: text.clone(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// The routes and VTEPs of the VXLAN backend's configured VNI (`weft peer list`).
+    pub fn vxlan_peer_list(&self) -> Result<Vec<VxlanPeerEntry>> {
+        let text = self.control_ok(&["peer", "list"])?;
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                match fields.as_slice() {
+                    ["vtep", endpoint] => Ok(VxlanPeerEntry {
+                        subnet: None,
+                        endpoint: (*endpoint).to_owned(),
+                        vtep_mac: None,
+                    }),
+                    [subnet, endpoint] | [subnet, endpoint, _] => Ok(VxlanPeerEntry {
+                        subnet: Some((*subnet).to_owned()),
+                        endpoint: (*endpoint).to_owned(),
+                        vtep_mac: fields.get(2).map(|mac| (*mac).to_owned()),
+                    }),
+                    _ => Err(TestbedError::UnexpectedOutput {
+                        command: format!("[{}] weft peer list", self.netns),
+                        output: text.clone(),
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+/// `tcpdump` writing what crosses one interface of a namespace into a pcap file; stopped
+/// (SIGTERM) when dropped.
+#[derive(Debug)]
+pub struct PacketCapture {
+    // Dropped before the directory that holds its file.
+    child: NsChild,
+    path: PathBuf,
+    _dir: TempDir,
+}
+
+impl PacketCapture {
+    /// Starts `tcpdump -i <ifname> -U -w <file> <filter>` inside `netns` and waits until it
+    /// says it is listening. `-U` writes every packet as it is captured, so
+    /// [`PacketCapture::packets`] sees it without stopping the capture.
+    pub fn start(netns: &Netns, ifname: &str, filter: &[&str]) -> Result<Self> {
+        let dir = TempDir::new("weft-capture")?;
+        let path = dir.path().join(format!("{ifname}.pcap"));
+        let path_arg = path.to_string_lossy().into_owned();
+        let mut argv = vec![
+            "tcpdump", "-i", ifname, "-n", "-U", "-s", "0", "-Z", "root", "-w", &path_arg,
+        ];
+        argv.extend_from_slice(filter);
+        let mut child = netns.spawn(&argv)?;
+        let what = format!("tcpdump on {ifname} in {} to start listening", netns.name());
+        wait_until(COMMAND_TIMEOUT, &what, || {
+            !child.is_running() || child.stderr().contains("listening on")
+        })?;
+        if let Some(status) = child.try_wait()? {
+            return Err(TestbedError::CommandFailed {
+                command: child.command().to_owned(),
+                status,
+                stderr: child.stderr().trim().to_owned(),
+            });
+        }
+        Ok(Self {
+            child,
+            path,
+            _dir: dir,
+        })
+    }
+
+    /// What has been captured so far. A record tcpdump is still writing is left out.
+    pub fn packets(&self) -> Result<Pcap> {
+        let bytes = read_file(&self.path)?;
+        if bytes.is_empty() {
+            // tcpdump has not written the file header yet.
+            return Ok(Pcap::default());
+        }
+        Pcap::parse(&bytes).ok_or_else(|| TestbedError::UnexpectedOutput {
+            command: self.child.command().to_owned(),
+            output: format!("{} is no pcap file", self.path.display()),
+        })
+    }
+
+    /// The pcap file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The contents of a classic pcap file: the link type and every complete record's bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pcap {
+    /// `LINKTYPE_*`: 1 = Ethernet, 101 = raw IP, 113 = Linux cooked.
+    pub link_type: u32,
+    /// The captured bytes of each packet, in capture order.
+    pub packets: Vec<Vec<u8>>,
+}
+
+impl Pcap {
+    /// `LINKTYPE_ETHERNET`.
+    pub const ETHERNET: u32 = 1;
+    /// `LINKTYPE_RAW`: a bare IPv4 or IPv6 packet (TUN devices).
+    pub const RAW: u32 = 101;
+
+    /// Parses a classic pcap file (either byte order, micro- or nanosecond timestamps);
+    /// `None` if it has no valid header. A truncated last record is ignored.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let header = bytes.get(..24)?;
+        let magic = [header[0], header[1], header[2], header[3]];
+        let read_u32: fn([u8; 4]) -> u32 = match magic {
+            [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => u32::from_le_bytes,
+            [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => u32::from_be_bytes,
+            _ => return None,
+        };
+        let field = |data: &[u8], at: usize| -> Option<u32> {
+            data.get(at..at + 4)
+                .map(|b| read_u32([b[0], b[1], b[2], b[3]]))
+        };
+        let link_type = field(header, 20)?;
+        let mut packets = Vec::new();
+        let mut at = 24;
+        while let Some(record) = bytes.get(at..at + 16) {
+            let captured = usize::try_from(field(record, 8)?).ok()?;
+            let Some(data) = bytes.get(at + 16..at + 16 + captured) else {
+                break;
+            };
+            packets.push(data.to_vec());
+            at += 16 + captured;
+        }
+        Some(Self { link_type, packets })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1580,6 +2205,66 @@ mod tests {
         assert_eq!(overlay_subnet(3), "100.96.3.0/24");
         assert_eq!(bridge_addr(3), Ipv4Addr::new(100, 96, 3, 1));
         assert_eq!(pod_addr(3, 7), Ipv4Addr::new(100, 96, 3, 7));
+    }
+
+    #[test]
+    fn vxlan_configs_have_the_documented_keys() {
+        let l3 = VxlanConfig::l3(2, &[1]).to_toml();
+        for line in [
+            "backend = \"vxlan\"",
+            "name = \"flannel.1\"",
+            "address = \"100.96.2.0\"",
+            "port = 8472",
+            "vni = 1",
+            "mode = \"l3\"",
+            "vtep_mac = \"02:00:00:00:02:00\"",
+            "subnet = \"100.96.1.0/24\"",
+            "endpoint = \"198.18.0.1\"",
+            "vtep_mac = \"02:00:00:00:01:00\"",
+        ] {
+            assert!(l3.lines().any(|l| l == line), "{line:?} missing in:\n{l3}");
+        }
+        let l2 = VxlanConfig::l2(2, "weft.1", "br0", &[1]).to_toml();
+        assert!(l2.contains("bridge = \"br0\"\n") && l2.contains("mode = \"l2\"\n"));
+        assert!(
+            !l2.contains("subnet") && !l2.contains("address = \"100"),
+            "{l2}"
+        );
+        let parsed: toml::Table = l2.parse().expect("valid TOML");
+        assert_eq!(parsed["peer"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn pcap_parse_reads_records_and_ignores_a_truncated_tail() {
+        let mut file = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        file.extend_from_slice(&[0; 8]);
+        file.extend_from_slice(&65535u32.to_le_bytes());
+        file.extend_from_slice(&101u32.to_le_bytes());
+        for packet in [&b"\x45abc"[..], &b"\x45de"[..]] {
+            file.extend_from_slice(&[0; 8]);
+            let len = packet.len() as u32;
+            file.extend_from_slice(&len.to_le_bytes());
+            file.extend_from_slice(&len.to_le_bytes());
+            file.extend_from_slice(packet);
+        }
+        let complete = Pcap::parse(&file).expect("valid");
+        assert_eq!(complete.link_type, Pcap::RAW);
+        assert_eq!(
+            complete.packets,
+            vec![b"\x45abc".to_vec(), b"\x45de".to_vec()]
+        );
+        let truncated = Pcap::parse(&file[..file.len() - 1]).expect("valid");
+        assert_eq!(truncated.packets.len(), 1);
+        assert_eq!(Pcap::parse(&file[..20]), None);
+        assert_eq!(Pcap::parse(&[0; 24]), None);
+    }
+
+    #[test]
+    fn vxlan_names_follow_the_host_number() {
+        assert_eq!(vtep_mac(2), "02:00:00:00:02:00");
+        assert_eq!(l2_pod_mac(12), "02:00:00:aa:00:0c");
+        assert_eq!(l2_pod_addr(12), Ipv4Addr::new(100, 96, 0, 12));
+        assert_eq!(VXLAN_OVERLAY_MTU, 1450);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Byte-vector tests of every verdict of the UDP backend, on packets captured from the
 //! kernel (fixtures/flannel, see its capture.sh) and on packets built field by field.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::*;
 use crate::table::{Route, SubnetTable};
@@ -70,8 +70,8 @@ fn v6_packet(src: &str, dst: &str, hop_limit: u8, payload_len: usize) -> Vec<u8>
     bytes
 }
 
-fn peer_b(table: &SubnetTable) -> PeerId {
-    table.peer_by_endpoint(B_UNDERLAY.parse().unwrap()).unwrap()
+fn peer_b() -> SocketAddr {
+    format!("{B_UNDERLAY}:8285").parse().unwrap()
 }
 
 #[test]
@@ -84,8 +84,9 @@ fn kernel_echo_request_is_encapsulated_with_ttl_decremented() {
     assert_eq!(
         v,
         Verdict::SendToPeer {
-            peer: peer_b(&table),
-            range: range.clone()
+            dest: peer_b(),
+            range: range.clone(),
+            flow: None
         }
     );
     let out = ipv4::Packet::new_checked(&buf[range]).unwrap();
@@ -146,6 +147,7 @@ fn received_datagram_is_delivered_with_ttl_decremented() {
     assert_eq!(
         v,
         Verdict::DeliverToDevice {
+            device: 0,
             range: HEADROOM..HEADROOM + pkt.len()
         }
     );
@@ -163,8 +165,9 @@ fn kernel_ipv6_echo_is_encapsulated_with_hop_limit_decremented() {
     assert_eq!(
         v,
         Verdict::SendToPeer {
-            peer: peer_b(&table),
-            range: HEADROOM..HEADROOM + pkt.len()
+            dest: peer_b(),
+            range: HEADROOM..HEADROOM + pkt.len(),
+            flow: None
         }
     );
     let out = ipv6::Packet::new_checked(&buf[HEADROOM..HEADROOM + pkt.len()]).unwrap();
@@ -180,6 +183,7 @@ fn no_route_answers_net_unreachable_into_the_device() {
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table(), &mut buf, HEADROOM, pkt.len(), 0);
     let Verdict::ReplyToDevice {
+        device: 0,
         range,
         cause: DropReason::NoRoute,
     } = v
@@ -205,6 +209,7 @@ fn no_route_v6_answers_icmpv6_no_route() {
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table(), &mut buf, HEADROOM, pkt.len(), 0);
     let Verdict::ReplyToDevice {
+        device: 0,
         range,
         cause: DropReason::NoRoute,
     } = v
@@ -255,6 +260,7 @@ fn expiring_ttl_answers_time_exceeded() {
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
     let Verdict::ReplyToDevice {
+        device: 0,
         range,
         cause: DropReason::TtlExceeded,
     } = v
@@ -270,6 +276,7 @@ fn expiring_ttl_answers_time_exceeded() {
     let mut buf = buffer(&pkt);
     let v = backend().handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
     let Verdict::ReplyToDevice {
+        device: 0,
         range,
         cause: DropReason::TtlExceeded,
     } = v
@@ -300,14 +307,14 @@ fn ttl_running_out_on_receive_is_answered_through_the_tunnel() {
         0,
     );
     let Verdict::ReplyToPeer {
-        peer,
+        dest,
         range,
-        cause: DropReason::TtlExceeded,
+        cause: Some(DropReason::TtlExceeded),
     } = v
     else {
         panic!("{v:?}")
     };
-    assert_eq!(peer, peer_b(&table));
+    assert_eq!(dest, peer_b());
     let ip = ipv4::Packet::new_checked(&buf[range]).unwrap();
     assert_eq!(
         ip.src_addr(),
@@ -334,6 +341,7 @@ fn too_big_with_df_answers_frag_needed_with_the_mtu() {
     let mut buf = buffer(&pkt);
     let v = b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0);
     let Verdict::ReplyToDevice {
+        device: 0,
         range,
         cause: DropReason::TooBig,
     } = v
@@ -355,6 +363,7 @@ fn too_big_with_df_answers_frag_needed_with_the_mtu() {
     let pkt = v6_packet("fd00:100:96:1::5", "fd00:100:96:2::7", 64, 1400);
     let mut buf = buffer(&pkt);
     let Verdict::ReplyToDevice {
+        device: 0,
         range,
         cause: DropReason::TooBig,
     } = b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 0)

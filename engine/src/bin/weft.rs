@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         action: PeerAction,
     },
+    /// List, add or remove VXLAN L2 forwarding entries (MAC -> VTEP) of a running daemon.
+    Fdb {
+        #[command(subcommand)]
+        action: FdbAction,
+    },
     /// Print a running daemon's counters, one `name value` per line.
     Stats {
         #[command(flatten)]
@@ -54,11 +59,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PeerAction {
-    /// Route SUBNET to the host at ENDPOINT (replaces an existing route for SUBNET).
+    /// Route SUBNET to the host at ENDPOINT (replaces an existing route for SUBNET); without
+    /// --subnet, add ENDPOINT as a VXLAN l2 VTEP that gets flooded frames.
     Add {
         /// The peer's overlay subnet, e.g. 100.96.2.0/24.
         #[arg(long, value_name = "CIDR")]
-        subnet: Cidr,
+        subnet: Option<Cidr>,
         /// The peer's underlay address, IP or IP:PORT (default port: the daemon's).
         #[arg(long, value_name = "IP[:PORT]")]
         endpoint: String,
@@ -68,16 +74,47 @@ enum PeerAction {
         #[command(flatten)]
         target: Target,
     },
-    /// Remove the route for SUBNET.
+    /// Remove the route for SUBNET, or the VXLAN l2 VTEP at ENDPOINT.
     Del {
         /// The overlay subnet, e.g. 100.96.2.0/24.
         #[arg(long, value_name = "CIDR")]
-        subnet: Cidr,
+        subnet: Option<Cidr>,
+        /// The VTEP's underlay address (a peer without a subnet).
+        #[arg(long, value_name = "IP[:PORT]")]
+        endpoint: Option<String>,
         #[command(flatten)]
         target: Target,
     },
-    /// List the routes: `<subnet> <endpoint>` per line.
+    /// List the routes: `<subnet> <endpoint>[ <vtep mac>]` per line, then `vtep <endpoint>`.
     List {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum FdbAction {
+    /// One `<mac> <endpoint> learned|static` line per entry.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add a static entry: frames for MAC go to the VTEP at ENDPOINT.
+    Add {
+        /// The inner MAC address.
+        #[arg(long, value_name = "MAC")]
+        mac: String,
+        /// The VTEP's underlay address.
+        #[arg(long, value_name = "IP[:PORT]")]
+        endpoint: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a static entry.
+    Del {
+        /// The inner MAC address.
+        #[arg(long, value_name = "MAC")]
+        mac: String,
         #[command(flatten)]
         target: Target,
     },
@@ -92,6 +129,9 @@ struct Target {
     /// The control socket, when not the device's default (a path, or @name).
     #[arg(long, value_name = "SOCKET")]
     control: Option<String>,
+    /// The VNI to act on (VXLAN with several VNIs; default: the one in [vxlan]).
+    #[arg(long, value_name = "N")]
+    vni: Option<u32>,
 }
 
 impl Target {
@@ -141,7 +181,11 @@ fn print_lines(lines: &[String]) {
 }
 
 fn talk(target: &Target, request: &str) -> ExitCode {
-    match control::request(&target.socket(), request) {
+    let request = match target.vni {
+        Some(vni) => format!("vni {vni} {request}"),
+        None => request.to_owned(),
+    };
+    match control::request(&target.socket(), &request) {
         Ok(lines) => {
             print_lines(&lines);
             ExitCode::SUCCESS
@@ -191,19 +235,30 @@ fn main() -> ExitCode {
             Ok(c) => {
                 let mtus = weft::daemon::mtus(&c);
                 println!("{}: ok", c.path.display());
-                println!(
-                    "device {} address {}/{}",
-                    c.device.name,
-                    c.device.address,
-                    c.network.prefix_len()
-                );
-                if let Ok(m) = mtus {
-                    println!("mtu underlay {} device {}", m.underlay, m.device);
+                let backend = match &c.vxlan {
+                    Some(v) => format!("vxlan vni {} mode {:?}", v.vni, v.mode).to_lowercase(),
+                    None => "udp".to_owned(),
+                };
+                println!("backend {backend}");
+                match c.device.address {
+                    Some(a) => println!(
+                        "device {} address {a}/{}",
+                        c.device.name,
+                        c.network.prefix_len()
+                    ),
+                    None => println!("device {} (no address)", c.device.name),
                 }
+                println!("mtu underlay {} device {}", mtus.underlay, mtus.device);
                 println!("listen {}", c.listen);
                 println!("control {}", c.control_socket);
                 for r in &c.peers {
                     println!("peer {} {}", r.subnet, r.endpoint);
+                }
+                for v in &c.vteps {
+                    println!("vtep {v}");
+                }
+                for v in &c.extra_vnis {
+                    println!("vni {} device {}", v.vni, v.device);
                 }
                 ExitCode::SUCCESS
             }
@@ -211,7 +266,7 @@ fn main() -> ExitCode {
         },
         Command::Peer { action } => match action {
             PeerAction::Add {
-                subnet,
+                subnet: Some(subnet),
                 endpoint,
                 vtep_mac,
                 target,
@@ -219,8 +274,38 @@ fn main() -> ExitCode {
                 let mac = vtep_mac.map(|m| format!(" {m}")).unwrap_or_default();
                 talk(&target, &format!("peer add {subnet} {endpoint}{mac}"))
             }
-            PeerAction::Del { subnet, target } => talk(&target, &format!("peer del {subnet}")),
+            PeerAction::Add {
+                subnet: None,
+                endpoint,
+                vtep_mac: None,
+                target,
+            } => talk(&target, &format!("vtep add {endpoint}")),
+            PeerAction::Add {
+                subnet: None,
+                vtep_mac: Some(_),
+                ..
+            } => fail("--vtep-mac needs --subnet (an l2 VTEP has no subnet and no MAC)"),
+            PeerAction::Del {
+                subnet: Some(subnet),
+                endpoint: None,
+                target,
+            } => talk(&target, &format!("peer del {subnet}")),
+            PeerAction::Del {
+                subnet: None,
+                endpoint: Some(endpoint),
+                target,
+            } => talk(&target, &format!("vtep del {endpoint}")),
+            PeerAction::Del { .. } => fail("give exactly one of --subnet and --endpoint"),
             PeerAction::List { target } => talk(&target, "peer list"),
+        },
+        Command::Fdb { action } => match action {
+            FdbAction::List { target } => talk(&target, "fdb list"),
+            FdbAction::Add {
+                mac,
+                endpoint,
+                target,
+            } => talk(&target, &format!("fdb add {mac} {endpoint}")),
+            FdbAction::Del { mac, target } => talk(&target, &format!("fdb del {mac}")),
         },
         Command::Stats { target } => talk(&target, "stats"),
         Command::Demo => demo(),

@@ -76,6 +76,8 @@ const RTA_GATEWAY: u16 = 5;
 
 // <linux/if_link.h>, <linux/if.h>
 const IFINFOMSG_LEN: usize = 16;
+/// `IFLA_MASTER`: the index of the interface's master (bridge).
+const IFLA_MASTER: u16 = 10;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
@@ -543,6 +545,18 @@ impl Netlink {
         let req = Request::new(RTM_NEWLINK, NLM_F_ACK)
             .ifinfomsg(AF_UNSPEC, index, 0, 0)
             .attr(IFLA_ADDRESS, &mac);
+        self.execute(req).map(drop)
+    }
+
+    /// Enslaves interface `index` to the bridge (or other master) `master`
+    /// (`ip link set DEV master BR`).
+    ///
+    /// A missing interface is `ENODEV`; a master that is not a bridge/bond is `EOPNOTSUPP`
+    /// or `EINVAL`.
+    pub fn set_master(&mut self, index: u32, master: u32) -> io::Result<()> {
+        let req = Request::new(RTM_NEWLINK, NLM_F_ACK)
+            .ifinfomsg(AF_UNSPEC, index, 0, 0)
+            .attr(IFLA_MASTER, &master.to_ne_bytes());
         self.execute(req).map(drop)
     }
 

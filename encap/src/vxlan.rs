@@ -1,0 +1,451 @@
+//! The VXLAN backend (RFC 7348), interoperable with the Linux kernel's vxlan device.
+//!
+//! One [`VxlanBackend`] serves several VNIs over one UDP port; VNI `i` of
+//! [`VxlanConfig::vnis`] is device `i` of the engine and uses routing table `i`.
+//!
+//! ## L3 mode: what flanneld builds with `flannel.1`
+//! The device is a TUN. A packet read from it is routed (longest-prefix match) to a peer,
+//! wrapped in an Ethernet header (source: this host's VTEP MAC, destination: the peer's VTEP
+//! MAC, ethertype IPv4/IPv6) and a VXLAN header, both written into the headroom in front of
+//! the packet, so the payload is never copied. The inner TTL is left alone: the kernel
+//! already decremented it when it routed the packet into the device, exactly as it does
+//! before handing a packet to its own vxlan device. On receive, the VNI and the destination
+//! MAC are checked, the Ethernet header is stripped and the IP packet is written to the TUN.
+//! ARP requests and IPv6 neighbour solicitations for this host's VTEP address are answered
+//! (the kernel's vxlan device answers them too), so a kernel peer without a permanent
+//! neighbour entry still resolves weft's MAC.
+//!
+//! ## L2 mode: the "vxlan + bridge" setup
+//! The device is a TAP, usually enslaved to a bridge. Frames read from it are looked up in
+//! the FDB (the static entries of the configuration first, which learning never moves, then
+//! the entries learned from received frames, with ageing and a size bound): a known unicast destination goes to its VTEP, everything
+//! else (broadcast, multicast, unknown unicast) to every peer of the VNI (head-end
+//! replication, like the kernel's all-zero FDB entries).
+//!
+//! ## Wire
+//! 8-byte header: flags with the I bit (0x08), 24-bit VNI, reserved bits zero on send and
+//! ignored on receive. The UDP source port comes from a hash of the inner flow
+//! ([`crate::flowhash`]), which the engine maps onto its source-port sockets. Frames without
+//! the I flag, for a VNI not served, too short, or whose inner source MAC is this host's own
+//! are dropped and counted, each under its own [`DropReason`].
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::fdb::{Fdb, FdbConfig};
+use crate::flannel::{parse_inner, too_big_mtu};
+use crate::flowhash;
+use crate::icmp::{IcmpErrorKind, IcmpResponder};
+use crate::neigh;
+use crate::table::SubnetTable;
+use crate::verdict::{DropReason, Verdict};
+use crate::wire::ethernet::{self, EthernetAddress, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::wire::vxlan;
+
+/// VXLAN header + inner Ethernet header: what L3 mode prepends.
+pub const L3_ENCAP_LEN: usize = vxlan::HEADER_LEN + ethernet::HEADER_LEN;
+/// Outer IPv4 + UDP + VXLAN + Ethernet: the device MTU is the underlay MTU minus this (50).
+pub const OVERHEAD_V4: usize = 20 + 8 + L3_ENCAP_LEN;
+/// The same over an IPv6 underlay (70).
+pub const OVERHEAD_V6: usize = 40 + 8 + L3_ENCAP_LEN;
+/// Headroom the backend needs in front of each packet (the ICMP errors need the most).
+pub const HEADROOM: usize = crate::icmp::HEADROOM;
+
+/// Whether a VNI carries IP packets (TUN, like flannel.1) or Ethernet frames (TAP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VxlanMode {
+    /// IP packets from a TUN; weft adds and removes the inner Ethernet header.
+    L3,
+    /// Ethernet frames from a TAP; weft keeps an FDB and floods the unknown.
+    L2,
+}
+
+/// One VNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VniConfig {
+    /// The 24-bit VXLAN network identifier.
+    pub vni: u32,
+    /// L3 or L2.
+    pub mode: VxlanMode,
+    /// This host's VTEP MAC: the inner source MAC of what it sends (L3), the TAP's MAC (L2).
+    pub vtep_mac: EthernetAddress,
+    /// This host's overlay IPv4 address on the VNI (answers ARP for it; source of ICMP).
+    pub local_v4: Option<Ipv4Addr>,
+    /// This host's overlay IPv6 address on the VNI (answers neighbour solicitations).
+    pub local_v6: Option<Ipv6Addr>,
+    /// FDB size and ageing (L2).
+    pub fdb: FdbConfig,
+}
+
+/// Settings of the VXLAN backend.
+#[derive(Debug, Clone)]
+pub struct VxlanConfig {
+    /// The VNIs served; VNI `i` is device `i` and routing table `i`.
+    pub vnis: Vec<VniConfig>,
+    /// The UDP destination port of every VTEP (8472 like Linux and flannel; IANA's is 4789);
+    /// learned VTEPs are reached on it whatever source port they used.
+    pub port: u16,
+    /// The largest datagram payload the underlay carries unfragmented (underlay MTU minus
+    /// the outer IP and UDP headers).
+    pub max_payload: usize,
+    /// Drop datagrams from underlay addresses that are not peers of the VNI.
+    pub check_peer: bool,
+    /// Drop L3 inner packets whose source is outside the sending peer's subnets.
+    pub check_inner_source: bool,
+    /// Learn inner source MACs in L2 mode.
+    pub learning: bool,
+    /// ICMP errors per second.
+    pub icmp_rate: u32,
+    /// ICMP errors at once.
+    pub icmp_burst: u32,
+}
+
+impl Default for VxlanConfig {
+    fn default() -> Self {
+        VxlanConfig {
+            vnis: Vec::new(),
+            port: vxlan::PORT_LINUX,
+            max_payload: 1500 - 28,
+            check_peer: true,
+            check_inner_source: true,
+            learning: true,
+            icmp_rate: 100,
+            icmp_burst: 50,
+        }
+    }
+}
+
+/// The VXLAN backend's per-worker state: settings, one FDB per VNI, the ICMP limiter.
+#[derive(Debug)]
+pub struct VxlanBackend {
+    config: VxlanConfig,
+    fdbs: Vec<Fdb>,
+    icmp: IcmpResponder,
+}
+
+/// Writes a VXLAN header for `vni` into `buf[at..at + 8]`.
+fn write_vxlan_header(buf: &mut [u8], at: usize, vni: u32) {
+    let mut header = vxlan::Header::new_unchecked(&mut buf[at..at + vxlan::HEADER_LEN]);
+    vxlan::Repr { vni }.emit(&mut header);
+}
+
+impl VxlanBackend {
+    /// A backend serving `config.vnis`.
+    pub fn new(config: VxlanConfig) -> VxlanBackend {
+        let fdbs = config.vnis.iter().map(|v| Fdb::new(v.fdb)).collect();
+        let icmp = IcmpResponder::new(config.icmp_rate, config.icmp_burst);
+        VxlanBackend { config, fdbs, icmp }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &VxlanConfig {
+        &self.config
+    }
+
+    /// The learned FDB of VNI index `device`.
+    pub fn fdb(&self, device: usize) -> Option<&Fdb> {
+        self.fdbs.get(device)
+    }
+
+    fn device_of_vni(&self, vni: u32) -> Option<usize> {
+        self.config.vnis.iter().position(|v| v.vni == vni)
+    }
+
+    fn reply_to_device(
+        &mut self,
+        device: usize,
+        buf: &mut [u8],
+        offender: core::ops::Range<usize>,
+        kind: IcmpErrorKind,
+        cause: DropReason,
+        now_ms: u64,
+    ) -> Verdict {
+        // As in the UDP backend: from the unreachable destination, never a local address.
+        let src = match parse_inner(&buf[offender.clone()]) {
+            Some(inner) => inner.dst,
+            None => return Verdict::Drop(cause),
+        };
+        match self
+            .icmp
+            .error(buf, offender.start, offender.len(), src, kind, now_ms)
+        {
+            Some(range) => Verdict::ReplyToDevice {
+                device,
+                range,
+                cause,
+            },
+            None => Verdict::Drop(cause),
+        }
+    }
+
+    fn l3_out(
+        &mut self,
+        table: &SubnetTable,
+        device: usize,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Verdict {
+        let Some(inner) = parse_inner(&buf[start..start + len]) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let len = inner.len;
+        let Some(peer) = table.lookup(inner.dst).and_then(|id| table.peer(id)) else {
+            let kind = IcmpErrorKind::NetUnreachable;
+            return self.reply_to_device(
+                device,
+                buf,
+                start..start + len,
+                kind,
+                DropReason::NoRoute,
+                now_ms,
+            );
+        };
+        let Some(peer_mac) = peer.vtep_mac else {
+            return Verdict::Drop(DropReason::NoVtepMac);
+        };
+        let dest = peer.endpoint;
+        let room = self.config.max_payload.saturating_sub(L3_ENCAP_LEN);
+        if let Some(mtu) = too_big_mtu(&inner, room) {
+            let kind = IcmpErrorKind::TooBig {
+                mtu: u32::try_from(mtu).unwrap_or(u32::MAX),
+            };
+            return self.reply_to_device(
+                device,
+                buf,
+                start..start + len,
+                kind,
+                DropReason::TooBig,
+                now_ms,
+            );
+        }
+        if start < L3_ENCAP_LEN {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        let flow = flowhash::flow_hash_ip(&buf[start..start + len]);
+        let vc = &self.config.vnis[device];
+        let eth_at = start - ethernet::HEADER_LEN;
+        let mut frame = ethernet::Frame::new_unchecked(&mut buf[eth_at..start]);
+        ethernet::Repr {
+            src_addr: vc.vtep_mac,
+            dst_addr: peer_mac,
+            ethertype: if inner.dst.is_ipv4() {
+                ETHERTYPE_IPV4
+            } else {
+                ETHERTYPE_IPV6
+            },
+        }
+        .emit(&mut frame);
+        write_vxlan_header(buf, start - L3_ENCAP_LEN, vc.vni);
+        Verdict::SendToPeer {
+            dest,
+            range: start - L3_ENCAP_LEN..start + len,
+            flow: Some(flow),
+        }
+    }
+
+    fn l2_out(
+        &mut self,
+        table: &SubnetTable,
+        device: usize,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Verdict {
+        let Ok(frame) = ethernet::Frame::new_checked(&buf[start..start + len]) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        if len + vxlan::HEADER_LEN > self.config.max_payload {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        if start < vxlan::HEADER_LEN {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        let dst = frame.dst_addr();
+        let flow = flowhash::flow_hash(&buf[start..start + len]);
+        write_vxlan_header(buf, start - vxlan::HEADER_LEN, self.config.vnis[device].vni);
+        let range = start - vxlan::HEADER_LEN..start + len;
+        if dst.is_unicast() {
+            // Static entries first: like the kernel's permanent FDB entries, learning never
+            // overrides them.
+            let fixed = table
+                .static_fdb(&dst)
+                .and_then(|id| table.peer(id))
+                .map(|p| p.endpoint);
+            let known = fixed.or_else(|| self.fdbs[device].lookup(&dst, now_ms));
+            if let Some(dest) = known {
+                return Verdict::SendToPeer {
+                    dest,
+                    range,
+                    flow: Some(flow),
+                };
+            }
+        }
+        Verdict::Flood {
+            device,
+            range,
+            flow: Some(flow),
+        }
+    }
+
+    fn l3_in(
+        &mut self,
+        table: &SubnetTable,
+        device: usize,
+        source: SocketAddr,
+        buf: &mut [u8],
+        vxlan_at: usize,
+        end: usize,
+    ) -> Verdict {
+        let vc = &self.config.vnis[device];
+        let frame_at = vxlan_at + vxlan::HEADER_LEN;
+        let frame = ethernet::Frame::new_unchecked(&buf[frame_at..end]);
+        let (dst_mac, ethertype) = (frame.dst_addr(), frame.ethertype());
+        let for_us = dst_mac == vc.vtep_mac;
+        if ethertype == ETHERTYPE_ARP || ethertype == ETHERTYPE_IPV6 {
+            if let Some(answer) = neigh::answer(
+                buf,
+                frame_at,
+                end - frame_at,
+                vc.vtep_mac,
+                vc.local_v4,
+                vc.local_v6,
+            ) {
+                // The answer starts where the frame did: the VXLAN header goes back in front.
+                let vni = vc.vni;
+                write_vxlan_header(buf, vxlan_at, vni);
+                let dest = SocketAddr::new(source.ip(), self.config.port);
+                return Verdict::ReplyToPeer {
+                    dest,
+                    range: vxlan_at..answer.end,
+                    cause: None,
+                };
+            }
+        }
+        if !for_us {
+            return Verdict::Drop(DropReason::WrongDestMac);
+        }
+        if ethertype != ETHERTYPE_IPV4 && ethertype != ETHERTYPE_IPV6 {
+            return Verdict::Drop(DropReason::UnsupportedEthertype);
+        }
+        let ip_at = frame_at + ethernet::HEADER_LEN;
+        let inner = match parse_inner(&buf[ip_at..end]) {
+            Some(inner) if (inner.src.is_ipv4()) == (ethertype == ETHERTYPE_IPV4) => inner,
+            _ => return Verdict::Drop(DropReason::Malformed),
+        };
+        if self.config.check_inner_source {
+            let sender = table
+                .peer_by_endpoint(source.ip())
+                .and_then(|id| table.peer(id));
+            if !sender.is_some_and(|p| p.owns(inner.src)) {
+                return Verdict::Drop(DropReason::SpoofedSource);
+            }
+        }
+        // Ethernet padding after the IP packet is not delivered.
+        Verdict::DeliverToDevice {
+            device,
+            range: ip_at..ip_at + inner.len,
+        }
+    }
+}
+
+impl Backend for VxlanBackend {
+    fn headroom(&self) -> usize {
+        HEADROOM
+    }
+
+    fn handle_device_packet(
+        &mut self,
+        tables: &[Arc<SubnetTable>],
+        device: usize,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Verdict {
+        let (Some(vc), Some(table)) = (self.config.vnis.get(device), tables.get(device)) else {
+            return Verdict::Drop(DropReason::UnknownVni);
+        };
+        if start.checked_add(len).is_none_or(|end| end > buf.len()) {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        match vc.mode {
+            VxlanMode::L3 => self.l3_out(table, device, buf, start, len, now_ms),
+            VxlanMode::L2 => self.l2_out(table, device, buf, start, len, now_ms),
+        }
+    }
+
+    fn handle_datagram(
+        &mut self,
+        tables: &[Arc<SubnetTable>],
+        source: SocketAddr,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Verdict {
+        let Some(end) = start.checked_add(len).filter(|&e| e <= buf.len()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        if len < vxlan::HEADER_LEN + ethernet::HEADER_LEN {
+            return Verdict::Drop(DropReason::VxlanTooShort);
+        }
+        let header = vxlan::Header::new_unchecked(&buf[start..end]);
+        if !header.has_vni_flag() {
+            return Verdict::Drop(DropReason::VxlanNoIFlag);
+        }
+        let Some(device) = self.device_of_vni(header.vni()) else {
+            return Verdict::Drop(DropReason::UnknownVni);
+        };
+        let Some(table) = tables.get(device) else {
+            return Verdict::Drop(DropReason::UnknownVni);
+        };
+        if self.config.check_peer && table.peer_by_endpoint(source.ip()).is_none() {
+            return Verdict::Drop(DropReason::UnknownPeer);
+        }
+        let frame_at = start + vxlan::HEADER_LEN;
+        let src_mac = ethernet::Frame::new_unchecked(&buf[frame_at..end]).src_addr();
+        let vc = &self.config.vnis[device];
+        if src_mac == vc.vtep_mac {
+            return Verdict::Drop(DropReason::OwnSourceMac);
+        }
+        match vc.mode {
+            VxlanMode::L3 => self.l3_in(table, device, source, buf, start, end),
+            VxlanMode::L2 => {
+                if !src_mac.is_unicast() || src_mac == EthernetAddress::default() {
+                    return Verdict::Drop(DropReason::Malformed);
+                }
+                let vtep = SocketAddr::new(source.ip(), self.config.port);
+                // A MAC pinned to another VTEP by a static entry does not move (the kernel's
+                // vxlan_snoop: "Don't migrate static entries, drop packets").
+                let pinned = table.static_fdb(&src_mac).and_then(|id| table.peer(id));
+                if pinned.is_some_and(|p| p.endpoint.ip() != source.ip()) {
+                    return Verdict::Drop(DropReason::SpoofedSource);
+                }
+                if self.config.learning && pinned.is_none() {
+                    self.fdbs[device].learn(src_mac, vtep, now_ms);
+                }
+                Verdict::DeliverToDevice {
+                    device,
+                    range: frame_at..end,
+                }
+            }
+        }
+    }
+
+    fn icmp_rate_limited(&self) -> u64 {
+        self.icmp.rate_limited()
+    }
+
+    fn on_tick(&mut self, now_ms: u64) {
+        for fdb in &mut self.fdbs {
+            fdb.expire(now_ms);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

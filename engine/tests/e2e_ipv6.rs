@@ -1,0 +1,121 @@
+//! IPv6 end to end: an IPv6 underlay (fd00:198:18::/64) and an IPv6 overlay
+//! (fd00:100:96::/48) next to the IPv4 one, for both backends, weft on both hosts.
+
+use std::time::Duration;
+
+use weft::testbed::{self, wait_until, ConfigFile, Testbed, WeftDaemon};
+
+const UDP: &str = "udp";
+const VXLAN: &str = "vxlan";
+
+fn config(backend: &str, me: u8, peer: u8) -> String {
+    let port = if backend == UDP { 8285 } else { 8472 };
+    let vxlan = if backend == VXLAN {
+        format!("[vxlan]\nvni = 7\nvtep_mac = \"02:00:00:00:0{me}:00\"\n")
+    } else {
+        String::new()
+    };
+    let mac = |n: u8| {
+        if backend == VXLAN {
+            format!("vtep_mac = \"02:00:00:00:0{n}:00\"\n")
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        r#"backend = "{backend}"
+network = "100.96.0.0/16"
+network6 = "fd00:100:96::/48"
+[device]
+name = "weft6"
+address = "100.96.{me}.0"
+address6 = "fd00:100:96:{me}::1"
+[listen]
+address = "fd00:198:18::{me}"
+port = {port}
+{vxlan}[[peer]]
+subnet = "100.96.{peer}.0/24"
+endpoint = "fd00:198:18::{peer}"
+{mac_peer}[[peer]]
+subnet = "fd00:100:96:{peer}::/64"
+endpoint = "fd00:198:18::{peer}"
+{mac_peer}"#,
+        mac_peer = mac(peer),
+    )
+}
+
+fn ping6(bed: &Testbed, from: u8, to: &str) -> bool {
+    let out = bed
+        .host(from)
+        .netns()
+        .exec(&["ping", "-6", "-c", "1", "-W", "1", to])
+        .unwrap();
+    out.status.success()
+}
+
+fn run(backend: &str) {
+    assert!(
+        testbed::is_root(),
+        "this end-to-end test builds network namespaces: run it as root"
+    );
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
+    let bed = Testbed::two_hosts(&format!("w6{}", &backend[..1])).unwrap();
+    for n in [1u8, 2] {
+        let ns = bed.host(n).netns();
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("fd00:198:18::{n}/64"),
+            "dev",
+            "u0",
+            "nodad",
+        ])
+        .unwrap();
+    }
+    let mut daemons = Vec::new();
+    for (me, peer) in [(1u8, 2u8), (2, 1)] {
+        let file = ConfigFile::new(&config(backend, me, peer)).unwrap();
+        let daemon = WeftDaemon::start(exe, bed.host(me).netns(), file.path(), "weft6").unwrap();
+        daemons.push((daemon, file));
+    }
+    // The device MTU leaves room for the IPv6 underlay's larger headers.
+    let link = bed
+        .host(1)
+        .netns()
+        .ip(&["-o", "link", "show", "weft6"])
+        .unwrap();
+    let expected = if backend == UDP {
+        "mtu 1452"
+    } else {
+        "mtu 1430"
+    };
+    assert!(link.contains(expected), "{backend}: {link}");
+    for (from, to) in [(1u8, "fd00:100:96:2::1"), (2, "fd00:100:96:1::1")] {
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{backend}: ping6 from host {from} to {to}"),
+            || ping6(&bed, from, to),
+        )
+        .unwrap();
+    }
+    for (from, to) in [(1u8, 2u8), (2, 1)] {
+        let summary = testbed::ping(bed.host(from).netns(), testbed::overlay_addr(to), 2).unwrap();
+        assert!(
+            summary.all_received(),
+            "{backend}: IPv4 over the IPv6 underlay, {from} -> {to}"
+        );
+    }
+    let stats = daemons[0].0.stats().unwrap();
+    assert!(stats.get("tx_packets").unwrap() >= 3, "{backend}: {stats}");
+    assert_eq!(stats.get("drop_malformed"), Some(0), "{backend}: {stats}");
+}
+
+#[test]
+fn udp_backend_over_an_ipv6_underlay_carries_ipv6_and_ipv4() {
+    run(UDP);
+}
+
+#[test]
+fn vxlan_backend_over_an_ipv6_underlay_carries_ipv6_and_ipv4() {
+    run(VXLAN);
+}

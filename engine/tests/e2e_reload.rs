@@ -1,0 +1,70 @@
+//! SIGHUP re-reads the configuration file: `[[peer]]` routes added to or removed from the file
+//! take effect without a restart, while routes added at runtime through the control socket stay.
+
+use std::time::Duration;
+
+use weft::testbed::{self, wait_until, ConfigFile, Testbed, WeftConfig, WeftDaemon};
+
+#[test]
+fn sighup_applies_peer_changes_from_the_file_and_keeps_runtime_routes() {
+    assert!(
+        testbed::is_root(),
+        "this end-to-end test builds network namespaces: run it as root"
+    );
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
+    let bed = Testbed::two_hosts("wrld").unwrap();
+    let b_config = WeftConfig::udp(2, &[1]).write().unwrap();
+    let _b = WeftDaemon::start(exe, bed.host(2).netns(), b_config.path(), "flannel0").unwrap();
+
+    // A starts with no peers at all.
+    let with_peer = WeftConfig::udp(1, &[2]).to_toml();
+    let without_peer: String = {
+        let cut = with_peer
+            .find("[[peer]]")
+            .expect("the generated config has a [[peer]] table");
+        with_peer[..cut].to_owned()
+    };
+    let a_config = ConfigFile::new(&without_peer).unwrap();
+    let mut a = WeftDaemon::start(exe, bed.host(1).netns(), a_config.path(), "flannel0").unwrap();
+    let reaches_b = || {
+        testbed::ping(bed.host(1).netns(), testbed::overlay_addr(2), 1)
+            .is_ok_and(|p| p.all_received())
+    };
+    assert!(!reaches_b(), "no route to B yet");
+
+    // The peer appears in the file: SIGHUP, and traffic flows.
+    std::fs::write(a_config.path(), &with_peer).unwrap();
+    a.process().signal("HUP").unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "ping A -> B after SIGHUP added the peer",
+        reaches_b,
+    )
+    .unwrap();
+
+    // A route added at runtime survives the next reload; the file's route goes away.
+    a.peer_add("100.96.3.0/24", "198.18.0.3").unwrap();
+    std::fs::write(a_config.path(), &without_peer).unwrap();
+    a.process().signal("HUP").unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "SIGHUP to remove the file's peer",
+        || a.peer_list().is_ok_and(|routes| routes.len() == 1),
+    )
+    .unwrap();
+    let routes = a.peer_list().unwrap();
+    assert_eq!(routes[0].subnet, "100.96.3.0/24", "{routes:?}");
+    assert!(!reaches_b(), "the removed route is gone");
+
+    // A broken file is refused and the running routes stay.
+    std::fs::write(a_config.path(), "backend = [").unwrap();
+    a.process().signal("HUP").unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the reload error in the log",
+        || a.log().contains("reload failed"),
+    )
+    .unwrap();
+    assert!(a.process().is_running());
+    assert_eq!(a.peer_list().unwrap().len(), 1);
+}
