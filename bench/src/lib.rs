@@ -7,8 +7,10 @@
 //!   synthesis, checksums). Run them with `cargo bench -p weft-bench --bench encap`; a short
 //!   mode for CI adds `-- --warm-up-time 0.5 --measurement-time 1`.
 //! - `src/bin/e2e.rs`, the `weft-e2e-bench` binary: TCP throughput with iperf3 between two
-//!   hosts in network namespaces, for plain veth, the kernel's vxlan and weft, with medians
-//!   and ratios against the references measured in the same run. See `RESULTS.md`.
+//!   hosts in network namespaces, for plain veth, the kernel's vxlan and `weft run` (UDP
+//!   backend with the default batch and with `[engine] batch = 1`, VXLAN backend mirroring the
+//!   kernel's), with medians and ratios against the references measured in the same run; a
+//!   short mode for CI is `--quick`. See `RESULTS.md`.
 //!
 //! The library itself only holds what both share or what a bench needs to build its inputs:
 //! [`packets`], the synthetic packets and routing tables the micro-benchmarks feed to the

@@ -3,8 +3,9 @@
 //! Builds the standard two-host topology of TESTBED.md (two network namespaces joined by one
 //! veth, `198.18.0.1/24` and `198.18.0.2/24`) and measures one iperf3 TCP stream from host 1
 //! to host 2 for each setup (see [`setups::Setup`]): `direct` (the veth itself, the ceiling),
-//! `kernel-vxlan` (the reference), `weft-udp` (`weft run`) and `weft-udp-batch1` (the same
-//! engine with one packet per system call). Runs are interleaved (run 1 of every setup, then
+//! `kernel-vxlan` (the reference), and the real daemon (`weft run`) on both hosts as
+//! `weft-udp`, `weft-udp-batch1` (the same with `[engine] batch = 1`, one packet per system
+//! call) and `weft-vxlan` (VXLAN L3, mirroring `kernel-vxlan`). Runs are interleaved (run 1 of every setup, then
 //! run 2, ...) so slow drifts of a shared machine hit every setup alike; each setup is
 //! brought up before its run and taken down after it.
 //!
@@ -16,7 +17,8 @@
 //!
 //! ```text
 //! cargo build --release -p weft -p weft-bench
-//! sudo target/release/weft-e2e-bench --runs 3 --seconds 5 [--only weft-udp,kernel-vxlan] [--json out.json]
+//! sudo target/release/weft-e2e-bench --runs 3 --seconds 5 [--only weft-vxlan,kernel-vxlan] [--json out.json]
+//! sudo target/release/weft-e2e-bench --quick     # CI: one 2 s run per setup, one table in ~30 s
 //! ```
 //!
 //! Everything is created inside namespaces with unique names and removed by guards, also on
@@ -28,8 +30,6 @@
 // next to it, where Cargo would take them for binaries of their own).
 #[path = "e2e/cpu.rs"]
 mod cpu;
-#[path = "e2e/engine_child.rs"]
-mod engine_child;
 #[path = "e2e/iperf.rs"]
 mod iperf;
 #[path = "e2e/report.rs"]
@@ -45,34 +45,36 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use weft::testbed::{is_root, ping, wait_until, Testbed};
 
 use report::{Context, Sample, SetupResult};
-use setups::{Programs, Running, Setup};
+use setups::{counter_ratio, Running, Setup};
 
 /// How long a freshly brought-up path may take to answer a ping.
 const PATH_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a removed device may take to disappear.
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Runs per setup with `--quick`.
+const QUICK_RUNS: u32 = 1;
+/// Seconds per run with `--quick`.
+const QUICK_SECONDS: u32 = 2;
 
 /// End-to-end TCP throughput: direct veth, kernel vxlan and weft, in network namespaces.
 #[derive(Debug, Parser)]
-#[command(
-    name = "weft-e2e-bench",
-    version,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "weft-e2e-bench", version)]
 struct Cli {
-    #[command(subcommand)]
-    command: Option<Internal>,
     /// Runs per setup; the report gives their median.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
     /// Length of each iperf3 run, in seconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
     seconds: u32,
+    /// Short mode for CI: one run of 2 s per setup (`--runs 1 --seconds 2`); a smoke test
+    /// that prints one table, not numbers to compare.
+    #[arg(long, conflicts_with_all = ["runs", "seconds"])]
+    quick: bool,
     /// Measure only these setups (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Setup>,
@@ -84,36 +86,20 @@ struct Cli {
     json: Option<PathBuf>,
 }
 
-/// Subcommands the runner starts itself.
-#[derive(Debug, Subcommand)]
-enum Internal {
-    /// Runs weft's engine from a `weft run` configuration with a chosen batch size (used by
-    /// the weft-udp-batch1 setup inside each host namespace).
-    #[command(hide = true)]
-    Engine {
-        /// The `weft run` configuration file.
-        #[arg(long)]
-        config: PathBuf,
-        /// Packets per system call.
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Seconds after which the engine stops by itself.
-        #[arg(long, default_value_t = 600)]
-        lifetime: u64,
-    },
+impl Cli {
+    /// (runs per setup, seconds per run), after `--quick`.
+    fn runs_and_seconds(&self) -> (u32, u32) {
+        if self.quick {
+            (QUICK_RUNS, QUICK_SECONDS)
+        } else {
+            (self.runs, self.seconds)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Some(Internal::Engine {
-            config,
-            batch,
-            lifetime,
-        }) => engine_child::run(config, *batch, Duration::from_secs(*lifetime)).map(|()| true),
-        None => bench(&cli),
-    };
-    match result {
+    match bench(&cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
@@ -155,8 +141,8 @@ fn command_line() -> String {
         .join(" ")
 }
 
-/// Which weft is measured: the binary (`weft-udp`), the library linked into this runner
-/// (`weft-udp-batch1`), and the revision of the source tree when it is at hand.
+/// Which weft is measured: the binary every weft setup runs, and the revision of the
+/// source tree when it is at hand.
 fn weft_description(weft: Option<&Path>) -> String {
     let binary = weft.map_or_else(
         || "not used".to_owned(),
@@ -178,8 +164,8 @@ fn weft_description(weft: Option<&Path>) -> String {
         .unwrap_or(false);
     let dirty = if dirty { " + uncommitted changes" } else { "" };
     format!(
-        "binary {binary} (weft-udp), library linked into this runner (weft-udp-batch1); \
-         source tree at revision {revision}{dirty}"
+        "binary {binary} (`weft run`, every weft setup); source tree at revision \
+         {revision}{dirty}"
     )
 }
 
@@ -202,16 +188,12 @@ fn bench(cli: &Cli) -> Result<bool> {
         only.dedup();
         only
     };
-    let weft = if setups.contains(&Setup::WeftUdp) {
+    let weft = if setups.iter().any(|setup| setup.is_weft()) {
         Some(weft_binary(cli)?)
     } else {
         None
     };
-    let programs = Programs {
-        weft: weft.clone(),
-        this: std::env::current_exe().context("finding this executable")?,
-        engine_lifetime: Duration::from_secs(u64::from(cli.seconds) + 300),
-    };
+    let (runs, seconds) = cli.runs_and_seconds();
     let clock_ticks = report::first_line_of("getconf", &["CLK_TCK"])
         .parse()
         .unwrap_or(100.0);
@@ -238,8 +220,8 @@ fn bench(cli: &Cli) -> Result<bool> {
             .unwrap_or_else(|_| "unknown".to_owned()),
         iperf3,
         weft: weft_description(weft.as_deref()),
-        runs: cli.runs,
-        seconds: cli.seconds,
+        runs,
+        seconds,
     };
 
     let mut results: Vec<SetupResult> = setups
@@ -250,14 +232,14 @@ fn bench(cli: &Cli) -> Result<bool> {
             failures: Vec::new(),
         })
         .collect();
-    'runs: for run in 1..=cli.runs {
+    'runs: for run in 1..=runs {
         for result in &mut results {
             if interrupted.load(Ordering::Relaxed) {
                 break 'runs;
             }
             let setup = result.setup;
-            eprint!("[run {run}/{}] {setup}: ", cli.runs);
-            let outcome = measure(setup, &bed, &programs, cli.seconds, clock_ticks);
+            eprint!("[run {run}/{runs}] {setup}: ");
+            let outcome = measure(setup, &bed, weft.as_deref(), seconds, clock_ticks);
             let gone = wait_devices_gone(&bed);
             match outcome {
                 Ok(sample) => {
@@ -328,11 +310,11 @@ fn total_ticks(pids: &[u32]) -> Option<u64> {
 fn measure(
     setup: Setup,
     bed: &Testbed,
-    programs: &Programs,
+    weft: Option<&Path>,
     seconds: u32,
     clock_ticks: f64,
 ) -> Result<Sample> {
-    let mut running: Running<'_> = setup.bring_up(bed, programs)?;
+    let mut running: Running<'_> = setup.bring_up(bed, weft)?;
     let (src, dst): (Ipv4Addr, Ipv4Addr) = setup.addresses();
     let (client, server_ns) = (bed.host(1).netns(), bed.host(2).netns());
     let what = format!("{dst} to answer a ping from host 1 over {setup}");
@@ -369,8 +351,8 @@ fn measure(
                 b.get("rx_packets")
             );
             (
-                b.ratio("udp_rx_packets", "recv_batches"),
-                a.ratio("tx_packets", "send_batches"),
+                counter_ratio(b, "udp_rx_packets", "recv_batches"),
+                counter_ratio(a, "tx_packets", "send_batches"),
             )
         }
         None => (None, None),
@@ -383,4 +365,33 @@ fn measure(
         rx_batch_fill,
         tx_batch_fill,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("weft-e2e-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn quick_is_one_short_run_and_excludes_runs_and_seconds() {
+        Cli::command().debug_assert();
+        assert_eq!(parse(&[]).unwrap().runs_and_seconds(), (3, 5));
+        assert_eq!(parse(&["--quick"]).unwrap().runs_and_seconds(), (1, 2));
+        assert_eq!(
+            parse(&["--runs", "5", "--seconds", "10"])
+                .unwrap()
+                .runs_and_seconds(),
+            (5, 10)
+        );
+        assert!(parse(&["--quick", "--runs", "3"]).is_err());
+        assert!(parse(&["--quick", "--seconds", "3"]).is_err());
+        let only = parse(&["--quick", "--only", "weft-vxlan,kernel-vxlan"]).unwrap();
+        assert_eq!(only.only, [Setup::WeftVxlan, Setup::KernelVxlan]);
+        // The hidden `engine` subcommand is gone.
+        assert!(parse(&["engine", "--config", "x"]).is_err());
+    }
 }

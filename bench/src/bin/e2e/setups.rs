@@ -4,26 +4,26 @@
 //! measurement and taken down right after it ([`Running`] owns whatever it created: kernel
 //! links, daemons, configuration files), so the setups never coexist and each run starts
 //! from the bare underlay.
+//!
+//! Every weft setup is the real daemon (`weft run`) on both hosts, configured only through
+//! its configuration file; the kernel and weft vxlan setups share the testbed's flannel
+//! conventions (VNI [`weft::testbed::VXLAN_VNI`], port [`weft::testbed::VXLAN_PORT`], device
+//! [`VXLAN_DEVICE`], VTEP MACs [`vtep_mac`]), so they differ only in who carries the packets.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use weft::testbed::{
-    overlay_addr, underlay_addr, wait_until, ConfigFile, Netns, NsChild, Testbed, WeftConfig,
-    WeftDaemon, DEFAULT_DEVICE, READY_TIMEOUT, UNDERLAY_IFNAME,
+    add_kernel_flannel_device, add_kernel_flannel_peer, overlay_addr, underlay_addr, vtep_mac,
+    ConfigFile, KernelNeighbour, Netns, StatsOutput, Testbed, VxlanConfig, WeftConfig, WeftDaemon,
+    DEFAULT_DEVICE, VXLAN_DEVICE,
 };
 
-/// The kernel vxlan device's name, as flanneld names it for VNI 1.
-const VXLAN_DEVICE: &str = "flannel.1";
-/// What the engine child prints once it is up.
-pub const READY_LINE: &str = "ready";
-/// What the engine child prints before its counters when it stops.
-pub const STATS_MARKER: &str = "--- stats ---";
+/// What the `weft-udp-batch1` configuration adds to the `weft-udp` one.
+const BATCH1_SECTION: &str = "\n[engine]\nbatch = 1\n";
 
 /// One way of carrying host 1's traffic to host 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
@@ -37,19 +37,22 @@ pub enum Setup {
     /// `weft run` with the UDP backend (batches of up to 64 packets).
     #[value(name = "weft-udp")]
     WeftUdp,
-    /// The same engine with one packet per system call (run by this binary's `engine`
-    /// subcommand, since `weft run` has no batch-size key).
+    /// `weft run` with the UDP backend and `[engine] batch = 1` (one packet per system call).
     #[value(name = "weft-udp-batch1")]
     WeftUdpBatch1,
+    /// `weft run` with the VXLAN backend in L3 mode, mirroring `kernel-vxlan`.
+    #[value(name = "weft-vxlan")]
+    WeftVxlan,
 }
 
 impl Setup {
     /// Every setup, in report order.
-    pub const ALL: [Setup; 4] = [
+    pub const ALL: [Setup; 5] = [
         Setup::Direct,
         Setup::KernelVxlan,
         Setup::WeftUdp,
         Setup::WeftUdpBatch1,
+        Setup::WeftVxlan,
     ];
 
     /// The name used on the command line and in the report.
@@ -59,6 +62,7 @@ impl Setup {
             Setup::KernelVxlan => "kernel-vxlan",
             Setup::WeftUdp => "weft-udp",
             Setup::WeftUdpBatch1 => "weft-udp-batch1",
+            Setup::WeftVxlan => "weft-vxlan",
         }
     }
 
@@ -77,15 +81,24 @@ impl Setup {
                  (up to 64 packets per recvmmsg/sendmmsg)"
             }
             Setup::WeftUdpBatch1 => {
-                "the same engine and configuration with `batch_size(1)` (one packet per \
-                 system call, like flanneld's proxy), run by `weft-e2e-bench engine`"
+                "`weft run` on both hosts with the `weft-udp` configuration plus `[engine] \
+                 batch = 1` (one packet per system call, like flanneld's proxy)"
+            }
+            Setup::WeftVxlan => {
+                "`weft run` on both hosts, VXLAN backend in L3 mode, mirroring `kernel-vxlan`: \
+                 TUN `flannel.1` (MTU 1450 = underlay - 50), VNI 1, port 8472, VTEP MACs \
+                 02:00:00:00:0N:00, one `[[peer]]` with subnet, endpoint and VTEP MAC; default \
+                 batch and source sockets"
             }
         }
     }
 
     /// Whether weft processes carry the traffic (and their CPU time is measured).
     pub fn is_weft(self) -> bool {
-        matches!(self, Setup::WeftUdp | Setup::WeftUdpBatch1)
+        matches!(
+            self,
+            Setup::WeftUdp | Setup::WeftUdpBatch1 | Setup::WeftVxlan
+        )
     }
 
     /// (client address in host 1, server address in host 2).
@@ -93,6 +106,21 @@ impl Setup {
         match self {
             Setup::Direct => (underlay_addr(1), underlay_addr(2)),
             _ => (overlay_addr(1), overlay_addr(2)),
+        }
+    }
+
+    /// The `weft run` configuration of host `host` (whose peer is host `peer`) and the device
+    /// weft creates, for the weft setups.
+    pub fn weft_config(self, host: u8, peer: u8) -> Option<(String, &'static str)> {
+        match self {
+            Setup::Direct | Setup::KernelVxlan => None,
+            Setup::WeftUdp => Some((WeftConfig::udp(host, &[peer]).to_toml(), DEFAULT_DEVICE)),
+            Setup::WeftUdpBatch1 => {
+                let mut config = WeftConfig::udp(host, &[peer]).to_toml();
+                config.push_str(BATCH1_SECTION);
+                Some((config, DEFAULT_DEVICE))
+            }
+            Setup::WeftVxlan => Some((VxlanConfig::l3(host, &[peer]).to_toml(), VXLAN_DEVICE)),
         }
     }
 }
@@ -103,17 +131,7 @@ impl fmt::Display for Setup {
     }
 }
 
-/// What bringing a setup up needs besides the testbed.
-pub struct Programs {
-    /// The `weft` binary (for `weft-udp`).
-    pub weft: Option<PathBuf>,
-    /// This binary (for `weft-udp-batch1`'s `engine` subcommand).
-    pub this: PathBuf,
-    /// Upper bound on an engine child's life, so it can never outlive the run by much.
-    pub engine_lifetime: Duration,
-}
-
-/// A kernel link in a namespace, deleted on `Drop`.
+/// A kernel link in a namespace, deleted on `Drop` (if it exists by then).
 pub struct KernelLink<'a> {
     netns: &'a Netns,
     name: &'static str,
@@ -121,6 +139,9 @@ pub struct KernelLink<'a> {
 
 impl Drop for KernelLink<'_> {
     fn drop(&mut self) {
+        if !self.netns.has_link(self.name).unwrap_or(true) {
+            return;
+        }
         if let Err(error) = self.netns.ip(&["link", "del", self.name]) {
             eprintln!(
                 "warning: cannot delete {} in {}: {error}",
@@ -138,200 +159,79 @@ pub enum Running<'a> {
     Direct,
     /// The vxlan links of hosts 1 and 2.
     KernelVxlan([KernelLink<'a>; 2]),
-    /// The daemons of hosts 1 and 2 (dropped before their configuration files).
-    Weft([WeftDaemon; 2], [ConfigFile; 2]),
-    /// The engine children of hosts 1 and 2.
-    Engine([NsChild; 2], [ConfigFile; 2]),
+    /// The daemons of hosts 1 and 2 (dropped before their configuration files; boxed, as
+    /// they are much larger than the other variants).
+    Weft(Box<[WeftDaemon; 2]>, [ConfigFile; 2]),
 }
 
-/// A vxlan VTEP MAC for host `host` (locally administered).
-fn vtep_mac(host: u8) -> String {
-    format!("02:00:00:00:{host:02x}:00")
-}
-
-/// Programs host `host`'s `flannel.1` toward `peer` exactly as TESTBED.md shows ("The
-/// kernel as a peer"); the commands are written out as there (no argument has spaces).
-fn kernel_vxlan<'a>(netns: &'a Netns, host: u8, peer: u8) -> Result<KernelLink<'a>> {
-    let (dev, underlay) = (VXLAN_DEVICE, UNDERLAY_IFNAME);
-    let (local, address) = (underlay_addr(host), overlay_addr(host));
-    let (peer_underlay, peer_overlay) = (underlay_addr(peer), overlay_addr(peer));
-    let (mac, peer_mac) = (vtep_mac(host), vtep_mac(peer));
-    netns.ip(&words(&format!(
-        "link add {dev} type vxlan id 1 local {local} dev {underlay} dstport 8472 nolearning"
-    )))?;
-    let link = KernelLink { netns, name: dev };
-    for command in [
-        format!("link set {dev} address {mac} mtu 1450 up"),
-        format!("addr add {address}/32 dev {dev}"),
-        format!("route add {peer_overlay}/24 via {peer_overlay} dev {dev} onlink"),
-        format!("neigh add {peer_overlay} lladdr {peer_mac} dev {dev} nud permanent"),
-    ] {
-        netns.ip(&words(&command))?;
-    }
-    let fdb = format!("bridge fdb add {peer_mac} dev {dev} dst {peer_underlay} self permanent");
-    netns.exec_ok(&words(&fdb))?;
+/// Programs host `host`'s `flannel.1` toward `peer` exactly as flanneld does (TESTBED.md,
+/// "The kernel as a peer"): the device, its address, and the peer's route, permanent
+/// neighbour entry and FDB entry.
+fn kernel_vxlan(netns: &Netns, host: u8, peer: u8) -> Result<KernelLink<'_>> {
+    // The guard first, so a half-programmed device is removed too.
+    let link = KernelLink {
+        netns,
+        name: VXLAN_DEVICE,
+    };
+    add_kernel_flannel_device(netns, host, &vtep_mac(host))?;
+    add_kernel_flannel_peer(netns, peer, &vtep_mac(peer), KernelNeighbour::Permanent)?;
     Ok(link)
 }
 
-/// The space-separated words of `command`.
-fn words(command: &str) -> Vec<&str> {
-    command.split_whitespace().collect()
-}
-
-/// Starts `this engine --config <config> --batch 1` in `netns` and waits for its ready line.
-fn engine_child(netns: &Netns, programs: &Programs, config: &Path) -> Result<NsChild> {
-    let this = programs.this.to_string_lossy();
-    let config = config.to_string_lossy();
-    let lifetime = programs.engine_lifetime.as_secs().to_string();
-    let argv = [
-        &this,
-        "engine",
-        "--config",
-        &config,
-        "--batch",
-        "1",
-        "--lifetime",
-        &lifetime,
-    ];
-    let mut child = netns.spawn(&argv)?;
-    let what = format!(
-        "the batch-1 engine in {} to print `{READY_LINE}`",
-        netns.name()
-    );
-    let waited = wait_until(READY_TIMEOUT, &what, || {
-        !child.is_running() || child.stdout().lines().any(|line| line == READY_LINE)
-    });
-    if let Some(status) = child.try_wait()? {
-        bail!(
-            "the batch-1 engine in {} exited ({status}): {}",
-            netns.name(),
-            child.stderr().trim()
-        );
-    }
-    waited.with_context(|| format!("its stderr so far: {}", child.stderr().trim()))?;
-    Ok(child)
-}
-
 impl Setup {
-    /// Brings the setup up on hosts 1 and 2 of `bed`.
-    pub fn bring_up<'a>(self, bed: &'a Testbed, programs: &Programs) -> Result<Running<'a>> {
+    /// Brings the setup up on hosts 1 and 2 of `bed`; the weft setups run the `weft` binary.
+    pub fn bring_up<'a>(self, bed: &'a Testbed, weft: Option<&Path>) -> Result<Running<'a>> {
         let (a, b) = (bed.host(1).netns(), bed.host(2).netns());
+        if let (Some((config_a, device)), Some((config_b, _))) =
+            (self.weft_config(1, 2), self.weft_config(2, 1))
+        {
+            let weft = weft.context("no weft binary was given")?;
+            let configs = [ConfigFile::new(&config_a)?, ConfigFile::new(&config_b)?];
+            let daemon_a = WeftDaemon::start(weft, a, configs[0].path(), device)?;
+            let daemon_b = WeftDaemon::start(weft, b, configs[1].path(), device)?;
+            return Ok(Running::Weft(Box::new([daemon_a, daemon_b]), configs));
+        }
         Ok(match self {
-            Setup::Direct => Running::Direct,
             Setup::KernelVxlan => {
                 Running::KernelVxlan([kernel_vxlan(a, 1, 2)?, kernel_vxlan(b, 2, 1)?])
             }
-            Setup::WeftUdp => {
-                let weft = programs
-                    .weft
-                    .as_deref()
-                    .context("no weft binary was given")?;
-                let configs = [
-                    WeftConfig::udp(1, &[2]).write()?,
-                    WeftConfig::udp(2, &[1]).write()?,
-                ];
-                let daemon_a = WeftDaemon::start(weft, a, configs[0].path(), DEFAULT_DEVICE)?;
-                let daemon_b = WeftDaemon::start(weft, b, configs[1].path(), DEFAULT_DEVICE)?;
-                Running::Weft([daemon_a, daemon_b], configs)
-            }
-            Setup::WeftUdpBatch1 => {
-                let configs = [
-                    WeftConfig::udp(1, &[2]).write()?,
-                    WeftConfig::udp(2, &[1]).write()?,
-                ];
-                let child_a = engine_child(a, programs, configs[0].path())?;
-                let child_b = engine_child(b, programs, configs[1].path())?;
-                Running::Engine([child_a, child_b], configs)
-            }
+            _ => Running::Direct,
         })
     }
 }
 
-/// weft's counters by name, as `weft stats` prints them (`name value` lines).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters(BTreeMap<String, u64>);
-
-impl Counters {
-    /// Parses `name value` lines; `None` if a non-empty line has another shape.
-    pub fn parse(text: &str) -> Option<Counters> {
-        let mut counters = BTreeMap::new();
-        for line in text.lines().filter(|line| !line.trim().is_empty()) {
-            let mut fields = line.split_whitespace();
-            let (Some(name), Some(value), None) = (fields.next(), fields.next(), fields.next())
-            else {
-                return None;
-            };
-            counters.insert(name.to_owned(), value.parse().ok()?);
-        }
-        Some(Counters(counters))
-    }
-
-    /// The counter `name`, if weft reported it.
-    pub fn get(&self, name: &str) -> Option<u64> {
-        self.0.get(name).copied()
-    }
-
-    /// `numerator / denominator`, if both exist and the denominator is not 0.
-    pub fn ratio(&self, numerator: &str, denominator: &str) -> Option<f64> {
-        let d = self.get(denominator).filter(|&d| d > 0)?;
-        Some(self.get(numerator)? as f64 / d as f64)
-    }
+/// `numerator / denominator` of weft's counters, if both exist and the denominator is not 0.
+pub fn counter_ratio(stats: &StatsOutput, numerator: &str, denominator: &str) -> Option<f64> {
+    let d = stats.get(denominator).filter(|&d| d > 0)?;
+    Some(stats.get(numerator)? as f64 / d as f64)
 }
 
-/// The counters of a running `weft run` (`weft stats` in its namespace).
-fn daemon_counters(daemon: &WeftDaemon) -> Result<Counters> {
-    let output = daemon.control(&["stats"])?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success(),
-        "`weft stats` in {} failed ({}): {}",
-        daemon.netns(),
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Counters::parse(&text).with_context(|| format!("unexpected `weft stats` output: {text}"))
-}
-
-/// Counters of the weft processes of a run: (host 1, host 2).
-pub type WeftStats = (Counters, Counters);
+/// Counters of the weft processes of a run (`weft stats`): (host 1, host 2).
+pub type WeftStats = (StatsOutput, StatsOutput);
 
 impl Running<'_> {
     /// The process ids of the weft processes (none for the kernel setups).
     pub fn weft_pids(&mut self) -> Vec<u32> {
         match self {
             Running::Weft(daemons, _) => daemons.iter_mut().map(|d| d.process().id()).collect(),
-            Running::Engine(children, _) => children.iter().map(NsChild::id).collect(),
             Running::Direct | Running::KernelVxlan(_) => Vec::new(),
         }
     }
 
     /// Fails if a weft process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
+        let Running::Weft(daemons, _) = self else {
+            return Ok(());
+        };
         let mut exited = Vec::new();
-        match self {
-            Running::Weft(daemons, _) => {
-                for daemon in daemons {
-                    if let Some(status) = daemon.process().try_wait()? {
-                        exited.push(format!(
-                            "weft in {} exited ({status}): {}",
-                            daemon.netns(),
-                            daemon.log()
-                        ));
-                    }
-                }
+        for daemon in daemons.iter_mut() {
+            if let Some(status) = daemon.process().try_wait()? {
+                exited.push(format!(
+                    "weft in {} exited ({status}): {}",
+                    daemon.netns(),
+                    daemon.log()
+                ));
             }
-            Running::Engine(children, _) => {
-                for child in children {
-                    if let Some(status) = child.try_wait()? {
-                        exited.push(format!(
-                            "`{}` exited ({status}): {}",
-                            child.command(),
-                            child.stderr()
-                        ));
-                    }
-                }
-            }
-            Running::Direct | Running::KernelVxlan(_) => {}
         }
         if !exited.is_empty() {
             bail!("{}", exited.join("\n"));
@@ -341,49 +241,20 @@ impl Running<'_> {
 
     /// Takes the setup down and returns weft's counters (none for the kernel setups).
     pub fn finish(self) -> Result<Option<WeftStats>> {
-        let stats = match self {
+        Ok(match self {
             Running::Direct => None,
             Running::KernelVxlan(links) => {
                 drop(links);
                 None
             }
             Running::Weft(daemons, configs) => {
-                let stats = (daemon_counters(&daemons[0])?, daemon_counters(&daemons[1])?);
+                let stats = (daemons[0].stats()?, daemons[1].stats()?);
                 drop(daemons);
                 drop(configs);
                 Some(stats)
             }
-            Running::Engine(mut children, configs) => {
-                let mut stats = Vec::new();
-                for child in &mut children {
-                    child.signal("TERM")?;
-                    let status = child.wait_timeout(Duration::from_secs(10))?;
-                    if !status.success() {
-                        bail!(
-                            "`{}` exited ({status}): {}",
-                            child.command(),
-                            child.stderr().trim()
-                        );
-                    }
-                    stats.push(engine_stats(child)?);
-                }
-                drop(children);
-                drop(configs);
-                let b = stats.pop().expect("two children");
-                Some((stats.pop().expect("two children"), b))
-            }
-        };
-        Ok(stats)
+        })
     }
-}
-
-/// The counters an engine child printed after [`STATS_MARKER`] when it stopped.
-fn engine_stats(child: &NsChild) -> Result<Counters> {
-    let stdout = child.stdout();
-    let Some((_, text)) = stdout.split_once(STATS_MARKER) else {
-        bail!("`{}` printed no counters: {stdout}", child.command());
-    };
-    Counters::parse(text).with_context(|| format!("counters of `{}`: {text}", child.command()))
 }
 
 #[cfg(test)]
@@ -397,20 +268,60 @@ mod tests {
         }
         assert_eq!(Setup::Direct.addresses().1, Ipv4Addr::new(198, 18, 0, 2));
         assert_eq!(
-            Setup::WeftUdp.addresses(),
+            Setup::WeftVxlan.addresses(),
             (Ipv4Addr::new(100, 96, 1, 0), Ipv4Addr::new(100, 96, 2, 0))
         );
-        assert_eq!(vtep_mac(2), "02:00:00:00:02:00");
+        let weft: Vec<_> = Setup::ALL.into_iter().filter(|s| s.is_weft()).collect();
+        assert_eq!(
+            weft,
+            [Setup::WeftUdp, Setup::WeftUdpBatch1, Setup::WeftVxlan]
+        );
     }
 
     #[test]
-    fn counters_parse_and_divide() {
-        let c = Counters::parse("tx_packets 640\nsend_batches 10\n\nrecv_batches 0\n").unwrap();
+    fn weft_configs_differ_only_where_the_setups_do() {
+        assert_eq!(Setup::Direct.weft_config(1, 2), None);
+        assert_eq!(Setup::KernelVxlan.weft_config(1, 2), None);
+        let (udp, udp_device) = Setup::WeftUdp.weft_config(1, 2).unwrap();
+        let (batch1, batch1_device) = Setup::WeftUdpBatch1.weft_config(1, 2).unwrap();
+        assert_eq!((udp_device, batch1_device), ("flannel0", "flannel0"));
+        assert!(!udp.contains("[engine]"), "{udp}");
+        assert_eq!(batch1, format!("{udp}\n[engine]\nbatch = 1\n"));
+
+        let (vxlan, device) = Setup::WeftVxlan.weft_config(2, 1).unwrap();
+        assert_eq!(device, "flannel.1");
+        for expected in [
+            "backend = \"vxlan\"",
+            "name = \"flannel.1\"\naddress = \"100.96.2.0\"",
+            "address = \"198.18.0.2\"\nport = 8472",
+            "[vxlan]\nvni = 1\nmode = \"l3\"\nvtep_mac = \"02:00:00:00:02:00\"",
+            "[[peer]]\nsubnet = \"100.96.1.0/24\"\nendpoint = \"198.18.0.1\"\n\
+             vtep_mac = \"02:00:00:00:01:00\"",
+        ] {
+            assert!(vxlan.contains(expected), "{expected:?} not in:\n{vxlan}");
+        }
+        // No MTU key: weft derives 1450 from the underlay, as the kernel setup sets it.
+        assert!(!vxlan.contains("mtu"), "{vxlan}");
+    }
+
+    #[test]
+    fn batch1_config_is_valid_for_weft() {
+        let (text, _) = Setup::WeftUdpBatch1.weft_config(1, 2).unwrap();
+        let config = weft::config::Config::parse(Path::new("batch1.toml"), &text).unwrap();
+        assert_eq!(config.batch, 1);
+        let (text, _) = Setup::WeftVxlan.weft_config(1, 2).unwrap();
+        let config = weft::config::Config::parse(Path::new("vxlan.toml"), &text).unwrap();
+        assert_eq!(config.batch, 64);
+        assert_eq!(config.peers.len(), 1);
+    }
+
+    #[test]
+    fn counter_ratios() {
+        let c = StatsOutput::parse("tx_packets 640\nsend_batches 10\n\nrecv_batches 0\n").unwrap();
         assert_eq!(c.get("tx_packets"), Some(640));
-        assert_eq!(c.ratio("tx_packets", "send_batches"), Some(64.0));
-        assert_eq!(c.ratio("tx_packets", "recv_batches"), None);
-        assert_eq!(c.ratio("tx_packets", "missing"), None);
-        assert_eq!(Counters::parse("tx_packets"), None);
-        assert_eq!(Counters::parse("tx_packets x"), None);
+        assert_eq!(counter_ratio(&c, "tx_packets", "send_batches"), Some(64.0));
+        assert_eq!(counter_ratio(&c, "tx_packets", "recv_batches"), None);
+        assert_eq!(counter_ratio(&c, "tx_packets", "missing"), None);
+        assert_eq!(counter_ratio(&c, "missing", "send_batches"), None);
     }
 }
