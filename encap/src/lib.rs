@@ -14,6 +14,11 @@
 //! - [`flannel`]: the flannel UDP backend: what to do with a packet read from the device
 //!   (encapsulate toward a peer, answer with an ICMP error, drop) and with a datagram
 //!   received from the underlay (deliver, answer, drop).
+//! - [`vxlan`]: the VXLAN backend (RFC 7348), L3 like flanneld's `flannel.1` and L2 like a
+//!   vxlan device on a bridge, several VNIs at once; with [`fdb`] (the learned MAC -> VTEP
+//!   table of L2 mode, bounded, with ageing), [`neigh`] (answers to ARP requests and IPv6
+//!   neighbour solicitations for the VTEP's own address) and [`flowhash`] (the per-flow
+//!   source-port entropy of RFC 7348 section 5).
 //! - [`backend`]: the [`backend::Backend`] trait the engine drives.
 //! - [`verdict`]: the outcome of each of those decisions, and the counted drop reasons.
 //! - [`ratelimit`]: the token bucket that bounds the ICMP errors weft generates.

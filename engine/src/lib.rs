@@ -1,8 +1,9 @@
 //! # weft: an embeddable userspace overlay dataplane
 //!
-//! weft carries IP packets between hosts by wrapping them in UDP, wire-compatible with
-//! flanneld's UDP backend (the raw inner packet as the UDP payload, port 8285). It is a
-//! library first; the `weft` binary is a thin wrapper over [`daemon::run`].
+//! weft carries IP packets (or Ethernet frames) between hosts by wrapping them in UDP,
+//! wire-compatible with flanneld's UDP backend (the raw inner packet as the UDP payload, port
+//! 8285) and with the Linux kernel's vxlan device (RFC 7348, port 8472). It is a library
+//! first; the `weft` binary is a thin wrapper over [`daemon::run`].
 //!
 //! ## Embedding
 //! Bring your own device (a TUN you opened, a descriptor from elsewhere, or the in-memory
@@ -28,6 +29,10 @@
 //! engine.shutdown()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The UDP backend is the default; `.backend(weft_encap::vxlan::VxlanBackend::new(...))`
+//! selects VXLAN, `.device(...)` adds a device per further VNI, and `.source_sockets(...)`
+//! gives VXLAN its per-flow source ports.
 //!
 //! ## Modules
 //! - [`engine`]: the builder, the running [`Engine`] handle and the worker loop.
