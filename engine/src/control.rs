@@ -458,6 +458,77 @@ mod tests {
     }
 
     #[test]
+    fn vxlan_requests_vteps_fdb_and_vni_selection() {
+        let l3 = RouteTable::default();
+        let l2 = RouteTable::default();
+        let counters = Arc::new(Counters::default());
+        let ctx = ControlContext {
+            vnis: vec![
+                VniControl {
+                    vni: Some(1),
+                    mode: Some(VxlanMode::L3),
+                    routes: l3.clone(),
+                    networks: vec!["100.96.0.0/16".parse().unwrap()],
+                    local_addresses: vec!["100.96.1.0".parse().unwrap()],
+                    device: 0,
+                },
+                VniControl {
+                    vni: Some(2),
+                    mode: Some(VxlanMode::L2),
+                    routes: l2.clone(),
+                    networks: Vec::new(),
+                    local_addresses: Vec::new(),
+                    device: 1,
+                },
+            ],
+            stats: Box::new(move || counters.snapshot()),
+            inspector: None,
+            default_port: 8472,
+            ipv4_underlay: true,
+        };
+        let name = format!(
+            "@weft-test/vx-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        );
+        let _server = ControlServer::start(&name, ctx).unwrap();
+        // L3 routes need the peer's VTEP MAC.
+        match request(&name, "peer add 100.96.2.0/24 198.18.0.2") {
+            Err(ControlError::Refused(msg)) => assert!(msg.contains("VTEP MAC"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        request(&name, "peer add 100.96.2.0/24 198.18.0.2 02:00:00:00:02:00").unwrap();
+        assert_eq!(
+            l3.routes()[0].vtep_mac,
+            Some("02:00:00:00:02:00".parse().unwrap())
+        );
+        // `vni 2` selects the L2 VNI: VTEPs and static FDB entries go there.
+        request(&name, "vni 2 vtep add 198.18.0.3").unwrap();
+        request(&name, "vni 2 fdb add 02:00:00:00:aa:01 198.18.0.4").unwrap();
+        assert_eq!(l2.vteps(), ["198.18.0.3:8472".parse().unwrap()]);
+        assert!(l3.vteps().is_empty());
+        let list = request(&name, "vni 2 peer list").unwrap();
+        assert_eq!(list, ["vtep 198.18.0.3:8472"]);
+        let fdb = request(&name, "vni 2 fdb list").unwrap();
+        assert_eq!(fdb, ["02:00:00:00:aa:01 198.18.0.4:8472 static"]);
+        request(&name, "vni 2 fdb del 02:00:00:00:aa:01").unwrap();
+        request(&name, "vni 2 vtep del 198.18.0.3").unwrap();
+        assert!(request(&name, "vni 2 fdb list").unwrap().is_empty());
+        for (bad, why) in [
+            ("vni 2 vtep del 198.18.0.3", "no vtep"),
+            ("vni 2 fdb del 02:00:00:00:aa:01", "no static entry"),
+            ("vni 9 peer list", "VNI 9 is not served"),
+            ("vni x peer list", "not a number"),
+            ("vni 2 fdb add nonsense 198.18.0.4", "mac"),
+        ] {
+            match request(&name, bad) {
+                Err(ControlError::Refused(msg)) => assert!(msg.contains(why), "{bad}: {msg}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn unreachable_daemon_says_where_it_looked() {
         let e = request("@weft-test/nobody-here", "stats")
             .unwrap_err()
