@@ -417,6 +417,15 @@ fn write_device<D: Device>(device: &mut D, local: &mut LocalCounters, packet: &[
     }
 }
 
+/// Which of the worker's two buffer sets a packet is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Read from a device, into `tx_bufs`.
+    Transmit,
+    /// Received from the socket, into `rx_bufs`.
+    Receive,
+}
+
 /// The socket a datagram of flow `flow` leaves from.
 fn socket_for(flow: Option<u32>, sockets: usize) -> usize {
     match flow {
@@ -548,64 +557,93 @@ impl<D: Device, B: Backend> Worker<D, B> {
             let verdict = self
                 .backend
                 .handle_device_packet(&self.tables, d, buf, headroom, n, now);
-            match verdict {
-                Verdict::SendToPeer { dest, range, flow } => {
-                    let q = socket_for(flow, self.sockets.len());
-                    self.queues[q].msgs.push(SendMsg {
-                        buf: i,
-                        range,
-                        dest,
-                    });
-                }
-                Verdict::Flood {
-                    device,
-                    range,
-                    flow,
-                } => {
-                    let q = socket_for(flow, self.sockets.len());
-                    if let Some(table) = self.tables.get(device) {
-                        for peer in table.peers() {
-                            let msg = SendMsg {
-                                buf: i,
-                                range: range.clone(),
-                                dest: peer.endpoint,
-                            };
-                            self.queues[q].msgs.push(msg);
-                        }
-                    }
-                }
-                Verdict::ReplyToPeer { dest, range, cause } => {
-                    if let Some(cause) = cause {
-                        self.local.drop(cause);
-                    }
-                    self.queues[0].msgs.push(SendMsg {
-                        buf: i,
-                        range,
-                        dest,
-                    });
-                }
-                Verdict::ReplyToDevice {
-                    device,
-                    range,
-                    cause,
-                } => {
-                    self.local.drop(cause);
-                    if let Some(dev) = self.devices.get_mut(device) {
-                        if write_device(dev, &mut self.local, &buf[range]) {
-                            self.local.icmp_sent += 1;
-                        }
-                    }
-                }
-                Verdict::DeliverToDevice { device, range } => {
-                    if let Some(dev) = self.devices.get_mut(device) {
-                        write_device(dev, &mut self.local, &buf[range]);
-                    }
-                }
-                Verdict::Drop(reason) => self.local.drop(reason),
-            }
+            self.apply(verdict, i, Path::Transmit);
         }
         self.flush_tx();
         more
+    }
+
+    /// Carries out `verdict` for the packet in buffer `i` of `path`'s buffers: writes to a
+    /// device, or queues datagrams (transmit path: on the per-flow socket's queue, sent with
+    /// the batch; receive path: on the listening socket's reply list), and counts.
+    fn apply(&mut self, verdict: Verdict, i: usize, path: Path) {
+        let buf: &[u8] = match path {
+            Path::Transmit => &self.tx_bufs[i],
+            Path::Receive => &self.rx_bufs[i],
+        };
+        let sockets = self.sockets.len();
+        let (queues, replies) = (&mut self.queues, &mut self.reply_msgs);
+        let mut push = |msg: SendMsg, flow: Option<u32>| match path {
+            Path::Transmit => queues[socket_for(flow, sockets)].msgs.push(msg),
+            Path::Receive => replies.push(msg),
+        };
+        match verdict {
+            Verdict::SendToPeer { dest, range, flow } => push(
+                SendMsg {
+                    buf: i,
+                    range,
+                    dest,
+                },
+                flow,
+            ),
+            Verdict::Flood {
+                device,
+                range,
+                flow,
+            } => {
+                if let Some(table) = self.tables.get(device) {
+                    for peer in table.peers() {
+                        push(
+                            SendMsg {
+                                buf: i,
+                                range: range.clone(),
+                                dest: peer.endpoint,
+                            },
+                            flow,
+                        );
+                    }
+                }
+            }
+            Verdict::ReplyToPeer { dest, range, cause } => {
+                match cause {
+                    Some(cause) => {
+                        self.local.drop(cause);
+                        self.local.icmp_sent += 1;
+                    }
+                    None => self.local.neigh_replies += 1,
+                }
+                push(
+                    SendMsg {
+                        buf: i,
+                        range,
+                        dest,
+                    },
+                    None,
+                );
+            }
+            Verdict::ReplyToDevice {
+                device,
+                range,
+                cause,
+            } => {
+                self.local.drop(cause);
+                if let Some(dev) = self.devices.get_mut(device) {
+                    if write_device(dev, &mut self.local, &buf[range]) {
+                        self.local.icmp_sent += 1;
+                    }
+                }
+            }
+            Verdict::DeliverToDevice { device, range } => {
+                let len = range.len() as u64;
+                if let Some(dev) = self.devices.get_mut(device) {
+                    if write_device(dev, &mut self.local, &buf[range]) && path == Path::Receive {
+                        self.local.rx_packets += 1;
+                        self.local.rx_bytes += len;
+                    }
+                }
+            }
+            Verdict::Drop(reason) => self.local.drop(reason),
+        }
     }
 
     /// Sends what is pending from `tx_bufs`; leaves the rest pending if a socket is full.
@@ -641,14 +679,15 @@ impl<D: Device, B: Backend> Worker<D, B> {
         self.load_tables();
         let now = self.now_ms();
         self.reply_msgs.clear();
-        for (i, meta) in self.meta[..n].iter().enumerate() {
+        for i in 0..n {
+            let meta = self.meta[i];
             self.local.udp_rx_packets += 1;
             if meta.truncated {
                 self.local.drop(DropReason::Truncated);
                 continue;
             }
             let buf = &mut self.rx_bufs[i];
-            let v = self.backend.handle_datagram(
+            let verdict = self.backend.handle_datagram(
                 &self.tables,
                 meta.source,
                 buf,
@@ -656,63 +695,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 meta.len,
                 now,
             );
-            match v {
-                Verdict::DeliverToDevice { device, range } => {
-                    let len = range.len() as u64;
-                    if let Some(dev) = self.devices.get_mut(device) {
-                        if write_device(dev, &mut self.local, &buf[range]) {
-                            self.local.rx_packets += 1;
-                            self.local.rx_bytes += len;
-                        }
-                    }
-                }
-                Verdict::ReplyToPeer { dest, range, cause } => {
-                    match cause {
-                        Some(cause) => {
-                            self.local.drop(cause);
-                            self.local.icmp_sent += 1;
-                        }
-                        None => self.local.neigh_replies += 1,
-                    }
-                    self.reply_msgs.push(SendMsg {
-                        buf: i,
-                        range,
-                        dest,
-                    });
-                }
-                Verdict::SendToPeer { dest, range, .. } => {
-                    self.reply_msgs.push(SendMsg {
-                        buf: i,
-                        range,
-                        dest,
-                    });
-                }
-                Verdict::Flood { device, range, .. } => {
-                    if let Some(table) = self.tables.get(device) {
-                        for peer in table.peers() {
-                            let msg = SendMsg {
-                                buf: i,
-                                range: range.clone(),
-                                dest: peer.endpoint,
-                            };
-                            self.reply_msgs.push(msg);
-                        }
-                    }
-                }
-                Verdict::ReplyToDevice {
-                    device,
-                    range,
-                    cause,
-                } => {
-                    self.local.drop(cause);
-                    if let Some(dev) = self.devices.get_mut(device) {
-                        if write_device(dev, &mut self.local, &buf[range]) {
-                            self.local.icmp_sent += 1;
-                        }
-                    }
-                }
-                Verdict::Drop(reason) => self.local.drop(reason),
-            }
+            self.apply(verdict, i, Path::Receive);
         }
         self.send_replies(fd);
         n == self.batch
