@@ -8,7 +8,7 @@
 //! SIGINT/SIGTERM stop the engine, which closes the devices, and the kernel removes them with
 //! their addresses and routes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -520,11 +520,13 @@ fn wait_for_signals(
             }
         })
         .map_err(DaemonError::Signals)?;
-    let mut file_routes: BTreeMap<Cidr, Route> =
-        config.peers.iter().map(|r| (r.subnet, *r)).collect();
+    let mut file_peers = FilePeers {
+        routes: config.peers.iter().map(|r| (r.subnet, *r)).collect(),
+        vteps: config.vteps.iter().copied().collect(),
+    };
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(SIGHUP) => reload(&config.path, config, routes, &mut file_routes),
+            Ok(SIGHUP) => reload(&config.path, config, routes, &mut file_peers),
             Ok(sig) => {
                 log::info!("signal {sig}: shutting down");
                 break Ok(());
@@ -542,13 +544,15 @@ fn wait_for_signals(
     result
 }
 
-/// SIGHUP: re-read the file and apply the difference of its `[[peer]]` routes.
-fn reload(
-    path: &Path,
-    running: &Config,
-    routes: &RouteTable,
-    file_routes: &mut BTreeMap<Cidr, Route>,
-) {
+/// The top-level `[[peer]]` entries the file last said: what a reload compares against.
+struct FilePeers {
+    routes: BTreeMap<Cidr, Route>,
+    vteps: BTreeSet<SocketAddr>,
+}
+
+/// SIGHUP: re-read the file and apply the difference of its top-level `[[peer]]` entries
+/// (routes, and VTEPs without a subnet). Entries added at runtime are left alone.
+fn reload(path: &Path, running: &Config, routes: &RouteTable, file: &mut FilePeers) {
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -560,30 +564,46 @@ fn reload(
         || new.listen != running.listen
         || new.network != running.network
         || new.vxlan != running.vxlan
+        || new.fdb != running.fdb
         || new.extra_vnis != running.extra_vnis
     {
         log::warn!(
-            "reload: only [[peer]] routes change without a restart; other changes are ignored"
+            "reload: only top-level [[peer]] entries change without a restart; other changes are ignored"
         );
     }
     let wanted: BTreeMap<Cidr, Route> = new.peers.iter().map(|r| (r.subnet, *r)).collect();
+    let wanted_vteps: BTreeSet<SocketAddr> = new.vteps.iter().copied().collect();
     let (mut added, mut removed) = (0, 0);
-    for subnet in file_routes.keys() {
+    for subnet in file.routes.keys() {
         if !wanted.contains_key(subnet) && routes.remove(subnet).is_some() {
             removed += 1;
         }
     }
+    for vtep in file.vteps.difference(&wanted_vteps) {
+        if routes.remove_vtep(vtep) {
+            removed += 1;
+        }
+    }
     for (subnet, route) in &wanted {
-        if file_routes.get(subnet) != Some(route) {
+        if file.routes.get(subnet) != Some(route) {
             match routes.insert(*route) {
                 Ok(_) => added += 1,
                 Err(e) => log::error!("reload: {subnet}: {e}"),
             }
         }
     }
-    *file_routes = wanted;
+    for vtep in wanted_vteps.difference(&file.vteps) {
+        match routes.insert_vtep(*vtep) {
+            Ok(_) => added += 1,
+            Err(e) => log::error!("reload: vtep {vtep}: {e}"),
+        }
+    }
+    *file = FilePeers {
+        routes: wanted,
+        vteps: wanted_vteps,
+    };
     log::info!(
-        "reloaded {}: {added} route(s) added or changed, {removed} removed",
+        "reloaded {}: {added} peer(s) added or changed, {removed} removed",
         path.display()
     );
 }

@@ -68,3 +68,35 @@ fn sighup_applies_peer_changes_from_the_file_and_keeps_runtime_routes() {
     assert!(a.process().is_running());
     assert_eq!(a.peer_list().unwrap().len(), 1);
 }
+
+#[test]
+fn sighup_applies_vtep_changes_from_the_file() {
+    assert!(
+        testbed::is_root(),
+        "this end-to-end test builds network namespaces: run it as root"
+    );
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
+    let bed = Testbed::two_hosts("wrlv").unwrap();
+    let base = "backend = \"vxlan\"\nnetwork = \"100.96.0.0/16\"\n[device]\nname = \"weftl2\"\n\
+                [listen]\naddress = \"198.18.0.1\"\n[vxlan]\nmode = \"l2\"\nvtep_mac = \"02:00:00:00:01:00\"\n";
+    let with_vtep = format!("{base}[[peer]]\nendpoint = \"198.18.0.2\"\n");
+    let config = ConfigFile::new(base).unwrap();
+    let mut a = WeftDaemon::start(exe, bed.host(1).netns(), config.path(), "weftl2").unwrap();
+    let vteps = |a: &WeftDaemon| {
+        let out = a.control(&["peer", "list"]).unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(vteps(&a), "");
+    std::fs::write(config.path(), &with_vtep).unwrap();
+    a.process().signal("HUP").unwrap();
+    wait_until(Duration::from_secs(10), "SIGHUP to add the VTEP", || {
+        vteps(&a) == "vtep 198.18.0.2:8472"
+    })
+    .unwrap();
+    std::fs::write(config.path(), base).unwrap();
+    a.process().signal("HUP").unwrap();
+    wait_until(Duration::from_secs(10), "SIGHUP to remove the VTEP", || {
+        vteps(&a).is_empty()
+    })
+    .unwrap();
+}
