@@ -907,27 +907,17 @@ impl Testbed {
             host_ns.sysctl("net.ipv4.ip_forward", "1")?;
         }
         let netns = Netns::new(&format!("{prefix}-h{host}-pod{pod}"))?;
-        let host_end = format!("veth{pod}");
-        let mtu = mtu.to_string();
-        host_ns.ip(&[
-            "link",
-            "add",
-            &host_end,
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            netns.name(),
-        ])?;
-        host_ns.ip(&["link", "set", &host_end, "master", POD_BRIDGE, "up"])?;
         let address = format!("{}/24", pod_addr(host, pod));
+        plug_into_bridge(
+            host_ns,
+            POD_BRIDGE,
+            &format!("veth{pod}"),
+            &netns,
+            &address,
+            None,
+            mtu,
+        )?;
         let gateway = bridge_addr(host).to_string();
-        netns.ip(&["link", "set", "eth0", "mtu", &mtu, "up"])?;
-        netns.ip(&["addr", "add", &address, "dev", "eth0"])?;
         netns.ip(&["route", "add", "default", "via", &gateway])?;
         owner.pods.push(Pod {
             host,
@@ -1925,6 +1915,43 @@ pub fn add_kernel_vxlan_bridge_port(
     Ok(())
 }
 
+/// Plugs the namespace `pod` into `bridge` of the namespace `host`: a veth created inside
+/// `host` (its end `host_end` enslaved to the bridge) whose other end is `eth0` in `pod`, with
+/// `mtu`, the optional `mac` and the address `cidr`; both ends up. Nothing touches the root
+/// namespace.
+fn plug_into_bridge(
+    host: &Netns,
+    bridge: &str,
+    host_end: &str,
+    pod: &Netns,
+    cidr: &str,
+    mac: Option<&str>,
+    mtu: u32,
+) -> Result<()> {
+    let mtu = mtu.to_string();
+    host.ip(&[
+        "link",
+        "add",
+        host_end,
+        "mtu",
+        &mtu,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        pod.name(),
+    ])?;
+    host.ip(&["link", "set", host_end, "master", bridge, "up"])?;
+    if let Some(mac) = mac {
+        pod.ip(&["link", "set", "eth0", "address", mac])?;
+    }
+    pod.ip(&["link", "set", "eth0", "mtu", &mtu, "up"])?;
+    pod.ip(&["addr", "add", cidr, "dev", "eth0"])?;
+    Ok(())
+}
+
 /// A pod of the L2 topology: a namespace whose `eth0` (a fixed MAC, one address of a subnet
 /// shared by all hosts, no gateway) is a veth into a bridge of its host. Its namespace is
 /// removed on `Drop`.
@@ -1949,25 +1976,8 @@ impl BridgePod {
     ) -> Result<Self> {
         let netns = Netns::new(&format!("{}-pod{}", host.name(), address.octets()[3]))?;
         let host_end = format!("vp{}", address.octets()[3]);
-        let mtu = mtu.to_string();
-        host.ip(&[
-            "link",
-            "add",
-            &host_end,
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            netns.name(),
-        ])?;
-        host.ip(&["link", "set", &host_end, "master", bridge, "up"])?;
         let cidr = format!("{address}/{prefix_len}");
-        netns.ip(&["link", "set", "eth0", "address", mac, "mtu", &mtu, "up"])?;
-        netns.ip(&["addr", "add", &cidr, "dev", "eth0"])?;
+        plug_into_bridge(host, bridge, &host_end, &netns, &cidr, Some(mac), mtu)?;
         Ok(Self {
             address,
             mac: mac.to_owned(),
