@@ -82,13 +82,6 @@ impl Default for FlannelConfig {
     }
 }
 
-/// Counters the backend keeps itself (the engine counts verdicts).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IcmpStats {
-    /// ICMP errors suppressed by the rate limit.
-    pub rate_limited: u64,
-}
-
 /// The UDP backend's per-worker state: its settings and the ICMP rate limiter.
 #[derive(Debug, Clone)]
 pub struct FlannelBackend {
@@ -173,13 +166,6 @@ impl FlannelBackend {
     /// The settings.
     pub fn config(&self) -> &FlannelConfig {
         &self.config
-    }
-
-    /// ICMP counters kept by the backend.
-    pub fn icmp_stats(&self) -> IcmpStats {
-        IcmpStats {
-            rate_limited: self.icmp.rate_limited(),
-        }
     }
 
     fn reply_to_device(

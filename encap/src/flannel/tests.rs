@@ -394,7 +394,7 @@ fn icmp_errors_are_rate_limited() {
         }
     }
     assert_eq!(replies, 2);
-    assert_eq!(b.icmp_stats().rate_limited, 8);
+    assert_eq!(Backend::icmp_rate_limited(&b), 8);
     let mut buf = buffer(&pkt);
     assert!(matches!(
         b.handle_device_packet(&table, &mut buf, HEADROOM, pkt.len(), 6_000),
