@@ -6,7 +6,7 @@
 //!     --peer 100.96.2.0/24=198.18.0.2:8285
 //! ```
 //!
-//! It creates and configures the device with `weft::setup`, builds an engine with the flannel
+//! It creates and configures the device with `weft::control::provision`, builds an engine with the flannel
 //! UDP encapsulation, prints the counters every few seconds, and stops after `--seconds`
 //! (or on Ctrl-C: the device is not persistent, so the kernel removes it with the process). Run the same on the other host with the roles
 //! swapped and the two can ping each other's overlay addresses.
@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use weft::setup::{bind_udp, create_tun, TunSetup};
+use weft::control::provision::{bind_udp, create_tun, TunSetup};
 use weft::{Engine, RouteTable, TunOptions};
 use weft_encap::flannel::{FlannelConfig, OVERHEAD_V4};
 use weft_encap::table::{Cidr, Route};

@@ -35,27 +35,17 @@
 //! gives VXLAN its per-flow source ports.
 //!
 //! ## Modules
-//! - [`engine`]: the builder, the running [`Engine`] handle and the worker loop.
-//! - [`routes`]: [`RouteTable`], lock-free route snapshots with runtime edits.
-//! - [`device`]: the [`Device`] trait, real TUN/TAP queues and the in-memory device.
-//! - [`counters`]: traffic and per-reason drop counters.
-//! - [`config`], [`setup`], [`control`], [`daemon`]: the flanneld-style daemon (`weft run`).
-//! - [`testbed`], [`demo`]: hosts in network namespaces, for tests, `weft demo` and benches.
-//! - [`sys`]: every `unsafe` line of the crate (TUN ioctls, rtnetlink, mmsg, namespaces).
+//! - [`dataplane`]: the engine and its workers, devices, routes and counters.
+//! - [`control`]: the flanneld-style daemon (`weft run`): configuration, device
+//!   provisioning, the control socket, reload.
+//! - `sys` (private): every `unsafe` line of the crate (TUN ioctls, rtnetlink, mmsg,
+//!   namespaces).
 
-pub mod config;
 pub mod control;
-pub mod counters;
-pub mod daemon;
-pub mod demo;
-pub mod device;
-pub mod engine;
-pub mod routes;
-pub mod setup;
-pub mod sys;
-pub mod testbed;
+pub mod dataplane;
+mod sys;
 
-pub use counters::Stats;
-pub use device::{Device, DeviceKind, MemoryDevice, Tun, TunOptions};
-pub use engine::{Engine, EngineBuilder, EngineError};
-pub use routes::RouteTable;
+pub use dataplane::counters::Stats;
+pub use dataplane::device::{Device, DeviceKind, MemoryDevice, Tun, TunOptions};
+pub use dataplane::engine::{Engine, EngineBuilder, EngineError};
+pub use dataplane::routes::RouteTable;

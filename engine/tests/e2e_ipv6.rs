@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use weft::testbed::{self, wait_until, ConfigFile, Testbed, WeftDaemon};
+use weft_testbed::{wait_until, ConfigFile, Testbed, WeftDaemon};
 
 const UDP: &str = "udp";
 const VXLAN: &str = "vxlan";
@@ -55,7 +55,7 @@ fn ping6(bed: &Testbed, from: u8, to: &str) -> bool {
 
 fn run(backend: &str) {
     assert!(
-        testbed::is_root(),
+        weft_testbed::is_root(),
         "this end-to-end test builds network namespaces: run it as root"
     );
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
@@ -99,7 +99,8 @@ fn run(backend: &str) {
         .unwrap();
     }
     for (from, to) in [(1u8, 2u8), (2, 1)] {
-        let summary = testbed::ping(bed.host(from).netns(), testbed::overlay_addr(to), 2).unwrap();
+        let summary =
+            weft_testbed::ping(bed.host(from).netns(), weft_testbed::overlay_addr(to), 2).unwrap();
         assert!(
             summary.all_received(),
             "{backend}: IPv4 over the IPv6 underlay, {from} -> {to}"

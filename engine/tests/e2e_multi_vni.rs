@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use weft::testbed::{self, wait_until, ConfigFile, Testbed, WeftDaemon};
+use weft_testbed::{wait_until, ConfigFile, Testbed, WeftDaemon};
 
 fn config(me: u8, peer: u8) -> String {
     format!(
@@ -37,7 +37,7 @@ endpoint = "198.18.0.{peer}"
 #[test]
 fn two_vnis_share_one_socket_each_with_its_device_and_peers() {
     assert!(
-        testbed::is_root(),
+        weft_testbed::is_root(),
         "this end-to-end test builds network namespaces: run it as root"
     );
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use weft::testbed::{self, wait_until, ConfigFile, Testbed, WeftConfig, WeftDaemon};
+use weft_testbed::{wait_until, ConfigFile, Testbed, WeftConfig, WeftDaemon};
 
 #[test]
 fn sighup_applies_peer_changes_from_the_file_and_keeps_runtime_routes() {
     assert!(
-        testbed::is_root(),
+        weft_testbed::is_root(),
         "this end-to-end test builds network namespaces: run it as root"
     );
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
@@ -27,7 +27,7 @@ fn sighup_applies_peer_changes_from_the_file_and_keeps_runtime_routes() {
     let a_config = ConfigFile::new(&without_peer).unwrap();
     let mut a = WeftDaemon::start(exe, bed.host(1).netns(), a_config.path(), "flannel0").unwrap();
     let reaches_b = || {
-        testbed::ping(bed.host(1).netns(), testbed::overlay_addr(2), 1)
+        weft_testbed::ping(bed.host(1).netns(), weft_testbed::overlay_addr(2), 1)
             .is_ok_and(|p| p.all_received())
     };
     assert!(!reaches_b(), "no route to B yet");
@@ -72,7 +72,7 @@ fn sighup_applies_peer_changes_from_the_file_and_keeps_runtime_routes() {
 #[test]
 fn sighup_applies_vtep_changes_from_the_file() {
     assert!(
-        testbed::is_root(),
+        weft_testbed::is_root(),
         "this end-to-end test builds network namespaces: run it as root"
     );
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));

@@ -10,9 +10,9 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use common::{link_counter, send_datagram, stat, wait_stat, Payload, UdpCluster};
-use weft::testbed::{
-    self, overlay_addr, overlay_subnet, ping, tcp_transfer, underlay_addr, ConfigFile, Netns,
-    NsChild, WeftConfig, WeftDaemon, DEFAULT_DEVICE, UDP_PORT,
+use weft_testbed::{
+    overlay_addr, overlay_subnet, ping, tcp_transfer, underlay_addr, ConfigFile, Netns, NsChild,
+    WeftConfig, WeftDaemon, DEFAULT_DEVICE, UDP_PORT,
 };
 
 /// Pings `destination` from `netns` `count` times and requires every reply.
@@ -234,7 +234,7 @@ fn udp_restarted_peer_recovers_while_the_other_side_keeps_running() {
     );
 
     cluster.b = common::start_daemon(&cluster.bed, 2, &cluster.configs[1]);
-    let recovered = testbed::wait_until(
+    let recovered = weft_testbed::wait_until(
         Duration::from_secs(20),
         "ping host 1 -> host 2 to work again after host 2's weft restarted",
         || {
@@ -428,7 +428,7 @@ fn bad_config_listen_port_in_use_is_rejected_naming_it() {
         .spawn(&["python3", "-c", &blocker_script])
         .expect("start the port blocker");
     let filter = format!("sport = :{port}");
-    testbed::wait_until(
+    weft_testbed::wait_until(
         Duration::from_secs(10),
         "python3 to hold UDP port 8285",
         || {
@@ -448,7 +448,7 @@ fn bad_config_listen_port_in_use_is_rejected_naming_it() {
 #[test]
 fn bad_config_missing_file_is_rejected_naming_it() {
     let netns = config_namespace("e2e-cfg-missing");
-    let dir = testbed::TempDir::new("e2e-missing").expect("temp dir");
+    let dir = weft_testbed::TempDir::new("e2e-missing").expect("temp dir");
     let missing = dir.path().join("no-such-weft.toml");
     let (status, stderr) = run_rejected(&netns, &[], &missing);
     let path = missing.to_string_lossy();
@@ -483,7 +483,8 @@ fn demo_runs_a_transfer_and_shows_nonzero_counters() {
     common::require_root();
     let mut command = Command::new(common::weft_exe());
     command.arg("demo");
-    let output = testbed::run_command(command, Duration::from_secs(150)).expect("run weft demo");
+    let output =
+        weft_testbed::run_command(command, Duration::from_secs(150)).expect("run weft demo");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -13,12 +13,12 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::{link_counter, require_root, stat, wait_stat, weft_exe};
-use weft::testbed::{
-    self, add_bridge, add_kernel_flannel_device, add_kernel_flannel_peer,
-    add_kernel_vxlan_bridge_port, l2_pod_addr, l2_pod_mac, overlay_addr, overlay_subnet, ping,
-    tcp_transfer, underlay_addr, vtep_mac, BridgePod, ConfigFile, KernelNeighbour, Netns,
-    PacketCapture, Pcap, TempDir, Testbed, VxlanConfig, WeftDaemon, L2_BRIDGE, L2_PREFIX_LEN,
-    VXLAN_DEVICE, VXLAN_OVERLAY_MTU, VXLAN_PORT, VXLAN_VNI,
+use weft_testbed::{
+    add_bridge, add_kernel_flannel_device, add_kernel_flannel_peer, add_kernel_vxlan_bridge_port,
+    l2_pod_addr, l2_pod_mac, overlay_addr, overlay_subnet, ping, tcp_transfer, underlay_addr,
+    vtep_mac, BridgePod, ConfigFile, KernelNeighbour, Netns, PacketCapture, Pcap, TempDir, Testbed,
+    VxlanConfig, WeftDaemon, L2_BRIDGE, L2_PREFIX_LEN, VXLAN_DEVICE, VXLAN_OVERLAY_MTU, VXLAN_PORT,
+    VXLAN_VNI,
 };
 
 /// weft's TAP in the L2 tests.
@@ -401,7 +401,7 @@ fn vxlan_l3_weft_and_weft_ping_both_ways_and_tcp_arrives_intact() {
 /// Waits until `daemon`'s FDB has `mac` learned at `vtep`.
 fn assert_learned(bed: &VxlanBed, daemon: &WeftDaemon, mac: &str, vtep: Ipv4Addr) {
     let mut last = Vec::new();
-    let learned = testbed::wait_until(
+    let learned = weft_testbed::wait_until(
         Duration::from_secs(5),
         &format!(
             "weft fdb list in {} to show {mac} learned at {vtep}",
@@ -636,7 +636,7 @@ fn vxlan_forged_valid_frame_is_delivered_so_the_forger_is_sound() {
     let drops_before = drop_counters(&bed.b);
     send_forged(bed.host(1), &Forged::valid());
     wait_stat(&bed.b, "rx_packets", delivered_before + 1);
-    testbed::wait_until(
+    weft_testbed::wait_until(
         Duration::from_secs(5),
         "the forged echo request to reach host 2's flannel.1",
         || link_counter(bed.host(2), VXLAN_DEVICE, "rx_packets") > device_before,
@@ -782,7 +782,7 @@ fn wait_captured(
     wanted: impl Fn(&[u8]) -> bool,
 ) -> (u32, Vec<u8>) {
     let mut seen = 0;
-    testbed::wait_for(CAPTURE_TIMEOUT, what, || {
+    weft_testbed::wait_for(CAPTURE_TIMEOUT, what, || {
         let pcap = capture.packets().expect("read the capture");
         seen = pcap.packets.len();
         let link_type = pcap.link_type;
@@ -803,7 +803,7 @@ fn wait_datagram(
     wanted: impl Fn(&[u8]) -> bool,
 ) -> VxlanDatagram {
     let mut seen = 0;
-    testbed::wait_for(CAPTURE_TIMEOUT, what, || {
+    weft_testbed::wait_for(CAPTURE_TIMEOUT, what, || {
         let pcap = capture.packets().expect("read the capture");
         seen = pcap.packets.len();
         pcap.packets
@@ -975,7 +975,7 @@ fn vxlan_l3_weft_encapsulation_on_the_wire_matches_the_kernel() {
 
 /// The `vtep_mac <mac>` of weft's `up:` log line.
 fn logged_vtep_mac(daemon: &WeftDaemon) -> String {
-    testbed::wait_for(
+    weft_testbed::wait_for(
         Duration::from_secs(5),
         &format!("weft in {} to log `up: ... vtep_mac <mac>`", daemon.netns()),
         || {

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use weft::testbed::{self, wait_until, Testbed};
+use weft_testbed::{wait_until, Testbed};
 
 #[test]
 fn two_embedded_engines_ping_each_other() {
-    if !testbed::is_root() {
+    if !weft_testbed::is_root() {
         panic!("this end-to-end test builds network namespaces: run it as root");
     }
     let exe = env!("CARGO_BIN_EXE_weft-embed");
@@ -15,12 +15,12 @@ fn two_embedded_engines_ping_each_other() {
     let mut children = Vec::new();
     for (me, peer) in [(1u8, 2u8), (2, 1)] {
         let host = bed.host(me);
-        let address = format!("{}/16", testbed::overlay_addr(me));
-        let listen = format!("{}:8285", testbed::underlay_addr(me));
+        let address = format!("{}/16", weft_testbed::overlay_addr(me));
+        let listen = format!("{}:8285", weft_testbed::underlay_addr(me));
         let route = format!(
             "{}={}:8285",
-            testbed::overlay_subnet(peer),
-            testbed::underlay_addr(peer)
+            weft_testbed::overlay_subnet(peer),
+            weft_testbed::underlay_addr(peer)
         );
         let argv = [
             exe,
@@ -46,7 +46,7 @@ fn two_embedded_engines_ping_each_other() {
         .unwrap();
     }
     for (from, to) in [(1u8, 2u8), (2, 1)] {
-        let summary = testbed::ping(bed.host(from).netns(), testbed::overlay_addr(to), 3).unwrap();
+        let summary = weft_testbed::ping(bed.host(from).netns(), weft_testbed::overlay_addr(to), 3).unwrap();
         assert!(
             summary.all_received(),
             "host {from} -> host {to}: {summary:?}"

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use weft::testbed::{is_root, ping, wait_until, Testbed};
+use weft_testbed::{is_root, ping, wait_until, Testbed};
 
 use report::{Context, Sample, SetupResult};
 use setups::{counter_ratio, Running, Setup};

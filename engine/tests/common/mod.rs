@@ -10,9 +10,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use weft::testbed::{
-    self, ConfigFile, Netns, Testbed, WeftConfig, WeftDaemon, DEFAULT_DEVICE, UDP_OVERLAY_MTU,
-    UDP_PORT,
+use weft_testbed::{
+    ConfigFile, Netns, Testbed, WeftConfig, WeftDaemon, DEFAULT_DEVICE, UDP_OVERLAY_MTU, UDP_PORT,
 };
 
 /// The `weft` binary built for these tests.
@@ -23,7 +22,7 @@ pub fn weft_exe() -> &'static Path {
 /// Fails the test with a clear message unless it runs as root.
 pub fn require_root() {
     assert!(
-        testbed::is_root(),
+        weft_testbed::is_root(),
         "the end-to-end tests create network namespaces and must run as root (run ./.ci/run, \
          or `sudo -E cargo test -p weft`)"
     );
@@ -126,7 +125,7 @@ pub fn stat(daemon: &WeftDaemon, name: &str) -> u64 {
 pub fn wait_stat(daemon: &WeftDaemon, name: &str, at_least: u64) {
     let what = format!("{name} >= {at_least} in {}", daemon.netns());
     if let Err(error) =
-        testbed::wait_until(COUNTER_TIMEOUT, &what, || stat(daemon, name) >= at_least)
+        weft_testbed::wait_until(COUNTER_TIMEOUT, &what, || stat(daemon, name) >= at_least)
     {
         let stats = daemon.stats().map(|s| s.to_string()).unwrap_or_default();
         panic!("{error}; counters now:\n{stats}\nlog:\n{}", daemon.log());

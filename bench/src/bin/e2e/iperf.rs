@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use weft::testbed::{wait_until, Netns, NsChild};
+use weft_testbed::{wait_until, Netns, NsChild};
 
 /// The TCP port the iperf3 server listens on (inside the server's namespace).
 pub const PORT: u16 = 5201;

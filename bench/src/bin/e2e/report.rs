@@ -5,7 +5,7 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
-use weft::testbed::run_command;
+use weft_testbed::run_command;
 
 use crate::setups::Setup;
 

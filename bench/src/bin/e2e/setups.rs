@@ -7,7 +7,7 @@
 //!
 //! Every weft setup is the real daemon (`weft run`) on both hosts, configured only through
 //! its configuration file; the kernel and weft vxlan setups share the testbed's flannel
-//! conventions (VNI [`weft::testbed::VXLAN_VNI`], port [`weft::testbed::VXLAN_PORT`], device
+//! conventions (VNI [`weft_testbed::VXLAN_VNI`], port [`weft_testbed::VXLAN_PORT`], device
 //! [`VXLAN_DEVICE`], VTEP MACs [`vtep_mac`]), so they differ only in who carries the packets.
 
 use std::fmt;
@@ -16,7 +16,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use weft::testbed::{
+use weft_testbed::{
     add_kernel_flannel_device, add_kernel_flannel_peer, overlay_addr, underlay_addr, vtep_mac,
     ConfigFile, KernelNeighbour, Netns, StatsOutput, Testbed, VxlanConfig, WeftConfig, WeftDaemon,
     DEFAULT_DEVICE, VXLAN_DEVICE,
@@ -307,10 +307,10 @@ mod tests {
     #[test]
     fn batch1_config_is_valid_for_weft() {
         let (text, _) = Setup::WeftUdpBatch1.weft_config(1, 2).unwrap();
-        let config = weft::config::Config::parse(Path::new("batch1.toml"), &text).unwrap();
+        let config = weft::control::config::Config::parse(Path::new("batch1.toml"), &text).unwrap();
         assert_eq!(config.batch, 1);
         let (text, _) = Setup::WeftVxlan.weft_config(1, 2).unwrap();
-        let config = weft::config::Config::parse(Path::new("vxlan.toml"), &text).unwrap();
+        let config = weft::control::config::Config::parse(Path::new("vxlan.toml"), &text).unwrap();
         assert_eq!(config.batch, 64);
         assert_eq!(config.peers.len(), 1);
     }

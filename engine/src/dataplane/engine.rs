@@ -42,9 +42,9 @@ use weft_encap::flannel::{FlannelBackend, FlannelConfig};
 use weft_encap::table::SubnetTable;
 use weft_encap::verdict::{DropReason, Verdict};
 
-use crate::counters::{Counters, LocalCounters, Stats};
-use crate::device::Device;
-use crate::routes::RouteTable;
+use crate::dataplane::counters::{Counters, LocalCounters, Stats};
+use crate::dataplane::device::Device;
+use crate::dataplane::routes::RouteTable;
 use crate::sys::{Mmsg, RecvMeta, SendMsg};
 
 /// Bytes kept free in front of every packet buffer (room for headers prepended in place).
@@ -763,7 +763,7 @@ mod tests {
     use weft_encap::wire::{icmpv4, ipv4, PROTO_UDP};
 
     use super::*;
-    use crate::device::MemoryDevice;
+    use crate::dataplane::device::MemoryDevice;
 
     fn private_loopback() {
         crate::sys::unshare_netns().expect("unshare a network namespace (tests run as root)");

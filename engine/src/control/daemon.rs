@@ -23,12 +23,12 @@ use weft_encap::table::{Cidr, Route};
 use weft_encap::vxlan::{VniConfig, VxlanBackend, VxlanConfig, VxlanMode};
 use weft_encap::wire::EthernetAddress;
 
-use crate::config::{BackendKind, Config, ConfigError};
-use crate::control::{ControlContext, ControlError, ControlServer, VniControl};
-use crate::device::Tun;
-use crate::engine::{Engine, EngineError};
-use crate::routes::RouteTable;
-use crate::setup::{self, SetupError, TunSetup};
+use crate::control::config::{BackendKind, Config, ConfigError};
+use crate::control::provision::{self as setup, SetupError, TunSetup};
+use crate::control::socket::{ControlContext, ControlError, ControlServer, VniControl};
+use crate::dataplane::device::Tun;
+use crate::dataplane::engine::{Engine, EngineError};
+use crate::dataplane::routes::RouteTable;
 use crate::sys::{DeviceKind, TunOptions};
 
 /// Why the daemon could not start, or stopped with an error.
@@ -385,7 +385,7 @@ fn plan_devices(config: &Config, mtus: &Mtus) -> Result<Vec<DevicePlan>, DaemonE
     if let (Some(a6), Some(n6)) = (config.device.address6, config.network6) {
         addresses.push((IpAddr::V6(a6), n6.prefix_len()));
     }
-    let fdb_config = |v: &crate::config::VxlanSettings| FdbConfig {
+    let fdb_config = |v: &crate::control::config::VxlanSettings| FdbConfig {
         max_entries: v.fdb_max,
         ageing_ms: v.fdb_ageing_secs.saturating_mul(1000),
     };

@@ -47,9 +47,9 @@
 //!
 //! ```no_run
 //! use std::path::Path;
-//! use weft::testbed::{ping, Testbed, WeftConfig, WeftDaemon, DEFAULT_DEVICE};
+//! use weft_testbed::{ping, Testbed, WeftConfig, WeftDaemon, DEFAULT_DEVICE};
 //!
-//! # fn main() -> Result<(), weft::testbed::TestbedError> {
+//! # fn main() -> Result<(), weft_testbed::TestbedError> {
 //! let bed = Testbed::two_hosts("example")?;
 //! let config_a = WeftConfig::udp(1, &[2]).write()?;
 //! let config_b = WeftConfig::udp(2, &[1]).write()?;

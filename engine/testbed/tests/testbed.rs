@@ -1,22 +1,26 @@
 //! The testbed itself, on pure-kernel topologies (no weft involved): the namespaces, links,
 //! pods and guards the end-to-end tests rely on. All tests need root.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use weft::testbed::{
-    self, ping, tcp_transfer, underlay_addr, Netns, Testbed, TestbedError, WeftConfig,
-    UDP_OVERLAY_MTU,
+use weft_testbed::{
+    ping, tcp_transfer, underlay_addr, Netns, Testbed, TestbedError, WeftConfig, UDP_OVERLAY_MTU,
 };
+
+fn require_root() {
+    assert!(
+        weft_testbed::is_root(),
+        "the testbed creates network namespaces: run as root (./.ci/run, or `sudo -E cargo test -p weft-testbed`)"
+    );
+}
 
 /// The names of the interfaces of the root namespace.
 fn root_links() -> BTreeSet<String> {
     let mut command = std::process::Command::new("ip");
     command.args(["-o", "link", "show"]);
-    let output = testbed::run_command(command, Duration::from_secs(10)).expect("ip link show");
+    let output = weft_testbed::run_command(command, Duration::from_secs(10)).expect("ip link show");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| line.split(": ").nth(1))
@@ -26,7 +30,7 @@ fn root_links() -> BTreeSet<String> {
 
 #[test]
 fn two_hosts_reach_each_other_over_the_veth() {
-    common::require_root();
+    require_root();
     let bed = Testbed::two_hosts("tb-pair").expect("build two hosts");
     let summary = ping(bed.host(1).netns(), underlay_addr(2), 2).expect("ping");
     assert!(summary.all_received(), "{}", summary.output);
@@ -36,7 +40,7 @@ fn two_hosts_reach_each_other_over_the_veth() {
 
 #[test]
 fn switched_hosts_reach_each_other_through_the_bridge() {
-    common::require_root();
+    require_root();
     let mut bed = Testbed::switched("tb-switch", 2).expect("build a switch with two hosts");
     bed.add_host(100).expect("add host 100");
     for (from, to) in [(1, 2), (2, 100), (100, 1)] {
@@ -55,7 +59,7 @@ fn switched_hosts_reach_each_other_through_the_bridge() {
 
 #[test]
 fn pods_on_two_hosts_talk_over_kernel_routes_and_tcp_arrives_intact() {
-    common::require_root();
+    require_root();
     let mut bed = Testbed::two_hosts("tb-pods").expect("build two hosts");
     bed.add_pod(1, 2, UDP_OVERLAY_MTU).expect("pod on host 1");
     bed.add_pod(1, 3, UDP_OVERLAY_MTU)
@@ -99,7 +103,7 @@ fn pods_on_two_hosts_talk_over_kernel_routes_and_tcp_arrives_intact() {
 
 #[test]
 fn building_topologies_adds_nothing_to_the_root_namespace() {
-    common::require_root();
+    require_root();
     let before = root_links();
     let mut bed = Testbed::switched("tb-root", 2).expect("build a switch");
     bed.add_pod(1, 2, UDP_OVERLAY_MTU).expect("add a pod");
@@ -119,11 +123,11 @@ fn building_topologies_adds_nothing_to_the_root_namespace() {
 
 #[test]
 fn dropping_a_namespace_kills_its_processes_and_deletes_it() {
-    common::require_root();
+    require_root();
     let netns = Netns::new("tb-drop").expect("create a namespace");
     let name = netns.name().to_owned();
     let mut sleeper = netns.spawn(&["sleep", "60"]).expect("spawn sleep");
-    testbed::wait_until(
+    weft_testbed::wait_until(
         Duration::from_secs(5),
         "sleep to show up in the namespace",
         || {
@@ -139,7 +143,7 @@ fn dropping_a_namespace_kills_its_processes_and_deletes_it() {
         .wait_timeout(Duration::from_secs(5))
         .expect("sleep was killed when its namespace was dropped");
     assert!(!status.success());
-    let listing = testbed::run_command(
+    let listing = weft_testbed::run_command(
         {
             let mut command = std::process::Command::new("ip");
             command.args(["netns", "list"]);
@@ -159,7 +163,7 @@ fn dropping_a_namespace_kills_its_processes_and_deletes_it() {
 
 #[test]
 fn dropping_a_child_guard_terminates_the_process() {
-    common::require_root();
+    require_root();
     let netns = Netns::new("tb-child").expect("create a namespace");
     let child = netns.spawn(&["sleep", "60"]).expect("spawn sleep");
     let pid = child.id();
@@ -172,7 +176,7 @@ fn dropping_a_child_guard_terminates_the_process() {
 
 #[test]
 fn commands_time_out_and_waits_name_what_they_awaited() {
-    common::require_root();
+    require_root();
     let netns = Netns::new("tb-timeout").expect("create a namespace");
     let error = netns
         .exec_timeout(&["sleep", "30"], Duration::from_millis(200))
@@ -181,8 +185,9 @@ fn commands_time_out_and_waits_name_what_they_awaited() {
         matches!(error, TestbedError::CommandTimeout { .. }),
         "{error}"
     );
-    let error = testbed::wait_until(Duration::from_millis(50), "the moon to turn blue", || false)
-        .expect_err("the condition never holds");
+    let error =
+        weft_testbed::wait_until(Duration::from_millis(50), "the moon to turn blue", || false)
+            .expect_err("the condition never holds");
     assert!(
         error.to_string().contains("the moon to turn blue"),
         "{error}"
@@ -196,7 +201,7 @@ fn commands_time_out_and_waits_name_what_they_awaited() {
 
 #[test]
 fn sysctl_and_links_are_per_namespace() {
-    common::require_root();
+    require_root();
     let mut bed = Testbed::two_hosts("tb-sysctl").expect("build two hosts");
     bed.add_pod(1, 2, UDP_OVERLAY_MTU).expect("add a pod");
     let forwarding = |netns: &Netns| {

@@ -3,13 +3,16 @@
 //! Every failure ends in one line on stderr, `weft: <what failed, on what>: <why>`, and a
 //! non-zero exit; never a backtrace.
 
+mod demo;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use weft::config::{default_control_socket, Config};
-use weft::control;
+
+use weft::control::config::{default_control_socket, Config};
+use weft::control::socket as control;
 use weft_encap::table::Cidr;
 
 /// weft: a userspace overlay dataplane, wire-compatible with flanneld's UDP backend.
@@ -227,13 +230,13 @@ fn main() -> ExitCode {
     log::set_max_level(level);
 
     match cli.command {
-        Command::Run { config } => match weft::daemon::run(&config) {
+        Command::Run { config } => match weft::control::daemon::run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
-                let mtus = weft::daemon::mtus(&c);
+                let mtus = weft::control::daemon::mtus(&c);
                 println!("{}: ok", c.path.display());
                 let backend = match &c.vxlan {
                     Some(v) => format!("vxlan vni {} mode {:?}", v.vni, v.mode).to_lowercase(),
@@ -317,7 +320,7 @@ fn demo() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot find the weft executable: {e}")),
     };
-    match weft::demo::run(&exe) {
+    match demo::run(&exe) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

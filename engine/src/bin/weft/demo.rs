@@ -1,6 +1,6 @@
 //! `weft demo`: the UDP backend between two hosts, shown end to end in a couple of seconds.
 //!
-//! [`run`] builds the [`testbed`]'s standard two-host topology in network
+//! [`run`] builds the `weft_testbed`'s standard two-host topology in network
 //! namespaces (hosts 1 and 2 joined by a veth, one pod behind a `cni0` bridge on each),
 //! starts `weft run` in both hosts, then pings host to host and pod to pod across the tunnel,
 //! sends a few megabytes pod to pod over TCP, and prints what it did with both daemons'
@@ -12,9 +12,9 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use crate::testbed::{
-    self, ping, tcp_transfer, PingSummary, StatsOutput, Testbed, TestbedError, Transfer,
-    WeftConfig, WeftDaemon, DEFAULT_DEVICE, UDP_OVERLAY_MTU,
+use weft_testbed::{
+    ping, tcp_transfer, PingSummary, StatsOutput, Testbed, TestbedError, Transfer, WeftConfig,
+    WeftDaemon, DEFAULT_DEVICE, UDP_OVERLAY_MTU,
 };
 
 /// Echo requests per ping run.
@@ -152,7 +152,7 @@ impl fmt::Display for DemoReport {
 /// Fails if not run as root, if a daemon does not come up, if a ping across the tunnel loses
 /// a reply, or if the transfer does not arrive intact; everything is cleaned up either way.
 pub fn run(weft_exe: &Path) -> Result<DemoReport, DemoError> {
-    if !testbed::is_root() {
+    if !weft_testbed::is_root() {
         return Err(DemoError::NotRoot);
     }
     if !weft_exe.is_file() {
@@ -188,7 +188,7 @@ pub fn run(weft_exe: &Path) -> Result<DemoReport, DemoError> {
             host_a.underlay_addr(),
             host_a.overlay_addr(),
             host_a.subnet(),
-            testbed::bridge_addr(1),
+            weft_testbed::bridge_addr(1),
             pod_a.address(),
         ),
         format!(
@@ -196,12 +196,12 @@ pub fn run(weft_exe: &Path) -> Result<DemoReport, DemoError> {
             host_b.underlay_addr(),
             host_b.overlay_addr(),
             host_b.subnet(),
-            testbed::bridge_addr(2),
+            weft_testbed::bridge_addr(2),
             pod_b.address(),
         ),
         format!(
             "hostA and hostB are joined by a veth; weft listens on UDP port {} on both",
-            testbed::UDP_PORT
+            weft_testbed::UDP_PORT
         ),
     ];
     setup.push(format!(

@@ -17,7 +17,6 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
@@ -28,10 +27,10 @@ use std::time::Duration;
 use weft_encap::table::{Cidr, Route};
 use weft_encap::wire::EthernetAddress;
 
-use crate::config::parse_endpoint;
-use crate::counters::Stats;
-use crate::engine::Inspector;
-use crate::routes::RouteTable;
+use crate::control::config::parse_endpoint;
+use crate::dataplane::counters::Stats;
+use crate::dataplane::engine::Inspector;
+use crate::dataplane::routes::RouteTable;
 use weft_encap::vxlan::{VxlanBackend, VxlanMode};
 
 /// A control-socket failure.
@@ -317,7 +316,7 @@ fn serve(listener: UnixListener, ctx: Arc<ControlContext>, name: String) {
         .unwrap_or(0);
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
-        match crate::sys::peer_uid(stream.as_raw_fd()) {
+        match crate::sys::peer_uid(&stream) {
             Ok(uid) if uid == 0 || uid == own_uid => {}
             Ok(uid) => {
                 log::warn!("control socket {name}: refused a client with uid {uid}");
@@ -388,7 +387,7 @@ pub fn request(socket: &str, line: &str) -> Result<Vec<String>, ControlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::Counters;
+    use crate::dataplane::counters::Counters;
 
     fn ctx(routes: RouteTable) -> ControlContext {
         let counters = Arc::new(Counters::default());

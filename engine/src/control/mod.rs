@@ -1,0 +1,11 @@
+//! The control plane: everything around the data plane that runs on its own threads.
+//!
+//! - [`config`]: the TOML configuration file, validated with one clear error per mistake.
+//! - [`provision`]: creating and configuring the devices and sockets a config describes.
+//! - [`socket`]: the control socket (`weft peer`, `weft fdb`, `weft stats`).
+//! - [`daemon`]: `weft run`, the assembly of all of the above, signals and SIGHUP reload.
+
+pub mod config;
+pub mod daemon;
+pub mod provision;
+pub mod socket;
