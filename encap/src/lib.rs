@@ -22,6 +22,8 @@
 //! - [`backend`]: the [`backend::Backend`] trait the engine drives.
 //! - [`verdict`]: the outcome of each of those decisions, and the counted drop reasons.
 //! - [`ratelimit`]: the token bucket that bounds the ICMP errors weft generates.
+//! - [`offload`]: TSO/USO split and GRO coalesce of 64 KB super-packets, the
+//!   `virtio_net_hdr` and partial checksums of a TUN/TAP with offloads.
 #![forbid(unsafe_code)]
 
 pub mod backend;
@@ -30,6 +32,7 @@ pub mod flannel;
 pub mod flowhash;
 pub mod icmp;
 pub mod neigh;
+pub mod offload;
 pub mod ratelimit;
 pub mod table;
 #[cfg(test)]
