@@ -16,7 +16,9 @@
 //! its flow (addresses, ports, family) only if that group is still open and the packet
 //! agrees with its first member on: the prefix bytes in front of the IP header, the ACK
 //! number, IPv4 TOS / TTL / flag bits (IPv6 version-class-flow word and hop limit), the TCP
-//! header length and option bytes; its sequence number continues the group exactly
+//! data offset byte (reserved bits included), window, urgent pointer and option bytes
+//! (as Linux GRO does, so that re-segmenting gives back the same headers); an IPv4 packet
+//! without DF must also carry the next IP ID; its sequence number continues the group exactly
 //! (append only, no reordering); its payload is not larger than the first member's
 //! (`gso_size`); and the merged IP length stays within 65,535 bytes and the member count
 //! within the limit. A packet of the flow that does not join closes the group (so nothing
@@ -26,7 +28,8 @@
 //! The merged header: IPv4 total length and header checksum (or IPv6 payload length)
 //! rewritten, PSH OR-ed in from the last member, and the TCP checksum field set to the
 //! folded, non-complemented pseudo-header sum over the merged L4 length, which the kernel
-//! finishes (`NEEDS_CSUM`). IPv4 IDs are not checked (the first member's is kept).
+//! finishes (`NEEDS_CSUM`). With DF set, IPv4 IDs are not checked (the first member's is
+//! kept; the kernel numbers the segments from it).
 
 use core::ops::Range;
 
@@ -275,12 +278,21 @@ impl Coalescer {
             // Version, traffic class, flow label; hop limit.
             ia[..4] == ib[..4] && ia[7] == ib[7]
         } else {
-            // TOS; DF and reserved flag bits (not a fragment: the offset is 0); TTL.
-            ia[1] == ib[1] && ia[6] & 0xe0 == ib[6] & 0xe0 && ia[8] == ib[8]
+            // TOS; flag bits (not a fragment: the offset is 0); TTL. Without DF the IDs must
+            // increment by one per segment (re-segmentation recreates them that way).
+            let df = ia[6] & 0x40 != 0;
+            let id_ok =
+                df || ip::rd16(ib, 4) == ip::rd16(ia, 4).map(|id| id.wrapping_add(g.len as u16));
+            ia[1] == ib[1] && ia[6] == ib[6] && ia[8] == ib[8] && id_ok
         };
         let (ta, tb) = (&ia[g.ip_hdr_len..], &ib[g.ip_hdr_len..]);
-        // ACK number; then the option bytes (the data offset is equal).
-        ip_same && ta[8..12] == tb[8..12] && ta[20..g.tcp_hdr_len] == tb[20..g.tcp_hdr_len]
+        // ACK number; data offset byte with its reserved and AE bits (found by the
+        // fuzzer: a differing reserved bit would be lost); window and urgent pointer (as
+        // Linux GRO); the option bytes.
+        ip_same
+            && ta[8..13] == tb[8..13]
+            && ta[14..16] == tb[14..16]
+            && ta[18..g.tcp_hdr_len] == tb[18..g.tcp_hdr_len]
     }
 
     fn append(&mut self, gi: usize, id: u32, pkt: &[u8], c: &Candidate) {

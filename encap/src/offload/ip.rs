@@ -147,8 +147,15 @@ pub(super) fn csum_offset(proto: u8) -> Option<usize> {
 pub(super) fn pseudo_sum(ip: &[u8], v6: bool, proto: u8, l4_len: usize) -> Sum {
     let addrs = if v6 { ip.get(8..40) } else { ip.get(12..20) };
     let s = checksum::sum(addrs.unwrap_or(&[]), 0);
-    // l4_len < 2^32 always (slices); the u64 accumulator cannot overflow from three adds.
-    s + u64::from(proto) + l4_len as u64
+    add(add(s, u64::from(proto)), l4_len as u64)
+}
+
+/// One's complement addition of two partial sums (end-around carry): a [`Sum`] may be any
+/// `u64`, so plain `+` could overflow.
+#[inline]
+pub(super) fn add(a: Sum, b: Sum) -> Sum {
+    let (s, carry) = a.overflowing_add(b);
+    s + u64::from(carry)
 }
 
 /// One's complement equality of two 16-bit checksum values (`0x0000 == 0xffff`).
@@ -183,8 +190,7 @@ pub(super) fn copy_and_sum(dst: &mut [u8], src: &[u8], acc: Sum) -> Sum {
         let mut w = [0u8; 8];
         w.copy_from_slice(sc);
         dc.copy_from_slice(&w);
-        let (r, carry) = acc.overflowing_add(u64::from_be_bytes(w));
-        acc = r + u64::from(carry);
+        acc = add(acc, u64::from_be_bytes(w));
     }
     let (dr, sr) = (d.into_remainder(), s.remainder());
     dr.copy_from_slice(sr);
@@ -207,6 +213,23 @@ mod tests {
                 checksum::fold(checksum::sum(&src, 12345))
             );
         }
+    }
+
+    #[test]
+    fn pseudo_sum_never_overflows() {
+        // Addresses summing to nearly 2^64 (found by the split fuzzer).
+        let ip = [0xffu8; 40];
+        let s = pseudo_sum(&ip, true, 6, 65535);
+        let s4 = pseudo_sum(&ip, false, 6, 65535);
+        assert_eq!(
+            checksum::fold(s),
+            checksum::fold(checksum::sum(&[0xff; 32], 6 + 65535))
+        );
+        assert_eq!(
+            checksum::fold(s4),
+            checksum::fold(checksum::sum(&[0xff; 8], 6 + 65535))
+        );
+        assert_eq!(add(u64::MAX, 1), 1);
     }
 
     #[test]

@@ -28,7 +28,11 @@
 //! The rules and the kernel's quirks are in `OFFLOAD.md` (sections 1.2-1.4 and Pitfalls).
 
 pub mod coalesce;
+#[cfg(test)]
+mod fuzz_replay;
 mod ip;
+#[cfg(test)]
+mod proptests;
 pub mod split;
 #[cfg(test)]
 mod testpkt;

@@ -197,7 +197,7 @@ pub fn split(
         ip::wr16(l4h, csum_off, 0);
         // The L4 header length is even (a multiple of 4 for TCP, 8 for UDP), so the header
         // sum chains with the payload sum.
-        let s = checksum::sum(l4h, pseudo_base + l4_len as u64);
+        let s = checksum::sum(l4h, ip::add(pseudo_base, l4_len as u64));
         let s = ip::copy_and_sum(body, chunk, s);
         let mut c = !fold(s);
         if l.proto == PROTO_UDP && c == 0 {
