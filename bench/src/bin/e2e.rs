@@ -1,98 +1,131 @@
-//! `weft-e2e-bench`: end-to-end TCP throughput of weft against the kernel, in namespaces.
+//! `weft-e2e-bench`: weft against the kernel's vxlan, end to end, in network namespaces.
 //!
 //! Builds the standard two-host topology of TESTBED.md (two network namespaces joined by one
-//! veth, `198.18.0.1/24` and `198.18.0.2/24`) and measures one iperf3 TCP stream from host 1
-//! to host 2 for each setup (see [`setups::Setup`]): `direct` (the veth itself, the ceiling),
-//! `kernel-vxlan` (the reference), and the real daemon (`weft run`) on both hosts as
-//! `weft-udp`, `weft-udp-batch1` (the same with `[engine] batch = 1`, one packet per system
-//! call) and `weft-vxlan` (VXLAN L3, mirroring `kernel-vxlan`). Runs are interleaved (run 1 of every setup, then
-//! run 2, ...) so slow drifts of a shared machine hit every setup alike; each setup is
-//! brought up before its run and taken down after it.
+//! veth, `198.18.0.1/24` and `198.18.0.2/24`) and, for each setup (see [`setups::Setup`]:
+//! direct veth, the kernel's vxlan as flanneld programs it, `weft run` with the UDP and the
+//! VXLAN backend, and weft the way flanneld works: offloads off, one packet per system call),
+//! measures host 1 -> host 2: round-trip latency p50/p99 under no load (ping), one TCP stream
+//! and four (iperf3), and 64-byte UDP datagrams delivered per second (iperf3, the receiver's
+//! count). Runs are interleaved (run 1 of every setup, then run 2, ...) so slow drifts of a
+//! shared machine hit every setup alike; each setup is brought up before its run and taken
+//! down after it.
 //!
-//! The markdown report (stdout) gives the median of the runs, its ratio to `kernel-vxlan`
-//! and to `direct` measured in the same run, the CPU time of the weft processes and how full
-//! their batches were. Progress goes to stderr.
+//! The markdown report (stdout) gives for every figure the median of the runs and its ratio
+//! to the kernel vxlan's median, plus weft's CPU time and batching, and records the date,
+//! machine, kernel, commit, command and the underlay veth's offload settings;
+//! `--write-results bench/RESULTS.md` also puts it into that file. A setup or measurement
+//! that fails shows `failed: <reason>` in its cells and the run goes on. Progress goes to
+//! stderr. The exit status is non-zero only if some setup carried no traffic at all (or the
+//! runner itself failed), never because of a figure.
 //!
-//! Needs root, `ip`, `bridge`, `ss`, `ping` and `iperf3`, and the `weft` binary:
+//! Needs root, `ip`, `bridge`, `ss`, `ping`, `ethtool` and `iperf3`, and the `weft` binary:
 //!
 //! ```text
 //! cargo build --release -p weft -p weft-bench
-//! sudo target/release/weft-e2e-bench --runs 3 --seconds 5 [--only weft-vxlan,kernel-vxlan] [--json out.json]
-//! sudo target/release/weft-e2e-bench --quick     # CI: one 2 s run per setup, one table in ~30 s
+//! sudo target/release/weft-e2e-bench --runs 3 --seconds 5 [--only weft-vxlan,kernel-vxlan] [--workers 1]
+//! sudo target/release/weft-e2e-bench --quick     # CI: one run, 2 s per measurement, every setup
+//! sudo target/release/weft-e2e-bench --runs 5 --seconds 10 --write-results bench/RESULTS.md
 //! ```
 //!
 //! Everything is created inside namespaces with unique names and removed by guards, also on
 //! errors and on Ctrl-C (the first SIGINT/SIGTERM stops after the current step and cleans up;
-//! a second one exits at once). Every iperf3 run is bounded (`-t`, a connect timeout and a
-//! kill timeout).
+//! a second one exits at once). Every traffic generator is bounded (`iperf3 -t`, `ping -c -w`,
+//! a connect timeout and a kill timeout).
 
 // The modules live in src/bin/e2e/ (a crate root's modules would otherwise be looked up
 // next to it, where Cargo would take them for binaries of their own).
 #[path = "e2e/cpu.rs"]
 mod cpu;
+#[path = "e2e/facts.rs"]
+mod facts;
 #[path = "e2e/iperf.rs"]
 mod iperf;
+#[path = "e2e/latency.rs"]
+mod latency;
+#[path = "e2e/measure.rs"]
+mod measure;
 #[path = "e2e/report.rs"]
 mod report;
 #[path = "e2e/setups.rs"]
 mod setups;
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use weft_testbed::{is_root, ping, wait_until, Testbed};
+use weft_testbed::{is_root, wait_until, Testbed};
 
-use report::{Context, Sample, SetupResult};
-use setups::{counter_ratio, Running, Setup};
+use facts::{first_line_of, Facts};
+use measure::Plan;
+use report::SetupResult;
+use setups::Setup;
 
-/// How long a freshly brought-up path may take to answer a ping.
-const PATH_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a removed device may take to disappear.
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs per setup with `--quick`.
 const QUICK_RUNS: u32 = 1;
-/// Seconds per run with `--quick`.
+/// Seconds per measurement with `--quick`.
 const QUICK_SECONDS: u32 = 2;
 
-/// End-to-end TCP throughput: direct veth, kernel vxlan and weft, in network namespaces.
+/// weft against the kernel's vxlan, end to end in network namespaces: TCP (1 and 4 streams),
+/// 64-byte UDP packets per second and round-trip latency, as ratios to the kernel vxlan.
 #[derive(Debug, Parser)]
 #[command(name = "weft-e2e-bench", version)]
 struct Cli {
-    /// Runs per setup; the report gives their median.
+    /// Runs per setup; the report gives their medians.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
-    /// Length of each iperf3 run, in seconds.
+    /// Length of each throughput measurement (iperf3 -t), in seconds; the latency
+    /// measurement sends 100 pings per second of it (100 to 300).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
     seconds: u32,
-    /// Short mode for CI: one run of 2 s per setup (`--runs 1 --seconds 2`); a smoke test
-    /// that prints one table, not numbers to compare.
+    /// Short mode for CI: one run, 2 s per measurement, every setup and measurement
+    /// (`--runs 1 --seconds 2`); prints one table, not numbers to compare.
     #[arg(long, conflicts_with_all = ["runs", "seconds"])]
     quick: bool,
     /// Measure only these setups (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Setup>,
+    /// `[engine] workers = N` for the weft setups [default: left out, the engine's default]
+    /// (the offload-off, batch-1 setup always runs one worker).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: Option<u32>,
     /// The weft binary [default: $WEFT_BIN, else `weft` next to this executable].
     #[arg(long)]
     weft: Option<PathBuf>,
-    /// Also write the results as JSON to this file.
+    /// Also write the report into this markdown file (e.g. bench/RESULTS.md), between its
+    /// generated-section markers (appended if it has none, created if missing).
+    #[arg(long, value_name = "PATH")]
+    write_results: Option<PathBuf>,
+    /// Also write every run's figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 }
 
 impl Cli {
-    /// (runs per setup, seconds per run), after `--quick`.
+    /// (runs per setup, seconds per measurement), after `--quick`.
     fn runs_and_seconds(&self) -> (u32, u32) {
         if self.quick {
             (QUICK_RUNS, QUICK_SECONDS)
         } else {
             (self.runs, self.seconds)
+        }
+    }
+
+    /// The setups to measure, in report order.
+    fn setups(&self) -> Vec<Setup> {
+        if self.only.is_empty() {
+            Setup::ALL.to_vec()
+        } else {
+            let mut only = self.only.clone();
+            only.sort();
+            only.dedup();
+            only
         }
     }
 }
@@ -127,76 +160,68 @@ fn weft_binary(cli: &Cli) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The command line as typed, arguments with spaces quoted.
-fn command_line() -> String {
-    std::env::args()
-        .map(|arg| {
-            if arg.contains(char::is_whitespace) {
-                format!("'{arg}'")
-            } else {
-                arg
-            }
+/// `args` as typed, arguments with spaces quoted.
+fn quote_args(args: impl Iterator<Item = String>) -> String {
+    args.map(|arg| {
+        if arg.is_empty() || arg.contains(char::is_whitespace) {
+            format!("'{arg}'")
+        } else {
+            arg
+        }
+    })
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// The offload settings of every host's underlay veth, labelled `host N`.
+fn offloads(bed: &Testbed) -> Vec<(String, String)> {
+    bed.hosts()
+        .iter()
+        .map(|host| {
+            (
+                format!("host {}", host.index()),
+                facts::veth_offloads(host.netns()),
+            )
         })
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect()
 }
 
-/// Which weft is measured: the binary every weft setup runs, and the revision of the
-/// source tree when it is at hand.
-fn weft_description(weft: Option<&Path>) -> String {
-    let binary = weft.map_or_else(
-        || "not used".to_owned(),
-        |path| format!("`{}`", path.display()),
-    );
-    let tree = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let revision = report::first_line_of("git", &["-C", tree, "rev-parse", "--short", "HEAD"]);
-    let dirty = std::process::Command::new("git")
-        .args([
-            "--no-optional-locks",
-            "-C",
-            tree,
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-        ])
-        .output()
-        .map(|out| out.status.success() && !out.stdout.is_empty())
-        .unwrap_or(false);
-    let dirty = if dirty { " + uncommitted changes" } else { "" };
-    format!(
-        "binary {binary} (`weft run`, every weft setup); source tree at revision \
-         {revision}{dirty}"
-    )
-}
-
-/// Runs the benchmark; `Ok(false)` when some runs failed (the report says which).
+/// Runs the benchmark; `Ok(false)` when some setup carried no traffic at all (the report
+/// says why).
 fn bench(cli: &Cli) -> Result<bool> {
     ensure!(
         is_root(),
         "weft-e2e-bench creates network namespaces and devices: run it as root"
     );
-    let iperf3 = report::first_line_of("iperf3", &["--version"]);
+    let iperf3 = first_line_of("iperf3", &["--version"]);
     ensure!(
         iperf3 != "unknown",
         "iperf3 is not installed: apt-get install -y iperf3"
     );
-    let setups: Vec<Setup> = if cli.only.is_empty() {
-        Setup::ALL.to_vec()
-    } else {
-        let mut only = cli.only.clone();
-        only.sort();
-        only.dedup();
-        only
-    };
+    let ping = first_line_of("ping", &["-V"]);
+    ensure!(
+        ping != "unknown",
+        "ping is not installed: apt-get install -y iputils-ping"
+    );
+    ensure!(
+        first_line_of("ethtool", &["--version"]) != "unknown",
+        "ethtool is not installed: apt-get install -y ethtool"
+    );
+    let setups = cli.setups();
     let weft = if setups.iter().any(|setup| setup.is_weft()) {
         Some(weft_binary(cli)?)
     } else {
         None
     };
     let (runs, seconds) = cli.runs_and_seconds();
-    let clock_ticks = report::first_line_of("getconf", &["CLK_TCK"])
-        .parse()
-        .unwrap_or(100.0);
+    let plan = Plan {
+        seconds,
+        pings: latency::count_for(seconds),
+        workers: cli.workers,
+        clock_ticks: first_line_of("getconf", &["CLK_TCK"])
+            .parse()
+            .unwrap_or(100.0),
+    };
 
     // Ctrl-C: the first signal sets the flag (the loop stops after the current step and the
     // guards clean up); a second one exits at once.
@@ -207,29 +232,36 @@ fn bench(cli: &Cli) -> Result<bool> {
     }
 
     let bed = Testbed::two_hosts("e2eb")?;
-    let client = bed.host(1).netns();
-    let context = Context {
-        command: command_line(),
-        date: report::first_line_of("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]),
-        kernel: report::kernel_release(),
-        cpus: report::cpu_description(),
-        load: report::load_average(),
-        congestion_control: client
+    let mut facts = Facts {
+        command: quote_args(std::env::args()),
+        args: quote_args(std::env::args().skip(1)),
+        date: first_line_of("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]),
+        machine: facts::machine(),
+        kernel: facts::kernel_release(),
+        load: facts::load_average(),
+        commit: facts::commit(),
+        weft: facts::weft_binary(weft.as_deref()),
+        iperf3,
+        ping,
+        congestion_control: bed
+            .host(1)
+            .netns()
             .exec_ok(&["sysctl", "-n", "net.ipv4.tcp_congestion_control"])
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "unknown".to_owned()),
-        iperf3,
-        weft: weft_description(weft.as_deref()),
+        offloads: offloads(&bed),
+        offloads_changed: None,
         runs,
         seconds,
+        pings: plan.pings,
+        workers: cli.workers,
     };
 
     let mut results: Vec<SetupResult> = setups
         .iter()
         .map(|&setup| SetupResult {
             setup,
-            samples: Vec::new(),
-            failures: Vec::new(),
+            runs: Vec::new(),
         })
         .collect();
     'runs: for run in 1..=runs {
@@ -238,53 +270,72 @@ fn bench(cli: &Cli) -> Result<bool> {
                 break 'runs;
             }
             let setup = result.setup;
-            eprint!("[run {run}/{runs}] {setup}: ");
-            let outcome = measure(setup, &bed, weft.as_deref(), seconds, clock_ticks);
+            eprint!("[run {run}/{runs}] {setup}:");
+            let outcome = measure::run(setup, &bed, weft.as_deref(), &plan);
             let gone = wait_devices_gone(&bed);
             match outcome {
                 Ok(sample) => {
-                    eprintln!("{}", progress(&sample));
-                    result.samples.push(sample);
+                    eprintln!();
+                    result.runs.push(Ok(sample));
                 }
                 Err(error) => {
-                    eprintln!("FAILED: {error:#}");
-                    result.failures.push(format!("{error:#}"));
+                    eprintln!(" FAILED: {error:#}");
+                    result.runs.push(Err(format!("{error:#}")));
                 }
             }
             // A device that does not go away would spoil every later run.
             gone?;
         }
     }
+    let end = offloads(&bed);
+    if end != facts.offloads {
+        facts.offloads_changed = Some(end);
+    }
     drop(bed);
 
     let interrupted = interrupted.load(Ordering::Relaxed);
-    if interrupted && results.iter().all(|r| r.samples.is_empty()) {
+    if interrupted && results.iter().all(|r| r.runs.is_empty()) {
         bail!("interrupted before any run finished; the namespaces have been removed");
     }
-    print!("{}", report::markdown(&context, &results));
+    let text = report::markdown(&facts, &results);
+    print!("{text}");
+    if let Some(path) = &cli.write_results {
+        write_results(path, &text)?;
+    }
     if let Some(path) = &cli.json {
-        std::fs::write(path, report::json(&context, &results))
+        std::fs::write(path, report::json(&facts, &results))
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    ensure!(!interrupted, "interrupted: the report above has only the finished runs; the namespaces have been removed");
-    Ok(results.iter().all(|r| r.failures.is_empty()))
+    ensure!(
+        !interrupted,
+        "interrupted: the report above has only the finished runs; the namespaces have been \
+         removed"
+    );
+    let silent: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.carried_traffic())
+        .map(|r| r.setup.label())
+        .collect();
+    if !silent.is_empty() {
+        eprintln!(
+            "weft-e2e-bench: no traffic at all through: {}",
+            silent.join("; ")
+        );
+    }
+    Ok(silent.is_empty())
 }
 
-fn progress(sample: &Sample) -> String {
-    let mut line = format!("{:.2} Gbit/s", sample.gbps);
-    if let Some(cores) = sample.machine_cores {
-        line.push_str(&format!(", machine busy {cores:.2} cores"));
-    }
-    if let Some(cores) = sample.weft_cores {
-        line.push_str(&format!(
-            ", weft CPU {cores:.2} cores ({:.2} Gbit/s per core)",
-            sample.gbps / cores.max(f64::MIN_POSITIVE)
-        ));
-    }
-    if let (Some(rx), Some(tx)) = (sample.rx_batch_fill, sample.tx_batch_fill) {
-        line.push_str(&format!(", {rx:.1} pkts/recvmmsg, {tx:.1} pkts/sendmmsg"));
-    }
-    line
+/// Puts `section` into the results file at `path` (see [`report::update_results`]).
+fn write_results(path: &Path, section: &str) -> Result<()> {
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    };
+    std::fs::write(path, report::update_results(existing.as_deref(), section))
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("weft-e2e-bench: wrote the report into {}", path.display());
+    Ok(())
 }
 
 /// Waits until no weft or vxlan device is left in either host (the TUN of a stopped weft
@@ -299,72 +350,6 @@ fn wait_devices_gone(bed: &Testbed) -> Result<()> {
         })?;
     }
     Ok(())
-}
-
-/// Total CPU ticks of `pids`, if every one of them could be read.
-fn total_ticks(pids: &[u32]) -> Option<u64> {
-    pids.iter().map(|&pid| cpu::cpu_ticks(pid)).sum()
-}
-
-/// One run of one setup: bring it up, check the path, run iperf3, take it down.
-fn measure(
-    setup: Setup,
-    bed: &Testbed,
-    weft: Option<&Path>,
-    seconds: u32,
-    clock_ticks: f64,
-) -> Result<Sample> {
-    let mut running: Running<'_> = setup.bring_up(bed, weft)?;
-    let (src, dst): (Ipv4Addr, Ipv4Addr) = setup.addresses();
-    let (client, server_ns) = (bed.host(1).netns(), bed.host(2).netns());
-    let what = format!("{dst} to answer a ping from host 1 over {setup}");
-    wait_until(PATH_TIMEOUT, &what, || {
-        ping(client, dst, 1).is_ok_and(|s| s.all_received())
-    })?;
-
-    let server = iperf::Server::start(server_ns, dst)?;
-    let pids = running.weft_pids();
-    let (before, machine_before) = (total_ticks(&pids), cpu::machine_busy_ticks());
-    let start = Instant::now();
-    let report = iperf::run_client(client, src, dst, seconds)?;
-    let wall = start.elapsed();
-    let (after, machine_after) = (total_ticks(&pids), cpu::machine_busy_ticks());
-    server.finish();
-    running.check_alive()?;
-    let stats = running.finish()?;
-
-    let cores = |ticks: u64| ticks as f64 / clock_ticks / wall.as_secs_f64();
-    let weft_cores = match (setup.is_weft(), before, after) {
-        (true, Some(before), Some(after)) => Some(cores(after.saturating_sub(before))),
-        _ => None,
-    };
-    let machine_cores = match (machine_before, machine_after) {
-        (Some(before), Some(after)) => Some(cores(after.saturating_sub(before))),
-        _ => None,
-    };
-    let (rx_batch_fill, tx_batch_fill) = match &stats {
-        Some((a, b)) => {
-            ensure!(
-                a.get("tx_packets").unwrap_or(0) > 0 && b.get("rx_packets").unwrap_or(0) > 0,
-                "the traffic did not go through weft (host 1 sent {:?}, host 2 delivered {:?} packets)",
-                a.get("tx_packets"),
-                b.get("rx_packets")
-            );
-            (
-                counter_ratio(b, "udp_rx_packets", "recv_batches"),
-                counter_ratio(a, "tx_packets", "send_batches"),
-            )
-        }
-        None => (None, None),
-    };
-    Ok(Sample {
-        gbps: report.bits_per_second / 1e9,
-        retransmits: report.retransmits,
-        weft_cores,
-        machine_cores,
-        rx_batch_fill,
-        tx_batch_fill,
-    })
 }
 
 #[cfg(test)]
@@ -389,9 +374,26 @@ mod tests {
         );
         assert!(parse(&["--quick", "--runs", "3"]).is_err());
         assert!(parse(&["--quick", "--seconds", "3"]).is_err());
-        let only = parse(&["--quick", "--only", "weft-vxlan,kernel-vxlan"]).unwrap();
-        assert_eq!(only.only, [Setup::WeftVxlan, Setup::KernelVxlan]);
-        // The hidden `engine` subcommand is gone.
-        assert!(parse(&["engine", "--config", "x"]).is_err());
+        assert_eq!(parse(&["--quick"]).unwrap().setups(), Setup::ALL);
+    }
+
+    #[test]
+    fn only_workers_and_results_options() {
+        let only = parse(&["--quick", "--only", "weft-vxlan,kernel-vxlan,weft-vxlan"]).unwrap();
+        assert_eq!(only.setups(), [Setup::KernelVxlan, Setup::WeftVxlan]);
+        assert_eq!(parse(&[]).unwrap().workers, None);
+        assert_eq!(parse(&["--workers", "2"]).unwrap().workers, Some(2));
+        assert!(parse(&["--workers", "0"]).is_err());
+        let write = parse(&["--write-results", "bench/RESULTS.md"]).unwrap();
+        assert_eq!(
+            write.write_results.as_deref(),
+            Some(Path::new("bench/RESULTS.md"))
+        );
+    }
+
+    #[test]
+    fn arguments_are_quoted_when_needed() {
+        let args = ["a", "b c", ""].map(String::from);
+        assert_eq!(quote_args(args.into_iter()), "a 'b c' ''");
     }
 }

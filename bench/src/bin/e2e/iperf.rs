@@ -1,5 +1,5 @@
-//! iperf3 inside the testbed: a one-shot server, a bounded client run, and the few numbers
-//! read from the client's JSON report.
+//! iperf3 inside the testbed: a one-shot server, a bounded client run (TCP with one or more
+//! streams, or small UDP datagrams), and the few numbers read from the client's JSON report.
 //!
 //! The JSON is not parsed in full (no JSON crate in the workspace): the report's `end`
 //! section holds flat objects (`sum_sent`, `sum_received`, `cpu_utilization_percent`) whose
@@ -57,26 +57,69 @@ impl Server {
     }
 }
 
-/// What one client run measured.
+/// What one iperf3 test sends from the client to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Test {
+    /// `streams` parallel TCP streams (`-P streams`).
+    Tcp {
+        /// Parallel streams.
+        streams: u32,
+    },
+    /// UDP datagrams of `payload` bytes as fast as the sender can (`-u -l payload -b 0`).
+    Udp {
+        /// UDP payload bytes per datagram.
+        payload: u32,
+    },
+}
+
+impl Test {
+    /// The iperf3 client arguments that select this test.
+    fn args(self) -> Vec<String> {
+        match self {
+            Test::Tcp { streams } => vec!["-P".into(), streams.to_string()],
+            Test::Udp { payload } => vec![
+                "-u".into(),
+                "-l".into(),
+                payload.to_string(),
+                "-b".into(),
+                "0".into(),
+            ],
+        }
+    }
+}
+
+/// What one TCP client run measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ClientReport {
-    /// Goodput the receiver saw (`end.sum_received.bits_per_second`).
+pub struct TcpReport {
+    /// Goodput the receiver saw, all streams together (`end.sum_received.bits_per_second`).
     pub bits_per_second: f64,
     /// TCP retransmissions of the sender (`end.sum_sent.retransmits`).
     pub retransmits: Option<u64>,
 }
 
-/// Runs `iperf3 -c dst -B src -t seconds -J` in `netns`, killed if it runs `seconds` + 30 s.
+/// What one UDP client run measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UdpReport {
+    /// Datagrams the sender sent per second.
+    pub sent_per_second: f64,
+    /// Datagrams the receiver got per second (sent - lost, over the receiver's seconds).
+    pub delivered_per_second: f64,
+}
+
+/// Runs `iperf3 -c dst -B src -t seconds -J <test>` in `netns`, killed if it runs
+/// `seconds` + 30 s, and returns its JSON report.
 pub fn run_client(
     netns: &Netns,
     src: Ipv4Addr,
     dst: Ipv4Addr,
     seconds: u32,
-) -> Result<ClientReport> {
+    test: Test,
+) -> Result<String> {
     let (src, dst) = (src.to_string(), dst.to_string());
     let (port, time) = (PORT.to_string(), seconds.to_string());
     let connect_timeout = CONNECT_TIMEOUT_MS.to_string();
-    let argv = [
+    let test_args = test.args();
+    let mut argv = vec![
         "iperf3",
         "-c",
         &dst,
@@ -90,31 +133,64 @@ pub fn run_client(
         "--connect-timeout",
         &connect_timeout,
     ];
+    argv.extend(test_args.iter().map(String::as_str));
     let timeout = Duration::from_secs(u64::from(seconds)) + CLIENT_SLACK;
     let output = netns.exec_timeout(&argv, timeout)?;
-    let json = String::from_utf8_lossy(&output.stdout);
+    let json = String::from_utf8_lossy(&output.stdout).into_owned();
     if let Some(error) = error_message(&json) {
-        bail!("iperf3 client {src} -> {dst} failed: {error}");
+        bail!("iperf3 {src} -> {dst} failed: {error}");
     }
     if !output.status.success() {
         bail!(
-            "iperf3 client {src} -> {dst} failed ({}): {}",
+            "iperf3 {src} -> {dst} failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    parse_report(&json).with_context(|| format!("reading the JSON report of iperf3 {src} -> {dst}"))
+    Ok(json)
 }
 
-/// The numbers of a client's JSON report.
-pub fn parse_report(json: &str) -> Result<ClientReport> {
+/// The numbers of a TCP client's JSON report.
+pub fn parse_tcp(json: &str) -> Result<TcpReport> {
     let Some(bits_per_second) = flat_number(json, "sum_received", "bits_per_second") else {
         bail!("no end.sum_received.bits_per_second in: {}", json.trim());
     };
     let retransmits = flat_number(json, "sum_sent", "retransmits").map(|r| r as u64);
-    Ok(ClientReport {
+    Ok(TcpReport {
         bits_per_second,
         retransmits,
+    })
+}
+
+/// The numbers of a UDP client's JSON report: `end.sum_sent` for the sender and
+/// `end.sum_received` for the receiver (iperf3 before 3.11 has only `end.sum`, whose packet
+/// and loss counts are the same).
+pub fn parse_udp(json: &str) -> Result<UdpReport> {
+    let received = if json.contains("\"sum_received\"") {
+        "sum_received"
+    } else {
+        "sum"
+    };
+    let sent = if json.contains("\"sum_sent\"") {
+        "sum_sent"
+    } else {
+        "sum"
+    };
+    let field = |object: &str, key: &str| {
+        flat_number(json, object, key)
+            .with_context(|| format!("no end.{object}.{key} in the UDP report"))
+    };
+    let packets = field(received, "packets")?;
+    let lost = field(received, "lost_packets")?;
+    let receiver_seconds = field(received, "seconds")?;
+    let sent_packets = field(sent, "packets")?;
+    let sender_seconds = field(sent, "seconds")?;
+    if receiver_seconds <= 0.0 || sender_seconds <= 0.0 {
+        bail!("the UDP report has no duration");
+    }
+    Ok(UdpReport {
+        sent_per_second: sent_packets / sender_seconds,
+        delivered_per_second: (packets - lost).max(0.0) / receiver_seconds,
     })
 }
 
@@ -189,7 +265,7 @@ mod tests {
 
     #[test]
     fn reads_goodput_and_retransmits_from_the_sums() {
-        let report = parse_report(REPORT).unwrap();
+        let report = parse_tcp(REPORT).unwrap();
         assert_eq!(report.bits_per_second, 17084408335.599022);
         assert_eq!(report.retransmits, Some(10));
         assert_eq!(
@@ -204,7 +280,82 @@ mod tests {
         // sum_received has no retransmits; the sender's must not be picked up.
         assert_eq!(flat_number(REPORT, "sum_received", "retransmits"), None);
         assert_eq!(flat_number(REPORT, "no_such_object", "bytes"), None);
-        assert!(parse_report("{}").is_err());
+        assert!(parse_tcp("{}").is_err());
+        assert!(parse_udp("{}").is_err());
+    }
+
+    /// The `end` section of a real iperf3 3.12 UDP report (`-u -l 64 -b 0 -t 1`, veth).
+    const UDP_REPORT: &str = r#"{
+	"end":	{
+		"streams":	[{
+				"udp":	{
+					"socket":	5,
+					"seconds":	1.000018,
+					"lost_packets":	96893,
+					"packets":	209210,
+					"sender":	true
+				}
+			}],
+		"sum":	{
+			"start":	0,
+			"end":	1.000164,
+			"seconds":	1.000164,
+			"bytes":	13389440,
+			"lost_packets":	96893,
+			"packets":	209210,
+			"sender":	true
+		},
+		"sum_sent":	{
+			"start":	0,
+			"end":	1.000018,
+			"seconds":	1.000018,
+			"bytes":	13389440,
+			"lost_packets":	0,
+			"packets":	209210,
+			"sender":	true
+		},
+		"sum_received":	{
+			"start":	0,
+			"end":	1.000164,
+			"seconds":	1.000164,
+			"bytes":	7188288,
+			"lost_packets":	96893,
+			"packets":	209210,
+			"sender":	false
+		}
+	}
+}"#;
+
+    #[test]
+    fn udp_delivered_is_sent_minus_lost_over_the_receivers_time() {
+        let report = parse_udp(UDP_REPORT).unwrap();
+        assert!(
+            (report.sent_per_second - 209_206.2).abs() < 1.0,
+            "{report:?}"
+        );
+        // 209,210 - 96,893 = 112,317 datagrams = 7,188,288 bytes / 64.
+        assert!(
+            (report.delivered_per_second - 112_298.6).abs() < 1.0,
+            "{report:?}"
+        );
+        // An old report with only `sum` gives the same delivered rate.
+        let old = UDP_REPORT
+            .replace("\"sum_sent\"", "\"x_sent\"")
+            .replace("\"sum_received\"", "\"x_received\"");
+        let report = parse_udp(&old).unwrap();
+        assert!(
+            (report.delivered_per_second - 112_298.6).abs() < 1.0,
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn test_arguments() {
+        assert_eq!(Test::Tcp { streams: 4 }.args(), ["-P", "4"]);
+        assert_eq!(
+            Test::Udp { payload: 64 }.args(),
+            ["-u", "-l", "64", "-b", "0"]
+        );
     }
 
     #[test]

@@ -1,68 +1,59 @@
-//! Results: per-run samples, medians and ratios, and the markdown / JSON reports.
+//! Results: medians over runs and ratios to the kernel vxlan, the markdown report, the JSON
+//! dump, and the generated section of `bench/RESULTS.md`.
 
 use std::fmt::Write as _;
-use std::fs;
-use std::process::Command;
-use std::time::Duration;
 
-use weft_testbed::run_command;
-
+use crate::facts::Facts;
+use crate::measure::{RunSample, TcpSample, STREAMS, UDP_PAYLOAD};
 use crate::setups::Setup;
-
-/// What one run of one setup measured.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    /// Receiver goodput, Gbit/s.
-    pub gbps: f64,
-    /// TCP retransmissions of the sender.
-    pub retransmits: Option<u64>,
-    /// CPU time of the weft processes of both hosts per second of the run (1.0 = one core
-    /// busy all the time).
-    pub weft_cores: Option<f64>,
-    /// Busy CPU time of the whole machine per second of the run (everything: iperf3, the
-    /// kernel's softirqs, weft, and whatever else runs on the machine).
-    pub machine_cores: Option<f64>,
-    /// Data datagrams per `recvmmsg` on the receiving host (udp_rx_packets / recv_batches).
-    pub rx_batch_fill: Option<f64>,
-    /// Datagrams per `sendmmsg` on the sending host (tx_packets / send_batches).
-    pub tx_batch_fill: Option<f64>,
-}
-
-impl Sample {
-    /// Goodput per core of weft CPU time: how efficiently weft turns CPU into throughput.
-    /// Unlike the goodput itself it hardly moves when other work on a shared machine takes
-    /// CPU away from weft (weft is CPU-bound here).
-    pub fn gbps_per_weft_core(&self) -> Option<f64> {
-        self.weft_cores.filter(|&c| c > 0.0).map(|c| self.gbps / c)
-    }
-}
 
 /// Every run of one setup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SetupResult {
     /// The setup.
     pub setup: Setup,
-    /// One sample per successful run.
-    pub samples: Vec<Sample>,
-    /// The error of each failed run.
-    pub failures: Vec<String>,
+    /// One entry per run: its measurements, or why the setup did not come up.
+    pub runs: Vec<Result<RunSample, String>>,
 }
 
 impl SetupResult {
-    /// The median of `field` over the samples that have it.
-    pub fn median(&self, field: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
-        median(self.samples.iter().filter_map(field).collect())
+    /// Whether some run carried traffic in some measurement.
+    pub fn carried_traffic(&self) -> bool {
+        self.runs
+            .iter()
+            .any(|run| run.as_ref().is_ok_and(RunSample::carried_traffic))
     }
 
-    /// The median goodput, Gbit/s.
-    pub fn median_gbps(&self) -> Option<f64> {
-        self.median(|s| Some(s.gbps))
+    /// The median of `field` over the runs' samples that have it.
+    fn median(&self, field: impl Fn(&RunSample) -> Option<f64>) -> Option<f64> {
+        median(self.runs.iter().flatten().filter_map(field).collect())
     }
 
-    fn range_gbps(&self) -> Option<(f64, f64)> {
-        let values = self.samples.iter().map(|s| s.gbps);
-        let min = values.clone().reduce(f64::min)?;
-        Some((min, values.reduce(f64::max)?))
+    /// The median of `field` of the `tcp` measurement chosen by `which`.
+    fn tcp_median(
+        &self,
+        which: impl Fn(&RunSample) -> &Result<TcpSample, String>,
+        field: impl Fn(&TcpSample) -> Option<f64>,
+    ) -> Option<f64> {
+        self.median(|run| which(run).as_ref().ok().and_then(&field))
+    }
+
+    /// The cell of `metric`: median over the runs, failures, and the last failure's reason.
+    pub fn cell(&self, metric: Metric) -> Cell {
+        let mut values = Vec::new();
+        let mut failures = Vec::new();
+        for run in &self.runs {
+            match run.as_ref().map(|run| metric.value(run)) {
+                Ok(Ok(value)) => values.push(value),
+                Ok(Err(error)) | Err(error) => failures.push(error.as_str()),
+            }
+        }
+        Cell {
+            median: median(values),
+            failed: failures.len(),
+            runs: self.runs.len(),
+            reason: failures.last().map(|reason| short_reason(reason)),
+        }
     }
 }
 
@@ -80,179 +71,379 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// Where and how the measurements were made.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Context {
-    /// The command line, as typed.
-    pub command: String,
-    /// When the run started (UTC).
-    pub date: String,
-    /// `uname -r`.
-    pub kernel: String,
-    /// Online CPUs and their model.
-    pub cpus: String,
-    /// /proc/loadavg's 1, 5 and 15 minute averages when the run started.
-    pub load: String,
-    /// The TCP congestion control of the client namespace.
-    pub congestion_control: String,
-    /// `iperf3 --version`, first line.
-    pub iperf3: String,
-    /// Which weft was measured: the binary, the library linked into the runner, the source
-    /// tree's revision.
-    pub weft: String,
-    /// Runs per setup.
-    pub runs: u32,
-    /// Seconds per run.
-    pub seconds: u32,
+/// A figure of the main table (a column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// One TCP stream, Gbit/s.
+    Tcp1,
+    /// [`STREAMS`] TCP streams together, Gbit/s.
+    Tcp4,
+    /// [`UDP_PAYLOAD`]-byte UDP datagrams delivered, thousands per second.
+    Udp,
+    /// Median round trip under no load, µs.
+    RttP50,
+    /// 99th percentile round trip under no load, µs.
+    RttP99,
 }
 
-/// The first line of `program args`' stdout, or `unknown`.
-pub fn first_line_of(program: &str, args: &[&str]) -> String {
-    let mut command = Command::new(program);
-    command.args(args);
-    run_command(command, Duration::from_secs(10))
-        .ok()
-        .filter(|out| out.status.success())
-        .and_then(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .next()
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
+impl Metric {
+    /// Every column, in report order.
+    pub const ALL: [Metric; 5] = [
+        Metric::Tcp1,
+        Metric::Tcp4,
+        Metric::Udp,
+        Metric::RttP50,
+        Metric::RttP99,
+    ];
 
-/// `N x <model name>` from /proc/cpuinfo and the available parallelism.
-pub fn cpu_description() -> String {
-    let count = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown model".to_owned());
-    format!("{count} x {model}")
-}
-
-/// The 1, 5 and 15 minute load averages.
-pub fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-/// The kernel release (`uname -r`).
-pub fn kernel_release() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-fn ratio(value: Option<f64>, reference: Option<f64>) -> String {
-    match (value, reference) {
-        (Some(v), Some(r)) if r > 0.0 => format!("{:.2}×", v / r),
-        _ => "–".to_owned(),
+    /// The column header.
+    pub fn header(self) -> String {
+        match self {
+            Metric::Tcp1 => "TCP 1 stream, Gbit/s".to_owned(),
+            Metric::Tcp4 => format!("TCP {STREAMS} streams, Gbit/s"),
+            Metric::Udp => format!("UDP {UDP_PAYLOAD} B delivered, kpkt/s"),
+            Metric::RttP50 => "RTT p50, µs".to_owned(),
+            Metric::RttP99 => "RTT p99, µs".to_owned(),
+        }
     }
+
+    /// The key in the JSON dump.
+    pub fn key(self) -> &'static str {
+        match self {
+            Metric::Tcp1 => "tcp1_gbps",
+            Metric::Tcp4 => "tcp4_gbps",
+            Metric::Udp => "udp64_delivered_kpps",
+            Metric::RttP50 => "rtt_p50_us",
+            Metric::RttP99 => "rtt_p99_us",
+        }
+    }
+
+    /// The figure of one run, or why its measurement failed.
+    pub fn value(self, run: &RunSample) -> Result<f64, &String> {
+        match self {
+            Metric::Tcp1 => run.tcp1.as_ref().map(|s| s.gbps),
+            Metric::Tcp4 => run.tcp4.as_ref().map(|s| s.gbps),
+            Metric::Udp => run.udp.as_ref().map(|s| s.delivered_pps / 1e3),
+            Metric::RttP50 => run.latency.as_ref().map(|l| l.p50_us),
+            Metric::RttP99 => run.latency.as_ref().map(|l| l.p99_us),
+        }
+    }
+
+    /// A figure with the precision that suits its size.
+    pub fn format(self, value: f64) -> String {
+        match self {
+            Metric::Tcp1 | Metric::Tcp4 => format!("{value:.2}"),
+            // ping reports whole microseconds.
+            Metric::RttP50 | Metric::RttP99 => format!("{value:.0}"),
+            Metric::Udp if value >= 100.0 => format!("{value:.0}"),
+            Metric::Udp => format!("{value:.1}"),
+        }
+    }
+}
+
+/// One cell of the main table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// The median of the runs that measured the figure.
+    pub median: Option<f64>,
+    /// Runs whose measurement failed (or whose setup did not come up).
+    pub failed: usize,
+    /// Runs of the setup.
+    pub runs: usize,
+    /// The last failure, shortened.
+    pub reason: Option<String>,
+}
+
+impl Cell {
+    /// The cell's markdown: `median (ratio×)`, with a failure count when some runs failed,
+    /// or `failed: <reason>` when every run failed (just `failed` if the cell to its left
+    /// failed for the same reason, `left`).
+    pub fn render(&self, metric: Metric, reference: Option<f64>, left: Option<&str>) -> String {
+        let Some(value) = self.median else {
+            return match &self.reason {
+                Some(reason) if left == Some(reason.as_str()) => "failed".to_owned(),
+                Some(reason) => format!("failed: {}", escape_cell(reason)),
+                None => "–".to_owned(),
+            };
+        };
+        let mut text = metric.format(value);
+        if let Some(reference) = reference.filter(|&r| r > 0.0) {
+            let _ = write!(text, " ({:.2}×)", value / reference);
+        }
+        if self.failed > 0 {
+            let _ = write!(text, " [{} of {} runs failed]", self.failed, self.runs);
+        }
+        text
+    }
+}
+
+/// The telling part of an error for a table cell: the line that names an unknown key or an
+/// error if there is one, else the first line; at most [`REASON_CHARS`] characters.
+pub fn short_reason(error: &str) -> String {
+    let lines: Vec<&str> = error
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let telling = |needle: &str| {
+        lines
+            .iter()
+            .find(|line| line.to_lowercase().contains(needle))
+            .copied()
+    };
+    // A daemon's exit error names the daemon on its first line and quotes its log below.
+    let later_error = || {
+        lines
+            .iter()
+            .skip(1)
+            .find(|line| line.to_lowercase().contains("error"))
+            .copied()
+    };
+    let line = match telling("unknown") {
+        // "weft: <path>: not valid weft configuration: line 17 column 1: unknown field ...":
+        // the unknown thing is the news.
+        Some(line) => {
+            let at = line.find("unknown").or_else(|| line.find("Unknown"));
+            &line[at.unwrap_or(0)..]
+        }
+        None => later_error()
+            .or_else(|| lines.first().copied())
+            .unwrap_or("unknown error"),
+    };
+    let mut reason: String = line.chars().take(REASON_CHARS).collect();
+    if line.chars().count() > REASON_CHARS {
+        reason.push('…');
+    }
+    reason
+}
+
+/// Longest reason shown in a cell.
+const REASON_CHARS: usize = 100;
+
+/// `text` made safe for a markdown table cell.
+fn escape_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
 }
 
 fn or_dash(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"))
 }
 
-/// The markdown report: header, table, setup descriptions, failures.
-pub fn markdown(context: &Context, results: &[SetupResult]) -> String {
-    let reference = |setup| {
-        results
+/// `a / b` of two optional figures, or `–` when both are missing.
+fn pair(a: Option<f64>, b: Option<f64>, digits: usize) -> String {
+    match (a, b) {
+        (None, None) => "–".to_owned(),
+        (a, b) => format!("{} / {}", or_dash(a, digits), or_dash(b, digits)),
+    }
+}
+
+/// The veth offload line: one entry if both hosts agree, else one per host.
+fn offload_summary(offloads: &[(String, String)]) -> String {
+    match offloads {
+        [(_, first), rest @ ..] if rest.iter().all(|(_, o)| o == first) => {
+            format!("{first} (both hosts)")
+        }
+        _ => offloads
             .iter()
-            .find(|r| r.setup == setup)
-            .and_then(SetupResult::median_gbps)
+            .map(|(host, o)| format!("{host}: {o}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// The reproduce command line for `args`.
+pub fn reproduce(args: &str) -> String {
+    let args = if args.is_empty() {
+        String::new()
+    } else {
+        format!(" {args}")
     };
-    let (kernel, direct) = (reference(Setup::KernelVxlan), reference(Setup::Direct));
+    format!("cargo build --release -p weft -p weft-bench && target/release/weft-e2e-bench{args}")
+}
+
+/// The markdown report: the recorded facts, the main table, the CPU table, the setups and
+/// the failures.
+pub fn markdown(facts: &Facts, results: &[SetupResult]) -> String {
+    let kernel = results.iter().find(|r| r.setup == Setup::KernelVxlan);
     let mut out = String::new();
-    let _ = writeln!(out, "## weft end-to-end TCP throughput\n");
-    let _ = writeln!(out, "- command: `{}`", context.command);
-    let _ = writeln!(out, "- date: {}", context.date);
+    let _ = writeln!(out, "### weft end-to-end benchmark, {}\n", facts.date);
+    let _ = writeln!(out, "- command: `{}`", facts.command);
     let _ = writeln!(
         out,
-        "- machine: {}, kernel {}, load average at start {}",
-        context.cpus, context.kernel, context.load
+        "- reproduce (as root, in the repository, with `iperf3`, `iputils-ping` and `ethtool` \
+         installed): `{}`",
+        reproduce(&facts.args)
     );
-    let _ = writeln!(out, "- weft: {}", context.weft);
+    let _ = writeln!(out, "- date: {}", facts.date);
     let _ = writeln!(
         out,
-        "- method: two hosts in network namespaces joined by one veth (MTU 1500); {}, one TCP \
-         stream from host 1 to host 2 (congestion control {}), {} s per run, {} run(s) per \
-         setup, setups interleaved run by run; medians of the runs\n",
-        context.iperf3, context.congestion_control, context.seconds, context.runs
+        "- machine: {}; load average at start {}",
+        facts.machine, facts.load
+    );
+    let _ = writeln!(out, "- kernel: {}", facts.kernel);
+    let _ = writeln!(out, "- commit: {}", facts.commit);
+    let _ = writeln!(out, "- weft: {}", facts.weft);
+    let _ = writeln!(
+        out,
+        "- tools: {}; {}; TCP congestion control {}",
+        facts.iperf3, facts.ping, facts.congestion_control
     );
     let _ = writeln!(
         out,
-        "| setup | Gbit/s (median) | min–max | vs kernel-vxlan | vs direct | weft CPU (cores) | Gbit/s per weft core | machine busy (cores) | pkts per recvmmsg / sendmmsg | TCP retransmits |"
+        "- veth offloads (underlay veth `u0`, `ethtool -k u0` and `/sys/class/net/u0/threaded` \
+         inside the host namespaces, kernel defaults, untouched by every setup): {}",
+        offload_summary(&facts.offloads)
     );
-    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
-    for result in results {
-        let gbps = result.median_gbps();
-        let range = result
-            .range_gbps()
-            .map_or_else(|| "–".to_owned(), |(lo, hi)| format!("{lo:.2}–{hi:.2}"));
-        let fill = match (
-            result.median(|s| s.rx_batch_fill),
-            result.median(|s| s.tx_batch_fill),
-        ) {
-            (None, None) => "–".to_owned(),
-            (rx, tx) => format!("{} / {}", or_dash(rx, 1), or_dash(tx, 1)),
-        };
-        let retransmits = result.median(|s| s.retransmits.map(|r| r as f64));
-        let runs = if result.failures.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({} of {} runs failed)",
-                result.failures.len(),
-                result.failures.len() + result.samples.len()
-            )
-        };
+    if let Some(end) = &facts.offloads_changed {
         let _ = writeln!(
             out,
-            "| {}{runs} | {} | {range} | {} | {} | {} | {} | {} | {fill} | {} |",
-            result.setup,
-            or_dash(gbps, 2),
-            ratio(gbps, kernel),
-            ratio(gbps, direct),
-            or_dash(result.median(|s| s.weft_cores), 2),
-            or_dash(result.median(Sample::gbps_per_weft_core), 2),
-            or_dash(result.median(|s| s.machine_cores), 2),
-            or_dash(retransmits, 0),
+            "- **veth offloads changed during the run**; at the end: {}",
+            offload_summary(end)
+        );
+    }
+    let workers = facts.workers.map_or_else(
+        || "the engine's default".to_owned(),
+        |w| format!("`[engine] workers = {w}`"),
+    );
+    let _ = writeln!(
+        out,
+        "- method: two hosts in network namespaces joined by one veth (MTU 1500), host 1 -> \
+         host 2; per run and setup: bring the setup up, {} pings 10 ms apart, one TCP stream, \
+         {STREAMS} TCP streams and {UDP_PAYLOAD}-byte UDP datagrams at full speed (iperf3, \
+         {} s each), take it down; {} run(s), setups interleaved run by run; weft workers: \
+         {workers}\n",
+        facts.pings, facts.seconds, facts.runs
+    );
+
+    let _ = writeln!(
+        out,
+        "Median over the runs (ratio to the kernel vxlan's median):\n"
+    );
+    let _ = write!(out, "| setup |");
+    for metric in Metric::ALL {
+        let _ = write!(out, " {} |", metric.header());
+    }
+    let _ = writeln!(out, "\n|---|{}", "--:|".repeat(Metric::ALL.len()));
+    for result in results {
+        let _ = write!(out, "| {} |", result.setup.label());
+        let mut left: Option<String> = None;
+        for metric in Metric::ALL {
+            let reference = kernel.and_then(|k| k.cell(metric).median);
+            let cell = result.cell(metric);
+            let text = cell.render(metric, reference, left.as_deref());
+            let _ = write!(out, " {text} |");
+            left = cell.median.is_none().then_some(cell.reason).flatten();
+        }
+        let _ = writeln!(out);
+    }
+
+    let _ = writeln!(out, "\nCPU and batching (medians):\n");
+    let _ = writeln!(
+        out,
+        "| setup | weft CPU, cores (1 / {STREAMS} streams) | Gbit/s per weft core (1 / \
+         {STREAMS}) | machine busy, cores (1 / {STREAMS}) | pkts per recvmmsg / sendmmsg (1 \
+         stream) | TCP retransmits (1 / {STREAMS}) | UDP {UDP_PAYLOAD} B sent, kpkt/s |"
+    );
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|");
+    for result in results {
+        let tcp1 = |field: fn(&TcpSample) -> Option<f64>| {
+            result.tcp_median(|run: &RunSample| &run.tcp1, field)
+        };
+        let tcp4 = |field: fn(&TcpSample) -> Option<f64>| {
+            result.tcp_median(|run: &RunSample| &run.tcp4, field)
+        };
+        let retransmits = |s: &TcpSample| s.retransmits.map(|r| r as f64);
+        let sent = result.median(|run| run.udp.as_ref().ok().map(|u| u.sent_pps / 1e3));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            result.setup.label(),
+            pair(tcp1(|s| s.weft_cores), tcp4(|s| s.weft_cores), 2),
+            pair(
+                tcp1(TcpSample::gbps_per_weft_core),
+                tcp4(TcpSample::gbps_per_weft_core),
+                2
+            ),
+            pair(tcp1(|s| s.machine_cores), tcp4(|s| s.machine_cores), 2),
+            pair(tcp1(|s| s.rx_batch_fill), tcp1(|s| s.tx_batch_fill), 1),
+            pair(tcp1(retransmits), tcp4(retransmits), 0),
+            sent.map_or_else(|| "–".to_owned(), |s| Metric::Udp.format(s)),
         );
     }
     let _ = writeln!(out);
     for result in results {
-        let _ = writeln!(out, "- `{}`: {}", result.setup, result.setup.description());
+        let _ = writeln!(
+            out,
+            "- {} (`--only {}`): {}",
+            result.setup.label(),
+            result.setup.name(),
+            result.setup.description()
+        );
     }
     let _ = writeln!(
         out,
-        "\nColumns: goodput is iperf3's receiver figure; ratios divide medians measured in \
-         this same run. weft CPU is the user + system time of both hosts' weft processes \
-         (/proc/<pid>/stat) per second of the run; Gbit/s per weft core is the median of \
-         the per-run quotients. Machine busy is every CPU's non-idle time (/proc/stat): \
-         iperf3, the kernel's softirqs, weft, and anything else running on the machine. \
-         Packets per recvmmsg are host 2's (udp_rx_packets / recv_batches), per sendmmsg \
-         host 1's (tx_packets / send_batches). Retransmits are the sender's."
+        "\nColumns: TCP figures are iperf3's receiver goodput (all streams together); UDP is \
+         the datagrams the receiver got per second (sent - lost), not what the sender sent; \
+         RTT is ping's per-reply time, percentiles by nearest rank over the replies. Ratios \
+         divide medians of this same run set; for RTT a ratio above 1 is slower than the \
+         kernel. weft CPU is the user + system time of both hosts' weft processes \
+         (/proc/<pid>/stat) per second of the measurement; Gbit/s per weft core is the median \
+         of the per-run quotients. Machine busy is every CPU's non-idle time (/proc/stat). \
+         Packets per recvmmsg are host 2's (udp_rx_packets / recv_batches), per sendmmsg host \
+         1's (tx_packets / send_batches), during the 1-stream measurement. These are \
+         benchmark figures, never pass/fail criteria."
     );
-    let failures: Vec<_> = results
+    let failures: Vec<String> = results
         .iter()
-        .flat_map(|r| r.failures.iter().map(move |f| (r.setup, f)))
+        .flat_map(|result| {
+            result.runs.iter().enumerate().flat_map(move |(i, run)| {
+                let errors: Vec<String> = match run {
+                    Err(error) => vec![format!("did not come up: {error}")],
+                    Ok(run) => [
+                        ("latency", run.latency.as_ref().err()),
+                        ("1 stream", run.tcp1.as_ref().err()),
+                        ("4 streams", run.tcp4.as_ref().err()),
+                        ("UDP", run.udp.as_ref().err()),
+                    ]
+                    .into_iter()
+                    .filter_map(|(what, error)| error.map(|e| format!("{what}: {e}")))
+                    .chain(run.problems.iter().cloned())
+                    .collect(),
+                };
+                errors.into_iter().map(move |error| {
+                    let error: String = error.replace('\n', " ").trim().chars().take(600).collect();
+                    format!("- {}, run {}: {error}", result.setup.label(), i + 1)
+                })
+            })
+        })
         .collect();
     if !failures.is_empty() {
-        let _ = writeln!(out, "\nFailed runs:\n");
-        for (setup, failure) in failures {
-            let _ = writeln!(out, "- `{setup}`: {}", failure.replace('\n', " "));
-        }
+        let _ = writeln!(out, "\nFailures:\n\n{}", failures.join("\n"));
     }
     out
+}
+
+/// The marker line that starts the generated section of the results file.
+pub const BEGIN_MARKER: &str = "<!-- weft-e2e-bench --write-results: begin (generated; the \
+                                text up to the end marker is replaced on every write) -->";
+/// The marker line that ends the generated section of the results file.
+pub const END_MARKER: &str = "<!-- weft-e2e-bench --write-results: end -->";
+
+/// The results file with `section` as its generated part: between the markers if the file
+/// has them, else appended (or a new file when there is none).
+pub fn update_results(existing: Option<&str>, section: &str) -> String {
+    let block = format!("{BEGIN_MARKER}\n\n{}\n{END_MARKER}", section.trim_end());
+    match existing {
+        Some(text) => match (text.find(BEGIN_MARKER), text.find(END_MARKER)) {
+            (Some(begin), Some(end)) if begin < end => format!(
+                "{}{block}{}",
+                &text[..begin],
+                &text[end + END_MARKER.len()..]
+            ),
+            _ => format!("{}\n\n{block}\n", text.trim_end()),
+        },
+        None => format!("# weft benchmark results\n\n{block}\n"),
+    }
 }
 
 /// `value` as a JSON string literal.
@@ -280,50 +471,91 @@ fn json_number(value: Option<f64>) -> String {
         .map_or_else(|| "null".to_owned(), |v| format!("{v}"))
 }
 
-/// The same results as JSON (every sample, plus the medians).
-pub fn json(context: &Context, results: &[SetupResult]) -> String {
+/// A measurement's figures as a JSON object, or `{"error": ...}`.
+fn json_outcome<T>(outcome: &Result<T, String>, fields: impl Fn(&T) -> String) -> String {
+    match outcome {
+        Ok(value) => format!("{{{}}}", fields(value)),
+        Err(error) => format!("{{\"error\": {}}}", json_string(error)),
+    }
+}
+
+fn json_tcp(sample: &TcpSample) -> String {
+    format!(
+        "\"gbps\": {}, \"retransmits\": {}, \"weft_cores\": {}, \"machine_cores\": {}, \
+         \"rx_batch_fill\": {}, \"tx_batch_fill\": {}",
+        json_number(Some(sample.gbps)),
+        json_number(sample.retransmits.map(|r| r as f64)),
+        json_number(sample.weft_cores),
+        json_number(sample.machine_cores),
+        json_number(sample.rx_batch_fill),
+        json_number(sample.tx_batch_fill),
+    )
+}
+
+/// The same results as JSON: the facts, every run's figures, and the medians.
+pub fn json(facts: &Facts, results: &[SetupResult]) -> String {
     let mut out = String::from("{\n");
+    let offloads = offload_summary(&facts.offloads);
     for (key, value) in [
-        ("command", &context.command),
-        ("date", &context.date),
-        ("kernel", &context.kernel),
-        ("cpus", &context.cpus),
-        ("load", &context.load),
-        ("congestion_control", &context.congestion_control),
-        ("iperf3", &context.iperf3),
-        ("weft", &context.weft),
+        ("command", &facts.command),
+        ("date", &facts.date),
+        ("machine", &facts.machine),
+        ("kernel", &facts.kernel),
+        ("load", &facts.load),
+        ("commit", &facts.commit),
+        ("weft", &facts.weft),
+        ("iperf3", &facts.iperf3),
+        ("ping", &facts.ping),
+        ("congestion_control", &facts.congestion_control),
+        ("veth_offloads", &offloads),
     ] {
         let _ = writeln!(out, "  {}: {},", json_string(key), json_string(value));
     }
     let _ = writeln!(
         out,
-        "  \"runs\": {},\n  \"seconds\": {},\n  \"setups\": [",
-        context.runs, context.seconds
+        "  \"runs\": {},\n  \"seconds\": {},\n  \"pings\": {},\n  \"setups\": [",
+        facts.runs, facts.seconds, facts.pings
     );
     for (i, result) in results.iter().enumerate() {
-        let samples: Vec<String> = result
-            .samples
+        let medians: Vec<String> = Metric::ALL
             .iter()
-            .map(|s| {
-                format!(
-                    "{{\"gbps\": {}, \"retransmits\": {}, \"weft_cores\": {}, \"machine_cores\": {}, \"rx_batch_fill\": {}, \"tx_batch_fill\": {}}}",
-                    json_number(Some(s.gbps)),
-                    s.retransmits.map_or_else(|| "null".to_owned(), |r| r.to_string()),
-                    json_number(s.weft_cores),
-                    json_number(s.machine_cores),
-                    json_number(s.rx_batch_fill),
-                    json_number(s.tx_batch_fill),
-                )
+            .map(|&m| format!("\"{}\": {}", m.key(), json_number(result.cell(m).median)))
+            .collect();
+        let runs: Vec<String> = result
+            .runs
+            .iter()
+            .map(|run| match run {
+                Err(error) => format!("{{\"error\": {}}}", json_string(error)),
+                Ok(run) => format!(
+                    "{{\"latency\": {}, \"tcp1\": {}, \"tcp4\": {}, \"udp64\": {}, \"problems\": [{}]}}",
+                    json_outcome(&run.latency, |l| format!(
+                        "\"p50_us\": {}, \"p99_us\": {}, \"sent\": {}, \"received\": {}",
+                        json_number(Some(l.p50_us)),
+                        json_number(Some(l.p99_us)),
+                        l.sent,
+                        l.received
+                    )),
+                    json_outcome(&run.tcp1, json_tcp),
+                    json_outcome(&run.tcp4, json_tcp),
+                    json_outcome(&run.udp, |u| format!(
+                        "\"delivered_pps\": {}, \"sent_pps\": {}",
+                        json_number(Some(u.delivered_pps)),
+                        json_number(Some(u.sent_pps))
+                    )),
+                    run.problems
+                        .iter()
+                        .map(|p| json_string(p))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
             })
             .collect();
-        let failures: Vec<String> = result.failures.iter().map(|f| json_string(f)).collect();
         let _ = writeln!(
             out,
-            "    {{\"setup\": {}, \"median_gbps\": {}, \"samples\": [{}], \"failures\": [{}]}}{}",
+            "    {{\"setup\": {}, \"medians\": {{{}}}, \"runs\": [{}]}}{}",
             json_string(result.setup.name()),
-            json_number(result.median_gbps()),
-            samples.join(", "),
-            failures.join(", "),
+            medians.join(", "),
+            runs.join(", "),
             if i + 1 < results.len() { "," } else { "" }
         );
     }
@@ -334,9 +566,11 @@ pub fn json(context: &Context, results: &[SetupResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::latency::LatencyReport;
+    use crate::measure::UdpSample;
 
-    fn sample(gbps: f64) -> Sample {
-        Sample {
+    fn tcp(gbps: f64) -> TcpSample {
+        TcpSample {
             gbps,
             retransmits: Some(3),
             weft_cores: None,
@@ -346,19 +580,83 @@ mod tests {
         }
     }
 
-    fn context() -> Context {
-        Context {
+    fn run(gbps: f64, p50: f64) -> RunSample {
+        RunSample {
+            latency: Ok(LatencyReport {
+                p50_us: p50,
+                p99_us: 2.0 * p50,
+                sent: 200,
+                received: 200,
+            }),
+            tcp1: Ok(tcp(gbps)),
+            tcp4: Ok(tcp(2.0 * gbps)),
+            udp: Ok(UdpSample {
+                delivered_pps: 100_000.0 * gbps,
+                sent_pps: 300_000.0,
+            }),
+            problems: vec![],
+        }
+    }
+
+    fn facts() -> Facts {
+        Facts {
             command: "weft-e2e-bench --runs 3".into(),
+            args: "--runs 3".into(),
             date: "2025-01-01 00:00:00 UTC".into(),
+            machine: "2 CPUs (test), 1.0 GiB memory".into(),
             kernel: "6.1".into(),
-            cpus: "2 x test".into(),
             load: "0.50 0.40 0.30".into(),
-            congestion_control: "cubic".into(),
+            commit: "abc1234-dirty".into(),
+            weft: "`target/release/weft`".into(),
             iperf3: "iperf 3.12".into(),
-            weft: "target/release/weft".into(),
+            ping: "ping from iputils 20221126".into(),
+            congestion_control: "cubic".into(),
+            offloads: vec![
+                ("host 1".into(), "tx-checksumming: on, threaded: 0".into()),
+                ("host 2".into(), "tx-checksumming: on, threaded: 0".into()),
+            ],
+            offloads_changed: None,
             runs: 3,
             seconds: 5,
+            pings: 300,
+            workers: None,
         }
+    }
+
+    fn results() -> Vec<SetupResult> {
+        vec![
+            SetupResult {
+                setup: Setup::Direct,
+                runs: vec![
+                    Ok(run(40.0, 30.0)),
+                    Ok(run(20.0, 50.0)),
+                    Ok(run(30.0, 40.0)),
+                ],
+            },
+            SetupResult {
+                setup: Setup::KernelVxlan,
+                runs: vec![Ok(run(10.0, 60.0))],
+            },
+            SetupResult {
+                setup: Setup::WeftUdp,
+                runs: vec![
+                    Ok(RunSample {
+                        tcp4: Err("iperf3 died".into()),
+                        ..run(5.0, 120.0)
+                    }),
+                    Err("boom\nline".into()),
+                ],
+            },
+            SetupResult {
+                setup: Setup::WeftUdpOffBatch1,
+                runs: vec![Err(
+                    "weft daemon in namespace x exited (exit status: 1) before \
+                                it was ready; its log:\nError: reading /tmp/weft.toml\n\
+                                unknown field `offload`, expected `batch` | x"
+                        .into(),
+                )],
+            },
+        ]
     }
 
     #[test]
@@ -369,40 +667,103 @@ mod tests {
     }
 
     #[test]
-    fn table_has_ratios_to_both_references() {
-        let results = vec![
-            SetupResult {
-                setup: Setup::Direct,
-                samples: vec![sample(40.0), sample(20.0), sample(30.0)],
-                failures: vec![],
-            },
-            SetupResult {
-                setup: Setup::KernelVxlan,
-                samples: vec![sample(10.0)],
-                failures: vec![],
-            },
-            SetupResult {
-                setup: Setup::WeftUdp,
-                samples: vec![Sample {
-                    weft_cores: Some(1.5),
-                    rx_batch_fill: Some(7.0),
-                    tx_batch_fill: None,
-                    ..sample(5.0)
-                }],
-                failures: vec!["boom\nline".into()],
-            },
-        ];
-        let text = markdown(&context(), &results);
+    fn cells_have_medians_ratios_and_failures() {
+        let results = results();
+        let text = markdown(&facts(), &results);
         assert!(
             text.contains(
-                "| direct | 30.00 | 20.00–40.00 | 3.00× | 1.00× | – | – | 2.00 | – | 3 |"
+                "| direct veth | 30.00 (3.00×) | 60.00 (3.00×) | 3000 (3.00×) | 40 (0.67×) | \
+                 80 (0.67×) |"
             ),
             "{text}"
         );
-        assert!(text.contains("| weft-udp (1 of 2 runs failed) | 5.00 | 5.00–5.00 | 0.50× | 0.17× | 1.50 | 3.33 | 2.00 | 7.0 / – | 3 |"), "{text}");
-        assert!(text.contains("- `weft-udp`: boom line"), "{text}");
-        let json = json(&context(), &results);
-        assert!(json.contains("\"median_gbps\": 30,"), "{json}");
-        assert!(json.contains("\"failures\": [\"boom\\nline\"]"), "{json}");
+        assert!(
+            text.contains(
+                "| kernel vxlan | 10.00 (1.00×) | 20.00 (1.00×) | 1000 (1.00×) | 60 (1.00×) |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| weft udp | 5.00 (0.50×) [1 of 2 runs failed] | failed: boom | 500 (0.50×) \
+                 [1 of 2 runs failed] | 120 (2.00×) [1 of 2 runs failed] |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| weft udp, offload off, batch 1 | failed: unknown field `offload`, expected \
+                 `batch` \\| x | failed | failed | failed | failed |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("- weft udp, run 1: 4 streams: iperf3 died"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- weft udp, run 2: did not come up: boom line"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tx-checksumming: on, threaded: 0 (both hosts)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| direct veth | – | – | 2.00 / 2.00 | – | 3 / 3 | 300 |"),
+            "{text}"
+        );
+        assert!(results[2].carried_traffic());
+        assert!(!results[3].carried_traffic());
+        let json = json(&facts(), &results);
+        assert!(json.contains("\"tcp1_gbps\": 30,"), "{json}");
+        assert!(json.contains("{\"error\": \"boom\\nline\"}"), "{json}");
+    }
+
+    #[test]
+    fn short_reasons() {
+        assert_eq!(short_reason("first\nsecond"), "first");
+        assert_eq!(
+            short_reason("weft exited; its log:\nError: bad config\nmore"),
+            "Error: bad config"
+        );
+        assert_eq!(short_reason(&"x".repeat(150)).chars().count(), 101);
+        assert_eq!(
+            short_reason(
+                "weft daemon in namespace e2eb-h1-1-4 exited (exit status: 1) before it was \
+                 ready; its log:\nweft: /tmp/weft-config-1-2/weft.toml: not valid weft \
+                 configuration: line 17 column 1: unknown field `offload`, expected `batch`\n"
+            ),
+            "unknown field `offload`, expected `batch`"
+        );
+    }
+
+    #[test]
+    fn results_file_section_is_replaced_between_the_markers() {
+        let fresh = update_results(None, "table 1\n");
+        assert!(
+            fresh.starts_with("# weft benchmark results\n\n<!--"),
+            "{fresh}"
+        );
+        let text = format!("intro\n\n{BEGIN_MARKER}\nold\n{END_MARKER}\n\nafter\n");
+        let updated = update_results(Some(&text), "table 2");
+        assert_eq!(
+            updated,
+            format!("intro\n\n{BEGIN_MARKER}\n\ntable 2\n{END_MARKER}\n\nafter\n")
+        );
+        assert_eq!(update_results(Some(&updated), "table 2"), updated);
+        let appended = update_results(Some("intro\n"), "t");
+        assert_eq!(
+            appended,
+            format!("intro\n\n{BEGIN_MARKER}\n\nt\n{END_MARKER}\n")
+        );
+    }
+
+    #[test]
+    fn reproduce_line() {
+        assert_eq!(
+            reproduce("--quick"),
+            "cargo build --release -p weft -p weft-bench && target/release/weft-e2e-bench --quick"
+        );
     }
 }

@@ -1,14 +1,20 @@
-//! The setups compared on the same two-host topology, and how each is brought up and down.
+//! The setups (rows of the report) compared on the same two-host topology, and how each is
+//! brought up and down.
 //!
 //! Every setup is brought up in the testbed's two host namespaces just before its
-//! measurement and taken down right after it ([`Running`] owns whatever it created: kernel
-//! links, daemons, configuration files), so the setups never coexist and each run starts
+//! measurements and taken down right after them ([`Running`] owns whatever it created: kernel
+//! links, daemons, configuration files), so the setups never coexist and each one starts
 //! from the bare underlay.
 //!
 //! Every weft setup is the real daemon (`weft run`) on both hosts, configured only through
 //! its configuration file; the kernel and weft vxlan setups share the testbed's flannel
-//! conventions (VNI [`weft_testbed::VXLAN_VNI`], port [`weft_testbed::VXLAN_PORT`], device
-//! [`VXLAN_DEVICE`], VTEP MACs [`vtep_mac`]), so they differ only in who carries the packets.
+//! conventions (VNI [`VXLAN_VNI`], port [`VXLAN_PORT`], device [`VXLAN_DEVICE`], VTEP MACs
+//! [`vtep_mac`]), so they differ only in who carries the packets.
+//!
+//! The underlay veth keeps the kernel's default offloads in every setup (nothing here runs
+//! `ethtool -K`): the kernel vxlan reference sends its unsegmented, partially checksummed
+//! super-frames across the veth, as it does between namespaces on any machine, and weft
+//! has to accept them.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -17,13 +23,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use weft_testbed::{
-    add_kernel_flannel_device, add_kernel_flannel_peer, overlay_addr, underlay_addr, vtep_mac,
-    ConfigFile, KernelNeighbour, Netns, StatsOutput, Testbed, VxlanConfig, WeftConfig, WeftDaemon,
-    DEFAULT_DEVICE, VXLAN_DEVICE,
+    add_kernel_flannel_peer, overlay_addr, underlay_addr, vtep_mac, ConfigFile, KernelNeighbour,
+    Netns, StatsOutput, Testbed, VxlanConfig, WeftConfig, WeftDaemon, DEFAULT_DEVICE,
+    UNDERLAY_IFNAME, VXLAN_DEVICE, VXLAN_OVERLAY_MTU, VXLAN_PORT, VXLAN_VNI,
 };
-
-/// What the `weft-udp-batch1` configuration adds to the `weft-udp` one.
-const BATCH1_SECTION: &str = "\n[engine]\nbatch = 1\n";
 
 /// One way of carrying host 1's traffic to host 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
@@ -31,74 +34,125 @@ pub enum Setup {
     /// Plain veth between the underlay addresses, no tunnel: the ceiling.
     #[value(name = "direct")]
     Direct,
-    /// The kernel's vxlan device, programmed the way flanneld programs it.
+    /// The kernel's vxlan device, programmed the way flanneld programs it: the reference.
     #[value(name = "kernel-vxlan")]
     KernelVxlan,
-    /// `weft run` with the UDP backend (batches of up to 64 packets).
+    /// `weft run` with the UDP backend and the engine's defaults.
     #[value(name = "weft-udp")]
     WeftUdp,
-    /// `weft run` with the UDP backend and `[engine] batch = 1` (one packet per system call).
-    #[value(name = "weft-udp-batch1")]
-    WeftUdpBatch1,
     /// `weft run` with the VXLAN backend in L3 mode, mirroring `kernel-vxlan`.
     #[value(name = "weft-vxlan")]
     WeftVxlan,
+    /// `weft run` with the UDP backend the way flanneld works: offloads off, one packet per
+    /// system call, one worker.
+    #[value(name = "weft-udp-off-batch1")]
+    WeftUdpOffBatch1,
+    /// `weft run` with the UDP backend and `[engine] batch = 1` (offloads left to the engine).
+    #[value(name = "weft-udp-batch1")]
+    WeftUdpBatch1,
+}
+
+/// The `[engine]` keys of a weft configuration; only the keys that are set are written, so
+/// a weft that does not know a key yet is only asked about it by the setups that need it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineKeys {
+    /// `offload = "auto" | "off"`.
+    pub offload: Option<&'static str>,
+    /// `batch = 1..64`: packets per system call.
+    pub batch: Option<u32>,
+    /// `workers = N`: worker threads (the engine's default is the number of CPUs).
+    pub workers: Option<u32>,
+}
+
+impl EngineKeys {
+    /// The `[engine]` section as TOML (with a leading blank line), or nothing when no key is
+    /// set.
+    pub fn to_toml(self) -> String {
+        let mut keys = String::new();
+        if let Some(offload) = self.offload {
+            keys.push_str(&format!("offload = \"{offload}\"\n"));
+        }
+        if let Some(batch) = self.batch {
+            keys.push_str(&format!("batch = {batch}\n"));
+        }
+        if let Some(workers) = self.workers {
+            keys.push_str(&format!("workers = {workers}\n"));
+        }
+        if keys.is_empty() {
+            keys
+        } else {
+            format!("\n[engine]\n{keys}")
+        }
+    }
 }
 
 impl Setup {
     /// Every setup, in report order.
-    pub const ALL: [Setup; 5] = [
+    pub const ALL: [Setup; 6] = [
         Setup::Direct,
         Setup::KernelVxlan,
         Setup::WeftUdp,
-        Setup::WeftUdpBatch1,
         Setup::WeftVxlan,
+        Setup::WeftUdpOffBatch1,
+        Setup::WeftUdpBatch1,
     ];
 
-    /// The name used on the command line and in the report.
+    /// The name used on the command line (`--only`) and in the JSON.
     pub fn name(self) -> &'static str {
         match self {
             Setup::Direct => "direct",
             Setup::KernelVxlan => "kernel-vxlan",
             Setup::WeftUdp => "weft-udp",
-            Setup::WeftUdpBatch1 => "weft-udp-batch1",
             Setup::WeftVxlan => "weft-vxlan",
+            Setup::WeftUdpOffBatch1 => "weft-udp-off-batch1",
+            Setup::WeftUdpBatch1 => "weft-udp-batch1",
+        }
+    }
+
+    /// The row label of the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Setup::Direct => "direct veth",
+            Setup::KernelVxlan => "kernel vxlan",
+            Setup::WeftUdp => "weft udp",
+            Setup::WeftVxlan => "weft vxlan",
+            Setup::WeftUdpOffBatch1 => "weft udp, offload off, batch 1",
+            Setup::WeftUdpBatch1 => "weft udp, batch 1",
         }
     }
 
     /// What the setup is, for the report.
     pub fn description(self) -> &'static str {
         match self {
-            Setup::Direct => {
-                "iperf3 198.18.0.1 -> 198.18.0.2 over the veth itself (MTU 1500), no tunnel"
-            }
+            Setup::Direct => "the veth itself, 198.18.0.1 -> 198.18.0.2 (MTU 1500), no tunnel",
             Setup::KernelVxlan => {
                 "Linux vxlan `flannel.1` (VNI 1, port 8472, MTU 1450, nolearning, static route + \
-                 neighbour + FDB entry) on both hosts, as flanneld's vxlan backend programs it"
+                 neighbour + FDB entry) on both hosts, as flanneld's vxlan backend programs it; \
+                 the veth's offloads left on"
             }
             Setup::WeftUdp => {
-                "`weft run` on both hosts, UDP backend, `flannel0` MTU 1472, default batch \
-                 (up to 64 packets per recvmmsg/sendmmsg)"
-            }
-            Setup::WeftUdpBatch1 => {
-                "`weft run` on both hosts with the `weft-udp` configuration plus `[engine] \
-                 batch = 1` (one packet per system call, like flanneld's proxy)"
+                "`weft run` on both hosts, UDP backend, `flannel0` MTU 1472, the engine's \
+                 defaults (no `[engine]` keys except `workers` with `--workers`)"
             }
             Setup::WeftVxlan => {
-                "`weft run` on both hosts, VXLAN backend in L3 mode, mirroring `kernel-vxlan`: \
-                 TUN `flannel.1` (MTU 1450 = underlay - 50), VNI 1, port 8472, VTEP MACs \
-                 02:00:00:00:0N:00, one `[[peer]]` with subnet, endpoint and VTEP MAC; default \
-                 batch and source sockets"
+                "`weft run` on both hosts, VXLAN backend in L3 mode, mirroring `kernel vxlan`: \
+                 TUN `flannel.1` (MTU 1450), VNI 1, port 8472, VTEP MACs 02:00:00:00:0N:00, one \
+                 `[[peer]]` with subnet, endpoint and VTEP MAC; the engine's defaults"
+            }
+            Setup::WeftUdpOffBatch1 => {
+                "`weft run` UDP as flanneld works: `[engine] offload = \"off\"`, `batch = 1`, \
+                 `workers = 1` (one packet per system call, whatever `--workers` says)"
+            }
+            Setup::WeftUdpBatch1 => {
+                "`weft run` UDP with `[engine] batch = 1` (one packet per recvmmsg/sendmmsg; \
+                 offloads as the engine decides)"
             }
         }
     }
 
     /// Whether weft processes carry the traffic (and their CPU time is measured).
     pub fn is_weft(self) -> bool {
-        matches!(
-            self,
-            Setup::WeftUdp | Setup::WeftUdpBatch1 | Setup::WeftVxlan
-        )
+        !matches!(self, Setup::Direct | Setup::KernelVxlan)
     }
 
     /// (client address in host 1, server address in host 2).
@@ -109,25 +163,49 @@ impl Setup {
         }
     }
 
+    /// The `[engine]` keys of a weft setup; `workers` is `--workers` (if given).
+    pub fn engine_keys(self, workers: Option<u32>) -> EngineKeys {
+        match self {
+            Setup::WeftUdpOffBatch1 => EngineKeys {
+                offload: Some("off"),
+                batch: Some(1),
+                workers: Some(1),
+            },
+            Setup::WeftUdpBatch1 => EngineKeys {
+                batch: Some(1),
+                workers,
+                ..EngineKeys::default()
+            },
+            _ => EngineKeys {
+                workers,
+                ..EngineKeys::default()
+            },
+        }
+    }
+
     /// The `weft run` configuration of host `host` (whose peer is host `peer`) and the device
     /// weft creates, for the weft setups.
-    pub fn weft_config(self, host: u8, peer: u8) -> Option<(String, &'static str)> {
-        match self {
-            Setup::Direct | Setup::KernelVxlan => None,
-            Setup::WeftUdp => Some((WeftConfig::udp(host, &[peer]).to_toml(), DEFAULT_DEVICE)),
-            Setup::WeftUdpBatch1 => {
-                let mut config = WeftConfig::udp(host, &[peer]).to_toml();
-                config.push_str(BATCH1_SECTION);
-                Some((config, DEFAULT_DEVICE))
+    pub fn weft_config(
+        self,
+        host: u8,
+        peer: u8,
+        workers: Option<u32>,
+    ) -> Option<(String, &'static str)> {
+        let (mut config, device) = match self {
+            Setup::Direct | Setup::KernelVxlan => return None,
+            Setup::WeftUdp | Setup::WeftUdpOffBatch1 | Setup::WeftUdpBatch1 => {
+                (WeftConfig::udp(host, &[peer]).to_toml(), DEFAULT_DEVICE)
             }
-            Setup::WeftVxlan => Some((VxlanConfig::l3(host, &[peer]).to_toml(), VXLAN_DEVICE)),
-        }
+            Setup::WeftVxlan => (VxlanConfig::l3(host, &[peer]).to_toml(), VXLAN_DEVICE),
+        };
+        config.push_str(&self.engine_keys(workers).to_toml());
+        Some((config, device))
     }
 }
 
 impl fmt::Display for Setup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.label())
     }
 }
 
@@ -157,70 +235,144 @@ impl Drop for KernelLink<'_> {
 pub enum Running<'a> {
     /// Nothing to run.
     Direct,
-    /// The vxlan links of hosts 1 and 2.
-    KernelVxlan([KernelLink<'a>; 2]),
-    /// The daemons of hosts 1 and 2 (dropped before their configuration files; boxed, as
-    /// they are much larger than the other variants).
-    Weft(Box<[WeftDaemon; 2]>, [ConfigFile; 2]),
+    /// The vxlan links of hosts 1 and 2 (held to be deleted on `Drop`).
+    KernelVxlan {
+        /// Host 1's and host 2's `flannel.1`.
+        _links: [KernelLink<'a>; 2],
+    },
+    /// The daemons of hosts 1 and 2, dropped before their configuration files.
+    Weft {
+        /// Host 1's and host 2's daemon (boxed, as they are much larger than the other
+        /// variants).
+        daemons: Box<[WeftDaemon; 2]>,
+        /// Their configuration files (held to be removed on `Drop`).
+        _configs: [ConfigFile; 2],
+    },
 }
 
 /// Programs host `host`'s `flannel.1` toward `peer` exactly as flanneld does (TESTBED.md,
 /// "The kernel as a peer"): the device, its address, and the peer's route, permanent
 /// neighbour entry and FDB entry.
+///
+/// Unlike the testbed's `add_kernel_flannel_device` this leaves the veth's checksum offload
+/// on (no `ethtool -K u0 tx off`): the reference is measured as the kernel runs by default.
 fn kernel_vxlan(netns: &Netns, host: u8, peer: u8) -> Result<KernelLink<'_>> {
     // The guard first, so a half-programmed device is removed too.
     let link = KernelLink {
         netns,
         name: VXLAN_DEVICE,
     };
-    add_kernel_flannel_device(netns, host, &vtep_mac(host))?;
+    let (vni, port, mtu) = (
+        VXLAN_VNI.to_string(),
+        VXLAN_PORT.to_string(),
+        VXLAN_OVERLAY_MTU.to_string(),
+    );
+    let local = underlay_addr(host).to_string();
+    let address = format!("{}/32", overlay_addr(host));
+    let mac = vtep_mac(host);
+    netns.ip(&[
+        "link",
+        "add",
+        VXLAN_DEVICE,
+        "type",
+        "vxlan",
+        "id",
+        &vni,
+        "local",
+        &local,
+        "dev",
+        UNDERLAY_IFNAME,
+        "dstport",
+        &port,
+        "nolearning",
+    ])?;
+    netns.ip(&[
+        "link",
+        "set",
+        VXLAN_DEVICE,
+        "address",
+        &mac,
+        "mtu",
+        &mtu,
+        "up",
+    ])?;
+    netns.ip(&["addr", "add", &address, "dev", VXLAN_DEVICE])?;
     add_kernel_flannel_peer(netns, peer, &vtep_mac(peer), KernelNeighbour::Permanent)?;
     Ok(link)
 }
 
 impl Setup {
-    /// Brings the setup up on hosts 1 and 2 of `bed`; the weft setups run the `weft` binary.
-    pub fn bring_up<'a>(self, bed: &'a Testbed, weft: Option<&Path>) -> Result<Running<'a>> {
+    /// Brings the setup up on hosts 1 and 2 of `bed`; the weft setups run the `weft` binary
+    /// (with `[engine] workers = workers` when given).
+    pub fn bring_up<'a>(
+        self,
+        bed: &'a Testbed,
+        weft: Option<&Path>,
+        workers: Option<u32>,
+    ) -> Result<Running<'a>> {
         let (a, b) = (bed.host(1).netns(), bed.host(2).netns());
-        if let (Some((config_a, device)), Some((config_b, _))) =
-            (self.weft_config(1, 2), self.weft_config(2, 1))
-        {
+        if let (Some((config_a, device)), Some((config_b, _))) = (
+            self.weft_config(1, 2, workers),
+            self.weft_config(2, 1, workers),
+        ) {
             let weft = weft.context("no weft binary was given")?;
             let configs = [ConfigFile::new(&config_a)?, ConfigFile::new(&config_b)?];
             let daemon_a = WeftDaemon::start(weft, a, configs[0].path(), device)?;
             let daemon_b = WeftDaemon::start(weft, b, configs[1].path(), device)?;
-            return Ok(Running::Weft(Box::new([daemon_a, daemon_b]), configs));
+            return Ok(Running::Weft {
+                daemons: Box::new([daemon_a, daemon_b]),
+                _configs: configs,
+            });
         }
         Ok(match self {
-            Setup::KernelVxlan => {
-                Running::KernelVxlan([kernel_vxlan(a, 1, 2)?, kernel_vxlan(b, 2, 1)?])
-            }
+            Setup::KernelVxlan => Running::KernelVxlan {
+                _links: [kernel_vxlan(a, 1, 2)?, kernel_vxlan(b, 2, 1)?],
+            },
             _ => Running::Direct,
         })
     }
 }
 
-/// `numerator / denominator` of weft's counters, if both exist and the denominator is not 0.
-pub fn counter_ratio(stats: &StatsOutput, numerator: &str, denominator: &str) -> Option<f64> {
-    let d = stats.get(denominator).filter(|&d| d > 0)?;
-    Some(stats.get(numerator)? as f64 / d as f64)
-}
-
 /// Counters of the weft processes of a run (`weft stats`): (host 1, host 2).
 pub type WeftStats = (StatsOutput, StatsOutput);
+
+/// `after - before` of the counter `name`, if both have it.
+fn delta(before: &StatsOutput, after: &StatsOutput, name: &str) -> Option<u64> {
+    Some(after.get(name)?.saturating_sub(before.get(name)?))
+}
+
+/// How `numerator` grew per unit of `denominator` between two readings of the same weft's
+/// counters; `None` if a counter is missing or the denominator did not grow.
+pub fn counter_ratio(
+    before: &StatsOutput,
+    after: &StatsOutput,
+    numerator: &str,
+    denominator: &str,
+) -> Option<f64> {
+    let d = delta(before, after, denominator).filter(|&d| d > 0)?;
+    Some(delta(before, after, numerator)? as f64 / d as f64)
+}
 
 impl Running<'_> {
     /// The process ids of the weft processes (none for the kernel setups).
     pub fn weft_pids(&mut self) -> Vec<u32> {
         match self {
-            Running::Weft(daemons, _) => daemons.iter_mut().map(|d| d.process().id()).collect(),
-            Running::Direct | Running::KernelVxlan(_) => Vec::new(),
+            Running::Weft { daemons, .. } => daemons.iter_mut().map(|d| d.process().id()).collect(),
+            Running::Direct | Running::KernelVxlan { .. } => Vec::new(),
         }
+    }
+
+    /// weft's counters now (none for the kernel setups).
+    pub fn stats(&self) -> Result<Option<WeftStats>> {
+        Ok(match self {
+            Running::Weft { daemons, .. } => Some((daemons[0].stats()?, daemons[1].stats()?)),
+            Running::Direct | Running::KernelVxlan { .. } => None,
+        })
     }
 
     /// Fails if a weft process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
-        let Running::Weft(daemons, _) = self else {
+        let Running::Weft { daemons, .. } = self else {
             return Ok(());
         };
         let mut exited = Vec::new();
@@ -241,19 +393,9 @@ impl Running<'_> {
 
     /// Takes the setup down and returns weft's counters (none for the kernel setups).
     pub fn finish(self) -> Result<Option<WeftStats>> {
-        Ok(match self {
-            Running::Direct => None,
-            Running::KernelVxlan(links) => {
-                drop(links);
-                None
-            }
-            Running::Weft(daemons, configs) => {
-                let stats = (daemons[0].stats()?, daemons[1].stats()?);
-                drop(daemons);
-                drop(configs);
-                Some(stats)
-            }
-        })
+        let stats = self.stats()?;
+        drop(self);
+        Ok(stats)
     }
 }
 
@@ -274,21 +416,50 @@ mod tests {
         let weft: Vec<_> = Setup::ALL.into_iter().filter(|s| s.is_weft()).collect();
         assert_eq!(
             weft,
-            [Setup::WeftUdp, Setup::WeftUdpBatch1, Setup::WeftVxlan]
+            [
+                Setup::WeftUdp,
+                Setup::WeftVxlan,
+                Setup::WeftUdpOffBatch1,
+                Setup::WeftUdpBatch1
+            ]
+        );
+    }
+
+    #[test]
+    fn engine_keys_are_written_only_when_set() {
+        assert_eq!(EngineKeys::default().to_toml(), "");
+        assert_eq!(
+            Setup::WeftUdpOffBatch1.engine_keys(Some(2)).to_toml(),
+            "\n[engine]\noffload = \"off\"\nbatch = 1\nworkers = 1\n"
+        );
+        assert_eq!(
+            Setup::WeftUdpBatch1.engine_keys(None).to_toml(),
+            "\n[engine]\nbatch = 1\n"
+        );
+        assert_eq!(
+            Setup::WeftVxlan.engine_keys(Some(2)).to_toml(),
+            "\n[engine]\nworkers = 2\n"
         );
     }
 
     #[test]
     fn weft_configs_differ_only_where_the_setups_do() {
-        assert_eq!(Setup::Direct.weft_config(1, 2), None);
-        assert_eq!(Setup::KernelVxlan.weft_config(1, 2), None);
-        let (udp, udp_device) = Setup::WeftUdp.weft_config(1, 2).unwrap();
-        let (batch1, batch1_device) = Setup::WeftUdpBatch1.weft_config(1, 2).unwrap();
+        assert_eq!(Setup::Direct.weft_config(1, 2, None), None);
+        assert_eq!(Setup::KernelVxlan.weft_config(1, 2, Some(2)), None);
+        let (udp, udp_device) = Setup::WeftUdp.weft_config(1, 2, None).unwrap();
+        let (batch1, batch1_device) = Setup::WeftUdpBatch1.weft_config(1, 2, None).unwrap();
+        let (flanneld, _) = Setup::WeftUdpOffBatch1.weft_config(1, 2, None).unwrap();
         assert_eq!((udp_device, batch1_device), ("flannel0", "flannel0"));
         assert!(!udp.contains("[engine]"), "{udp}");
         assert_eq!(batch1, format!("{udp}\n[engine]\nbatch = 1\n"));
+        assert_eq!(
+            flanneld,
+            format!("{udp}\n[engine]\noffload = \"off\"\nbatch = 1\nworkers = 1\n")
+        );
+        let (workers, _) = Setup::WeftUdp.weft_config(1, 2, Some(3)).unwrap();
+        assert_eq!(workers, format!("{udp}\n[engine]\nworkers = 3\n"));
 
-        let (vxlan, device) = Setup::WeftVxlan.weft_config(2, 1).unwrap();
+        let (vxlan, device) = Setup::WeftVxlan.weft_config(2, 1, None).unwrap();
         assert_eq!(device, "flannel.1");
         for expected in [
             "backend = \"vxlan\"",
@@ -302,26 +473,41 @@ mod tests {
         }
         // No MTU key: weft derives 1450 from the underlay, as the kernel setup sets it.
         assert!(!vxlan.contains("mtu"), "{vxlan}");
+        assert!(!vxlan.contains("[engine]"), "{vxlan}");
     }
 
     #[test]
     fn batch1_config_is_valid_for_weft() {
-        let (text, _) = Setup::WeftUdpBatch1.weft_config(1, 2).unwrap();
+        let (text, _) = Setup::WeftUdpBatch1.weft_config(1, 2, None).unwrap();
         let config = weft::control::config::Config::parse(Path::new("batch1.toml"), &text).unwrap();
         assert_eq!(config.batch, 1);
-        let (text, _) = Setup::WeftVxlan.weft_config(1, 2).unwrap();
+        let (text, _) = Setup::WeftVxlan.weft_config(1, 2, None).unwrap();
         let config = weft::control::config::Config::parse(Path::new("vxlan.toml"), &text).unwrap();
         assert_eq!(config.batch, 64);
         assert_eq!(config.peers.len(), 1);
     }
 
     #[test]
-    fn counter_ratios() {
-        let c = StatsOutput::parse("tx_packets 640\nsend_batches 10\n\nrecv_batches 0\n").unwrap();
-        assert_eq!(c.get("tx_packets"), Some(640));
-        assert_eq!(counter_ratio(&c, "tx_packets", "send_batches"), Some(64.0));
-        assert_eq!(counter_ratio(&c, "tx_packets", "recv_batches"), None);
-        assert_eq!(counter_ratio(&c, "tx_packets", "missing"), None);
-        assert_eq!(counter_ratio(&c, "missing", "send_batches"), None);
+    fn counter_ratios_are_taken_over_deltas() {
+        let before =
+            StatsOutput::parse("tx_packets 100\nsend_batches 5\nrecv_batches 3\n").unwrap();
+        let after =
+            StatsOutput::parse("tx_packets 740\nsend_batches 15\nrecv_batches 3\n").unwrap();
+        assert_eq!(
+            counter_ratio(&before, &after, "tx_packets", "send_batches"),
+            Some(64.0)
+        );
+        assert_eq!(
+            counter_ratio(&before, &after, "tx_packets", "recv_batches"),
+            None
+        );
+        assert_eq!(
+            counter_ratio(&before, &after, "tx_packets", "missing"),
+            None
+        );
+        assert_eq!(
+            counter_ratio(&before, &after, "missing", "send_batches"),
+            None
+        );
     }
 }
