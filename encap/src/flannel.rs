@@ -32,7 +32,7 @@ use crate::table::SubnetTable;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, PacketBuf};
 use crate::verdict::{DropReason, PeerId, Verdict};
 use crate::wire::{ipv4, ipv6};
 
@@ -354,11 +354,10 @@ impl Backend for FlannelBackend {
         &mut self,
         tables: &[Arc<SubnetTable>],
         _device: usize,
-        buf: &mut [u8],
-        start: usize,
-        len: usize,
+        pkt: PacketBuf<'_>,
         now_ms: u64,
     ) -> Verdict {
+        let (buf, start, len) = pkt.into_parts();
         match tables.first() {
             Some(table) => {
                 FlannelBackend::handle_device_packet(self, table, buf, start, len, now_ms)
@@ -371,11 +370,10 @@ impl Backend for FlannelBackend {
         &mut self,
         tables: &[Arc<SubnetTable>],
         source: SocketAddr,
-        buf: &mut [u8],
-        start: usize,
-        len: usize,
+        pkt: PacketBuf<'_>,
         now_ms: u64,
     ) -> Verdict {
+        let (buf, start, len) = pkt.into_parts();
         match tables.first() {
             Some(table) => {
                 FlannelBackend::handle_datagram(self, table, source.ip(), buf, start, len, now_ms)

@@ -864,18 +864,24 @@ mod tests {
 }
 
 /// ICMP error generation with a rate limit: the part every backend shares.
+///
+/// Clones share one token bucket and one suppression count: the limit holds for all the
+/// workers of an engine together, whatever their number. The bucket sits behind a mutex that
+/// is only taken when an error is about to be generated, never on the forwarding path.
 #[derive(Debug, Clone)]
 pub struct IcmpResponder {
-    limiter: crate::ratelimit::TokenBucket,
-    rate_limited: u64,
+    limiter: std::sync::Arc<std::sync::Mutex<crate::ratelimit::TokenBucket>>,
+    rate_limited: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl IcmpResponder {
     /// At most `rate` errors per second on average, `burst` at once.
     pub fn new(rate: u32, burst: u32) -> IcmpResponder {
         IcmpResponder {
-            limiter: crate::ratelimit::TokenBucket::new(rate, burst),
-            rate_limited: 0,
+            limiter: std::sync::Arc::new(std::sync::Mutex::new(
+                crate::ratelimit::TokenBucket::new(rate, burst),
+            )),
+            rate_limited: std::sync::Arc::default(),
         }
     }
 
@@ -894,8 +900,14 @@ impl IcmpResponder {
         if !may_answer(offender) {
             return None;
         }
-        if !self.limiter.allow(now_ms) {
-            self.rate_limited += 1;
+        let allowed = self
+            .limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .allow(now_ms);
+        if !allowed {
+            self.rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return None;
         }
         write_error(buf, start, len, src, kind)
@@ -903,6 +915,6 @@ impl IcmpResponder {
 
     /// Errors suppressed by the rate limit so far.
     pub fn rate_limited(&self) -> u64 {
-        self.rate_limited
+        self.rate_limited.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -301,6 +301,7 @@ pub struct SubnetTable {
     v6: Lpm<u128>,
     by_endpoint: HashMap<IpAddr, PeerId>,
     fdb: HashMap<EthernetAddress, PeerId>,
+    flood: Vec<SocketAddr>,
 }
 
 impl SubnetTable {
@@ -364,6 +365,9 @@ impl SubnetTable {
         for &endpoint in &spec.vteps {
             peer_of(&mut table, endpoint)?;
         }
+        // Routes and VTEPs receive floods; a peer known only from a static FDB entry does
+        // not (like the kernel's `bridge fdb add MAC dst IP`: it says where one MAC is).
+        table.flood = table.peers.iter().map(|p| p.endpoint).collect();
         for &(mac, endpoint) in &spec.fdb {
             let id = peer_of(&mut table, endpoint)?;
             table.fdb.insert(mac, id);
@@ -385,6 +389,13 @@ impl SubnetTable {
     /// Every peer; a [`PeerId`] indexes this slice.
     pub fn peers(&self) -> &[Peer] {
         &self.peers
+    }
+
+    /// The endpoints that get a copy of a flooded frame (broadcast, multicast, unknown
+    /// unicast in VXLAN L2 mode): every peer with a route or declared as a VTEP, but not a
+    /// peer known only from a static FDB entry.
+    pub fn flood_peers(&self) -> &[SocketAddr] {
+        &self.flood
     }
 
     /// The peer with id `id`, if it exists in this snapshot.
@@ -551,6 +562,10 @@ mod tests {
         let t = SubnetTable::build(3, &spec).unwrap();
         assert_eq!(t.peers().len(), 3, "one peer per distinct endpoint");
         let id = t.static_fdb(&mac).unwrap();
+        assert!(
+            !t.flood_peers().contains(&t.peer(id).unwrap().endpoint),
+            "a static FDB entry does not make its endpoint a flood target"
+        );
         assert_eq!(
             t.peer(id).unwrap().endpoint,
             "198.18.0.4:8472".parse().unwrap()

@@ -18,6 +18,7 @@ pub type PeerId = u32;
 /// `device` is the index of a device of the engine (and of its routing table): the UDP
 /// backend has one, the VXLAN backend one per VNI.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Verdict {
     /// Send `buf[range]` as the payload of one UDP datagram to `dest`.
     SendToPeer {
@@ -29,8 +30,22 @@ pub enum Verdict {
         /// sends from the listening socket's own port (flannel's UDP backend).
         flow: Option<u32>,
     },
-    /// Send `buf[range]` to every peer of device `device` (head-end replication of
-    /// broadcast, multicast and unknown unicast in VXLAN L2 mode).
+    /// Send `buf[range]`, a train of datagrams of `segment` bytes each (the last may be
+    /// shorter), to `dest`: a TCP/UDP super-packet cut into segments, sent with UDP GSO
+    /// where the socket can (one `UDP_SEGMENT` message) and one by one where it cannot.
+    SendTrain {
+        /// The peer's underlay address and port.
+        dest: SocketAddr,
+        /// The datagrams, back to back.
+        range: Range<usize>,
+        /// The size of every datagram but the last.
+        segment: usize,
+        /// As for [`Verdict::SendToPeer`].
+        flow: Option<u32>,
+    },
+    /// Send `buf[range]` to every flood target of device `device`
+    /// ([`crate::table::SubnetTable::flood_peers`]: head-end replication of broadcast,
+    /// multicast and unknown unicast in VXLAN L2 mode).
     Flood {
         /// The device (VNI) whose peers receive a copy.
         device: usize,
@@ -72,6 +87,19 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The bytes this verdict sends or writes, if any.
+    pub fn range(&self) -> Option<&Range<usize>> {
+        match self {
+            Verdict::SendToPeer { range, .. }
+            | Verdict::SendTrain { range, .. }
+            | Verdict::Flood { range, .. }
+            | Verdict::DeliverToDevice { range, .. }
+            | Verdict::ReplyToDevice { range, .. }
+            | Verdict::ReplyToPeer { range, .. } => Some(range),
+            Verdict::Drop(_) => None,
+        }
+    }
+
     /// The drop reason, if this verdict drops the original packet (also when an ICMP error
     /// is sent in its place).
     pub fn drop_reason(&self) -> Option<DropReason> {
@@ -89,6 +117,7 @@ macro_rules! drop_reasons {
         /// Why a packet was dropped. Each reason has its own counter.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u8)]
+        #[non_exhaustive]
         pub enum DropReason {
             $( $(#[$doc])* $variant, )*
         }
@@ -146,6 +175,15 @@ drop_reasons! {
     NoVtepMac => "no_vtep_mac",
     /// The socket or device refused the packet (buffer full, send error).
     IoError => "io_error",
+    /// A verdict the engine could not carry out: a range outside the buffer, a device that
+    /// does not exist (a backend bug, counted instead of panicking).
+    BadVerdict => "bad_verdict",
+    /// A super-packet from the device whose offload metadata (virtio-net header) could not
+    /// be honoured: an unknown GSO type, headers that do not parse, too many segments.
+    BadOffload => "bad_offload",
+    /// An inner TCP/UDP packet whose checksum is wrong (checked before it is merged into a
+    /// super-packet or written with checksum offload).
+    BadChecksum => "bad_checksum",
 }
 
 #[cfg(test)]

@@ -30,9 +30,9 @@
 //! are dropped and counted, each under its own [`DropReason`].
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, DeviceLayer, PacketBuf};
 use crate::fdb::{Fdb, FdbConfig};
 use crate::flannel::{parse_inner, too_big_mtu};
 use crate::flowhash;
@@ -76,6 +76,9 @@ pub struct VniConfig {
     pub local_v6: Option<Ipv6Addr>,
     /// FDB size and ageing (L2).
     pub fdb: FdbConfig,
+    /// The name of the device that carries this VNI, if known: the engine then refuses to
+    /// start with another device in this VNI's place.
+    pub device: Option<String>,
 }
 
 /// Settings of the VXLAN backend.
@@ -117,10 +120,14 @@ impl Default for VxlanConfig {
 }
 
 /// The VXLAN backend's per-worker state: settings, one FDB per VNI, the ICMP limiter.
-#[derive(Debug)]
+///
+/// Clones (one per worker) share the learned FDBs, so a MAC learnt by one worker is known to
+/// all, and the ICMP rate limit. Each FDB sits behind its own mutex, taken once per L2 frame
+/// (L3 mode never touches it).
+#[derive(Debug, Clone)]
 pub struct VxlanBackend {
     config: VxlanConfig,
-    fdbs: Vec<Fdb>,
+    fdbs: Arc<Vec<Mutex<Fdb>>>,
     icmp: IcmpResponder,
 }
 
@@ -133,7 +140,13 @@ fn write_vxlan_header(buf: &mut [u8], at: usize, vni: u32) {
 impl VxlanBackend {
     /// A backend serving `config.vnis`.
     pub fn new(config: VxlanConfig) -> VxlanBackend {
-        let fdbs = config.vnis.iter().map(|v| Fdb::new(v.fdb)).collect();
+        let fdbs = Arc::new(
+            config
+                .vnis
+                .iter()
+                .map(|v| Mutex::new(Fdb::new(v.fdb)))
+                .collect(),
+        );
         let icmp = IcmpResponder::new(config.icmp_rate, config.icmp_burst);
         VxlanBackend { config, fdbs, icmp }
     }
@@ -143,9 +156,11 @@ impl VxlanBackend {
         &self.config
     }
 
-    /// The learned FDB of VNI index `device`.
-    pub fn fdb(&self, device: usize) -> Option<&Fdb> {
-        self.fdbs.get(device)
+    /// The learned FDB of VNI index `device` (shared by every clone of this backend), locked.
+    pub fn fdb(&self, device: usize) -> Option<MutexGuard<'_, Fdb>> {
+        self.fdbs
+            .get(device)
+            .map(|f| f.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn device_of_vni(&self, vni: u32) -> Option<usize> {
@@ -275,7 +290,7 @@ impl VxlanBackend {
                 .static_fdb(&dst)
                 .and_then(|id| table.peer(id))
                 .map(|p| p.endpoint);
-            let known = fixed.or_else(|| self.fdbs[device].lookup(&dst, now_ms));
+            let known = fixed.or_else(|| self.fdb(device).and_then(|mut f| f.lookup(&dst, now_ms)));
             if let Some(dest) = known {
                 return Verdict::SendToPeer {
                     dest,
@@ -357,15 +372,29 @@ impl Backend for VxlanBackend {
         HEADROOM
     }
 
+    fn devices(&self) -> usize {
+        self.config.vnis.len()
+    }
+
+    fn device_layer(&self, device: usize) -> Option<DeviceLayer> {
+        self.config.vnis.get(device).map(|v| match v.mode {
+            VxlanMode::L3 => DeviceLayer::L3,
+            VxlanMode::L2 => DeviceLayer::L2,
+        })
+    }
+
+    fn device_name(&self, device: usize) -> Option<&str> {
+        self.config.vnis.get(device)?.device.as_deref()
+    }
+
     fn handle_device_packet(
         &mut self,
         tables: &[Arc<SubnetTable>],
         device: usize,
-        buf: &mut [u8],
-        start: usize,
-        len: usize,
+        pkt: PacketBuf<'_>,
         now_ms: u64,
     ) -> Verdict {
+        let (buf, start, len) = pkt.into_parts();
         let (Some(vc), Some(table)) = (self.config.vnis.get(device), tables.get(device)) else {
             return Verdict::Drop(DropReason::UnknownVni);
         };
@@ -382,11 +411,10 @@ impl Backend for VxlanBackend {
         &mut self,
         tables: &[Arc<SubnetTable>],
         source: SocketAddr,
-        buf: &mut [u8],
-        start: usize,
-        len: usize,
+        pkt: PacketBuf<'_>,
         now_ms: u64,
     ) -> Verdict {
+        let (buf, start, len) = pkt.into_parts();
         let Some(end) = start.checked_add(len).filter(|&e| e <= buf.len()) else {
             return Verdict::Drop(DropReason::Malformed);
         };
@@ -426,7 +454,9 @@ impl Backend for VxlanBackend {
                     return Verdict::Drop(DropReason::SpoofedSource);
                 }
                 if self.config.learning && pinned.is_none() {
-                    self.fdbs[device].learn(src_mac, vtep, now_ms);
+                    if let Some(mut fdb) = self.fdb(device) {
+                        fdb.learn(src_mac, vtep, now_ms);
+                    }
                 }
                 Verdict::DeliverToDevice {
                     device,
@@ -441,8 +471,10 @@ impl Backend for VxlanBackend {
     }
 
     fn on_tick(&mut self, now_ms: u64) {
-        for fdb in &mut self.fdbs {
-            fdb.expire(now_ms);
+        for fdb in self.fdbs.iter() {
+            fdb.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .expire(now_ms);
         }
     }
 }

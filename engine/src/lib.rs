@@ -3,7 +3,7 @@
 //! weft carries IP packets (or Ethernet frames) between hosts by wrapping them in UDP,
 //! wire-compatible with flanneld's UDP backend (the raw inner packet as the UDP payload, port
 //! 8285) and with the Linux kernel's vxlan device (RFC 7348, port 8472). It is a library
-//! first; the `weft` binary is a thin wrapper over [`daemon::run`].
+//! first; the `weft` binary is a thin wrapper over [`control::daemon::run`].
 //!
 //! ## Embedding
 //! Bring your own device (a TUN you opened, a descriptor from elsewhere, or the in-memory

@@ -46,7 +46,8 @@ fn two_embedded_engines_ping_each_other() {
         .unwrap();
     }
     for (from, to) in [(1u8, 2u8), (2, 1)] {
-        let summary = weft_testbed::ping(bed.host(from).netns(), weft_testbed::overlay_addr(to), 3).unwrap();
+        let summary =
+            weft_testbed::ping(bed.host(from).netns(), weft_testbed::overlay_addr(to), 3).unwrap();
         assert!(
             summary.all_received(),
             "host {from} -> host {to}: {summary:?}"

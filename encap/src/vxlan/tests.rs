@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use super::*;
+use crate::backend::PacketBuf;
 use crate::fdb::FdbConfig;
 use crate::table::{Cidr, Route, SubnetTable, TableSpec};
 use crate::testutil::fixture;
@@ -87,6 +88,7 @@ fn tables_a() -> Vec<Arc<SubnetTable>> {
 /// An L3 VNI with host A's overlay addresses.
 fn l3_vni(vni: u32, vtep_mac: EthernetAddress) -> VniConfig {
     VniConfig {
+        device: None,
         vni,
         mode: VxlanMode::L3,
         vtep_mac,
@@ -98,6 +100,7 @@ fn l3_vni(vni: u32, vtep_mac: EthernetAddress) -> VniConfig {
 
 fn l2_vni(vni: u32, vtep_mac: EthernetAddress, fdb: FdbConfig) -> VniConfig {
     VniConfig {
+        device: None,
         vni,
         mode: VxlanMode::L2,
         vtep_mac,
@@ -136,7 +139,12 @@ fn from_device(
     now_ms: u64,
 ) -> (Verdict, Vec<u8>) {
     let mut buf = buffer(packet);
-    let v = b.handle_device_packet(tables, device, &mut buf, HEADROOM, packet.len(), now_ms);
+    let v = b.handle_device_packet(
+        tables,
+        device,
+        PacketBuf::new(&mut buf, HEADROOM, packet.len()).unwrap(),
+        now_ms,
+    );
     (v, buf)
 }
 
@@ -149,7 +157,12 @@ fn from_peer(
     now_ms: u64,
 ) -> (Verdict, Vec<u8>) {
     let mut buf = buffer(payload);
-    let v = b.handle_datagram(tables, source, &mut buf, HEADROOM, payload.len(), now_ms);
+    let v = b.handle_datagram(
+        tables,
+        source,
+        PacketBuf::new(&mut buf, HEADROOM, payload.len()).unwrap(),
+        now_ms,
+    );
     (v, buf)
 }
 
@@ -287,6 +300,7 @@ fn kernel_reply_payload() -> Vec<u8> {
 fn assert_in_bounds(v: &Verdict, buf_len: usize) {
     let range = match v {
         Verdict::SendToPeer { range, .. }
+        | Verdict::SendTrain { range, .. }
         | Verdict::Flood { range, .. }
         | Verdict::DeliverToDevice { range, .. }
         | Verdict::ReplyToDevice { range, .. }
@@ -614,7 +628,12 @@ fn without_headroom_nothing_is_written() {
     // Exactly the 22 bytes the headers need: fine.
     let mut buf = vec![0u8; 22 + packet.len()];
     buf[22..].copy_from_slice(&packet);
-    let v = backend_a().handle_device_packet(&tables, 0, &mut buf, 22, packet.len(), 0);
+    let v = backend_a().handle_device_packet(
+        &tables,
+        0,
+        PacketBuf::new(&mut buf, 22, packet.len()).unwrap(),
+        0,
+    );
     assert!(
         matches!(v, Verdict::SendToPeer { ref range, .. } if *range == (0..buf.len())),
         "{v:?}"
@@ -624,7 +643,12 @@ fn without_headroom_nothing_is_written() {
     let mut buf = vec![0u8; 21 + packet.len()];
     buf[21..].copy_from_slice(&packet);
     let before = buf.clone();
-    let v = backend_a().handle_device_packet(&tables, 0, &mut buf, 21, packet.len(), 0);
+    let v = backend_a().handle_device_packet(
+        &tables,
+        0,
+        PacketBuf::new(&mut buf, 21, packet.len()).unwrap(),
+        0,
+    );
     assert_eq!(v, Verdict::Drop(DropReason::Malformed));
     assert_eq!(buf, before);
     // An ICMP error needs more headroom still: without it, the drop is silent.
@@ -638,7 +662,12 @@ fn without_headroom_nothing_is_written() {
     );
     let mut buf = vec![0u8; 22 + unrouted.len()];
     buf[22..].copy_from_slice(&unrouted);
-    let v = backend_a().handle_device_packet(&tables, 0, &mut buf, 22, unrouted.len(), 0);
+    let v = backend_a().handle_device_packet(
+        &tables,
+        0,
+        PacketBuf::new(&mut buf, 22, unrouted.len()).unwrap(),
+        0,
+    );
     assert_eq!(v, Verdict::Drop(DropReason::NoRoute));
 }
 
@@ -662,15 +691,11 @@ fn malformed_device_packets_are_dropped() {
     }
     // A length or start past the buffer.
     let mut buf = buffer(&packet);
-    assert_eq!(
-        b.handle_device_packet(&tables, 0, &mut buf, HEADROOM, usize::MAX, 0),
-        Verdict::Drop(DropReason::Malformed)
-    );
+    // Such a packet cannot even be handed over: the bounds are checked once, here.
+    assert!(PacketBuf::new(&mut buf, HEADROOM, usize::MAX).is_none());
     let len = buf.len();
-    assert_eq!(
-        b.handle_device_packet(&tables, 0, &mut buf, len + 1, 0, 0),
-        Verdict::Drop(DropReason::Malformed)
-    );
+    // Such a packet cannot even be handed over: the bounds are checked once, here.
+    assert!(PacketBuf::new(&mut buf, len + 1, 0).is_none());
     // A device (VNI index) the backend does not have, or one without a table.
     assert_eq!(
         from_device(&mut b, &tables, 1, &packet, 0).0,
@@ -814,15 +839,11 @@ fn decapsulation_drops_name_the_reason() {
     );
     // A length past the buffer.
     let mut buf = buffer(&good);
-    assert_eq!(
-        b.handle_datagram(&tables, from_b, &mut buf, HEADROOM, usize::MAX, 0),
-        Verdict::Drop(DropReason::Malformed)
-    );
+    // Such a packet cannot even be handed over: the bounds are checked once, here.
+    assert!(PacketBuf::new(&mut buf, HEADROOM, usize::MAX).is_none());
     let len = buf.len();
-    assert_eq!(
-        b.handle_datagram(&tables, from_b, &mut buf, len - 10, 22, 0),
-        Verdict::Drop(DropReason::Malformed)
-    );
+    // Such a packet cannot even be handed over: the bounds are checked once, here.
+    assert!(PacketBuf::new(&mut buf, len - 10, 22).is_none());
     // A VNI the backend serves but no table for it.
     assert_eq!(
         from_peer(&mut b, &[], from_b, &good, 0).0,
@@ -1249,7 +1270,12 @@ fn an_advertisement_longer_than_the_solicitation_needs_room() {
     let eth = ethernet::Frame::new_checked(&buf[range.start + 8..range.end]).unwrap();
     assert_eq!(eth.dst_addr(), MAC_B, "no option: to the frame's source");
     let mut exact = payload.clone();
-    let v = backend_a().handle_datagram(&tables, from_b, &mut exact, 0, payload.len(), 0);
+    let v = backend_a().handle_datagram(
+        &tables,
+        from_b,
+        PacketBuf::new(&mut exact, 0, payload.len()).unwrap(),
+        0,
+    );
     assert!(matches!(v, Verdict::Drop(_)), "{v:?}");
     assert_eq!(exact, payload, "nothing written");
 }
@@ -1564,7 +1590,12 @@ fn l2_malformed_device_frames_and_missing_headroom() {
     // Exactly the 8 bytes of the VXLAN header in front: fine; 7: nothing written.
     let mut buf = vec![0u8; 8 + sent.len()];
     buf[8..].copy_from_slice(&sent);
-    let v = b.handle_device_packet(&tables, 0, &mut buf, 8, sent.len(), 0);
+    let v = b.handle_device_packet(
+        &tables,
+        0,
+        PacketBuf::new(&mut buf, 8, sent.len()).unwrap(),
+        0,
+    );
     assert!(
         matches!(v, Verdict::Flood { ref range, .. } if *range == (0..buf.len())),
         "{v:?}"
@@ -1572,7 +1603,12 @@ fn l2_malformed_device_frames_and_missing_headroom() {
     let mut buf = vec![0u8; 7 + sent.len()];
     buf[7..].copy_from_slice(&sent);
     let before = buf.clone();
-    let v = b.handle_device_packet(&tables, 0, &mut buf, 7, sent.len(), 0);
+    let v = b.handle_device_packet(
+        &tables,
+        0,
+        PacketBuf::new(&mut buf, 7, sent.len()).unwrap(),
+        0,
+    );
     assert_eq!(v, Verdict::Drop(DropReason::Malformed));
     assert_eq!(buf, before);
 }
@@ -1795,7 +1831,12 @@ fn hostile_inputs_never_panic() {
         let mut buf = vec![0u8; start + payload.len() + (next() as usize) % 100];
         buf[start..start + payload.len()].copy_from_slice(&payload);
         let source = from_port(sources[(next() as usize) % sources.len()], next() as u16);
-        let v = b.handle_datagram(&tables, source, &mut buf, start, len, now);
+        let v = b.handle_datagram(
+            &tables,
+            source,
+            PacketBuf::new(&mut buf, start, len).unwrap(),
+            now,
+        );
         assert_in_bounds(&v, buf.len());
         if let Verdict::DeliverToDevice { ref range, .. } = v {
             assert!(range.start >= start && range.end <= start + len, "{v:?}");
@@ -1808,7 +1849,12 @@ fn hostile_inputs_never_panic() {
         let mut buf = vec![0u8; start + packet.len() + (next() as usize) % 100];
         buf[start..start + packet.len()].copy_from_slice(&packet);
         let device = (next() % 3) as usize;
-        let v = b.handle_device_packet(&tables, device, &mut buf, start, len, now);
+        let v = b.handle_device_packet(
+            &tables,
+            device,
+            PacketBuf::new(&mut buf, start, len).unwrap(),
+            now,
+        );
         assert_in_bounds(&v, buf.len());
         if matches!(v, Verdict::SendToPeer { .. } | Verdict::Flood { .. }) {
             delivered_or_sent += 1;

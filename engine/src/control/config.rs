@@ -64,6 +64,19 @@ pub enum BackendKind {
 
 pub use weft_encap::vxlan::VxlanMode;
 
+pub use crate::dataplane::engine::OffloadMode;
+
+/// The most workers `[engine] workers` may ask for (a TUN has at most 256 queues).
+pub const MAX_WORKERS: u32 = 64;
+
+/// The default number of workers: one per CPU this process may run on.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_WORKERS as usize)
+}
+
 /// `[vxlan]`: the settings of the VXLAN backend and of its first VNI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanSettings {
@@ -140,6 +153,11 @@ pub struct Config {
     pub validation: ValidationConfig,
     /// `[engine] batch`: packets per batched system call (1-64; 1 behaves like flanneld).
     pub batch: usize,
+    /// `[engine] workers`: worker threads, each with its own device queue and socket
+    /// (default: the number of CPUs).
+    pub workers: usize,
+    /// `[engine] offload`: whether to use TUN offloads and UDP GSO/GRO.
+    pub offload: OffloadMode,
     /// `[[peer]]` with a subnet: the static routes.
     pub peers: Vec<Route>,
     /// `[[peer]]` without a subnet (VXLAN L2): VTEPs that get flooded frames.
@@ -296,6 +314,8 @@ struct RawValidation {
 #[serde(deny_unknown_fields)]
 struct RawEngine {
     batch: Option<i64>,
+    workers: Option<i64>,
+    offload: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -882,6 +902,21 @@ impl Config {
             Some(b) => ctx.ranged("[engine] batch", b, 1, 64)? as usize,
             None => 64,
         };
+        let workers = match raw.engine.workers {
+            Some(w) => ctx.ranged("[engine] workers", w, 1, i64::from(MAX_WORKERS))? as usize,
+            None => default_workers(),
+        };
+        let offload = match raw.engine.offload.as_deref() {
+            None | Some("auto") => OffloadMode::Auto,
+            Some("off") => OffloadMode::Off,
+            Some(other) => {
+                return Err(ctx.err(
+                    "[engine] offload",
+                    Some(other),
+                    "expected \"auto\" or \"off\"",
+                ))
+            }
+        };
 
         // [[peer]], [[fdb]]
         let mut local: Vec<IpAddr> = address.map(IpAddr::V4).into_iter().collect();
@@ -935,6 +970,8 @@ impl Config {
             icmp,
             validation,
             batch,
+            workers,
+            offload,
             peers,
             vteps,
             fdb,
@@ -1027,6 +1064,8 @@ burst = 1
 check_peer = false
 [engine]
 batch = 1
+workers = 3
+offload = "off"
 [[peer]]
 subnet = "fd00:100:96:2::/64"
 endpoint = "198.18.0.2:9999"
@@ -1041,7 +1080,27 @@ endpoint = "198.18.0.2:9999"
         assert_eq!(c.control_socket, "/run/weft.sock");
         assert!(!c.validation.check_peer && c.validation.check_inner_source);
         assert_eq!(c.batch, 1);
+        assert_eq!((c.workers, c.offload), (3, OffloadMode::Off));
         assert_eq!(c.peers[0].endpoint, "198.18.0.2:9999".parse().unwrap());
+    }
+
+    #[test]
+    fn engine_keys_default_and_are_checked() {
+        let c = parse(ISSUE_EXAMPLE).unwrap();
+        assert_eq!(
+            (c.workers, c.offload),
+            (default_workers(), OffloadMode::Auto)
+        );
+        let e = err_line(&format!("{ISSUE_EXAMPLE}\n[engine]\noffload = \"fast\"\n"));
+        assert!(
+            e.contains("[engine] offload = \"fast\"") && e.contains("auto"),
+            "{e}"
+        );
+        let e = err_line(&format!("{ISSUE_EXAMPLE}\n[engine]\nworkers = 0\n"));
+        assert!(
+            e.contains("[engine] workers = \"0\"") || e.contains("[engine] workers"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use weft_encap::table::{Cidr, Route};
 use weft_encap::vxlan::{VniConfig, VxlanBackend, VxlanConfig, VxlanMode};
 use weft_encap::wire::EthernetAddress;
 
-use crate::control::config::{BackendKind, Config, ConfigError};
+use crate::control::config::{BackendKind, Config, ConfigError, OffloadMode};
 use crate::control::provision::{self as setup, SetupError, TunSetup};
 use crate::control::socket::{ControlContext, ControlError, ControlServer, VniControl};
 use crate::dataplane::device::Tun;
@@ -194,41 +194,42 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         config.listen.ip().to_string(),
         config.listen.port()
     );
-    let socket = setup::bind_udp(config.listen).map_err(setup_err(listen_key.clone()))?;
-    let source_sockets = match &config.vxlan {
-        Some(v) => bind_source_sockets(config.listen.ip(), v.source_ports, v.source_sockets)
-            .map_err(setup_err("[vxlan] source_ports".into()))?,
-        None => Vec::new(),
-    };
-
+    let workers = config.workers.max(1);
+    let shared = workers > 1;
     let plans = plan_devices(&config, &mtus)?;
-    let mut devices = Vec::with_capacity(plans.len());
-    for plan in &plans {
-        devices.push(setup::create_tun(&plan.setup).map_err(setup_err(plan.key.clone()))?);
+    let mut queues: Vec<WorkerQueues> = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let socket =
+            setup::bind_udp_shared(config.listen, shared).map_err(setup_err(listen_key.clone()))?;
+        let source_sockets = match &config.vxlan {
+            Some(v) => bind_source_sockets(config.listen.ip(), v.source_ports, v.source_sockets)
+                .map_err(setup_err("[vxlan] source_ports".into()))?,
+            None => Vec::new(),
+        };
+        let mut devices = Vec::with_capacity(plans.len());
+        for (i, plan) in plans.iter().enumerate() {
+            let device = if w == 0 {
+                setup::create_tun(&plan.setup)
+            } else {
+                setup::open_queue(&plan.setup, queues[0].devices[i].offload())
+            };
+            devices.push(device.map_err(setup_err(plan.key.clone()))?);
+        }
+        queues.push(WorkerQueues {
+            devices,
+            socket,
+            source_sockets,
+        });
     }
 
     let engine = match config.backend {
         BackendKind::Udp => {
             let backend = FlannelBackend::new(flannel_config(&config, &mtus));
-            spawn(
-                backend,
-                devices,
-                &plans,
-                socket,
-                source_sockets,
-                config.batch,
-            )?
+            spawn(backend, queues, &plans, &config)?
         }
         BackendKind::Vxlan => {
             let backend = VxlanBackend::new(vxlan_config(&config, &mtus, &plans));
-            spawn(
-                backend,
-                devices,
-                &plans,
-                socket,
-                source_sockets,
-                config.batch,
-            )?
+            spawn(backend, queues, &plans, &config)?
         }
     };
 
@@ -303,23 +304,34 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     result.and(stopped.map_err(DaemonError::from))
 }
 
-fn spawn<B: Backend>(
-    backend: B,
+/// One worker's device queues and sockets.
+struct WorkerQueues {
     devices: Vec<Tun>,
-    plans: &[DevicePlan],
     socket: UdpSocket,
     source_sockets: Vec<UdpSocket>,
-    batch: usize,
+}
+
+fn spawn<B: Backend + Clone>(
+    backend: B,
+    queues: Vec<WorkerQueues>,
+    plans: &[DevicePlan],
+    config: &Config,
 ) -> Result<Engine, DaemonError> {
-    let mut devices = devices.into_iter();
-    let first = devices.next().expect("at least one device");
-    let mut builder = Engine::builder(first, socket)
+    let mut queues = queues.into_iter();
+    let first = queues.next().expect("at least one worker");
+    let mut devices = first.devices.into_iter();
+    let first_device = devices.next().expect("at least one device");
+    let mut builder = Engine::builder(first_device, first.socket)
         .backend(backend)
         .routes(plans[0].routes.clone())
-        .source_sockets(source_sockets)
-        .batch_size(batch);
+        .source_sockets(first.source_sockets)
+        .batch_size(config.batch)
+        .offload(config.offload);
     for (device, plan) in devices.zip(&plans[1..]) {
         builder = builder.device(device, plan.routes.clone());
+    }
+    for q in queues {
+        builder = builder.worker(q.devices, q.socket, q.source_sockets);
     }
     Ok(builder.spawn()?)
 }
@@ -398,6 +410,7 @@ fn plan_devices(config: &Config, mtus: &Mtus) -> Result<Vec<DevicePlan>, DaemonE
             local_v4: config.device.address,
             local_v6: config.device.address6,
             fdb: fdb_config(v),
+            device: Some(config.device.name.clone()),
         }),
         None => None,
     };
@@ -411,7 +424,8 @@ fn plan_devices(config: &Config, mtus: &Mtus) -> Result<Vec<DevicePlan>, DaemonE
             name: config.device.name.clone(),
             options: TunOptions {
                 kind: kind(&first_vni),
-                ..TunOptions::default()
+                multi_queue: config.workers > 1,
+                vnet_hdr: config.offload == OffloadMode::Auto,
             },
             mtu: mtus.device,
             addresses,
@@ -451,6 +465,7 @@ fn plan_devices(config: &Config, mtus: &Mtus) -> Result<Vec<DevicePlan>, DaemonE
             local_v4,
             local_v6,
             fdb: fdb_config(settings),
+            device: Some(extra.device.clone()),
         });
         plans.push(DevicePlan {
             key: format!("{key} device = {:?}", extra.device),
@@ -458,7 +473,8 @@ fn plan_devices(config: &Config, mtus: &Mtus) -> Result<Vec<DevicePlan>, DaemonE
                 name: extra.device.clone(),
                 options: TunOptions {
                     kind: kind(&vni),
-                    ..TunOptions::default()
+                    multi_queue: config.workers > 1,
+                    vnet_hdr: config.offload == OffloadMode::Auto,
                 },
                 mtu: extra
                     .mtu

@@ -78,9 +78,72 @@ impl TunSetup {
     }
 }
 
-/// Creates and configures the device: open, MTU, addresses, up.
+/// Set (to anything) to make [`negotiate_offload`] behave as on a kernel that refuses every
+/// offload: the end-to-end tests use it to exercise the fallback path.
+pub const FAULT_REFUSE_TUN_OFFLOAD: &str = "WEFT_FAULT_REFUSE_TUN_OFFLOAD";
+
+/// The offloads weft asks a TUN/TAP with vnet headers for, most first: checksums and TCP
+/// segmentation (both families) plus UDP segmentation (Linux 6.2), then without UDP.
+const OFFLOAD_WISHES: [u32; 2] = [
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_USO4 | libc::TUN_F_USO6,
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+];
+
+/// Asks the kernel (`TUNSETOFFLOAD`) for the offloads weft handles, falling back to fewer
+/// and finally to none (packets still carry a vnet header, never a super-packet). Returns
+/// the mask that was accepted. Every queue of a device must get the same mask.
+pub fn negotiate_offload(tun: &mut Tun) -> u32 {
+    if !tun.vnet_hdr() {
+        return 0;
+    }
+    if std::env::var_os(FAULT_REFUSE_TUN_OFFLOAD).is_some() {
+        log::info!(
+            "{FAULT_REFUSE_TUN_OFFLOAD} is set: no offloads on {}",
+            tun.name()
+        );
+        let _ = tun.set_offload(0);
+        return 0;
+    }
+    for wish in OFFLOAD_WISHES {
+        match tun.set_offload(wish) {
+            Ok(()) => return wish,
+            Err(e) => log::debug!("TUNSETOFFLOAD {wish:#x} on {}: {e}", tun.name()),
+        }
+    }
+    log::warn!(
+        "the kernel refuses TUN offloads on {}: one packet per read and write",
+        tun.name()
+    );
+    // A persistent device may keep an old mask; without offloads it must be 0.
+    let _ = tun.set_offload(0);
+    0
+}
+
+/// Opens one more queue of a multi-queue device that [`create_tun`] made, with the same
+/// options and offloads (`IFF_VNET_HDR` and the offload mask are the device's, so every
+/// queue must agree).
+pub fn open_queue(setup: &TunSetup, offload: u32) -> Result<Tun, SetupError> {
+    let mut tun =
+        Tun::open(&setup.name, &setup.options).map_err(|source| SetupError::OpenDevice {
+            name: setup.name.clone(),
+            hint: " (opening another queue for a worker)",
+            source,
+        })?;
+    if tun.vnet_hdr() {
+        tun.set_offload(offload)
+            .map_err(|source| SetupError::Configure {
+                what: format!("set offloads {offload:#x} on another queue"),
+                name: setup.name.clone(),
+                source,
+            })?;
+    }
+    Ok(tun)
+}
+
+/// Creates and configures the device: open, offloads (with vnet headers), MTU, addresses,
+/// up.
 pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
-    let tun = Tun::open(&setup.name, &setup.options).map_err(|source| {
+    let mut tun = Tun::open(&setup.name, &setup.options).map_err(|source| {
         let hint = match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => {
                 " (weft needs root or CAP_NET_ADMIN to create devices)"
@@ -100,6 +163,7 @@ pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
             source,
         }
     })?;
+    negotiate_offload(&mut tun);
     let name = tun.name().to_owned();
     let configure = |what: String| {
         let name = name.clone();
@@ -164,6 +228,13 @@ pub fn interface_mtu(addr: IpAddr) -> Result<Option<u32>, SetupError> {
 /// Binds the tunnel's UDP socket: large buffers, IPv6-only for IPv6 addresses, no port
 /// sharing (a port in use is an error, not a silent split of the traffic).
 pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, SetupError> {
+    bind_udp_shared(addr, false)
+}
+
+/// Like [`bind_udp`]; with `reuse_port`, `SO_REUSEPORT` lets each worker bind its own
+/// socket to the same address, and the kernel spreads datagrams over them by a hash of
+/// the outer addresses and ports.
+pub fn bind_udp_shared(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, SetupError> {
     let fail = |source: io::Error| {
         let hint = match source.raw_os_error() {
             Some(libc::EADDRINUSE) => " (the port is in use: is another weft or flanneld running?)",
@@ -181,6 +252,9 @@ pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, SetupError> {
     let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP)).map_err(fail)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(fail)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true).map_err(fail)?;
     }
     // Large buffers absorb bursts of whole batches (the kernel caps them at
     // net.core.{r,w}mem_max). Failing to enlarge them is not fatal.

@@ -77,6 +77,23 @@ counters! {
     recv_batches,
     /// Batched send calls (sendmmsg).
     send_batches,
+    /// Super-packets (TSO/USO, up to 64 KB) read from a device and cut into segments.
+    device_rx_super,
+    /// Segments cut out of those super-packets.
+    device_rx_segments,
+    /// UDP GSO trains sent (one `UDP_SEGMENT` message each, several datagrams).
+    gso_trains,
+    /// Trains a socket refused with `EIO`/`EINVAL`: GSO was turned off for that socket and
+    /// the datagrams re-sent one by one.
+    gso_fallbacks,
+    /// Trains a socket refused with `EMSGSIZE`: re-cut into shorter trains.
+    gso_recuts,
+    /// Received buffers that held a UDP GRO train of several datagrams.
+    gro_trains,
+    /// Super-packets written to a device (coalesced segments, or a peer's unsegmented one).
+    device_tx_super,
+    /// Packets that went into those super-packets (coalesced segments).
+    coalesced_packets,
 }
 
 impl LocalCounters {
@@ -84,6 +101,40 @@ impl LocalCounters {
     #[inline]
     pub fn drop(&mut self, reason: DropReason) {
         self.drops[reason.index()] += 1;
+    }
+}
+
+/// The counters of every worker of an engine, summed when read.
+#[derive(Debug, Clone, Default)]
+pub struct EngineCounters {
+    workers: Vec<std::sync::Arc<Counters>>,
+    gauges: Vec<(String, u64)>,
+}
+
+impl EngineCounters {
+    /// Counters of these workers, plus fixed `(name, value)` facts about the engine (worker
+    /// count, offloads in use) reported with them.
+    pub fn new(workers: Vec<std::sync::Arc<Counters>>, gauges: Vec<(String, u64)>) -> Self {
+        EngineCounters { workers, gauges }
+    }
+
+    /// The sum over all workers, then the gauges.
+    pub fn snapshot(&self) -> Stats {
+        let mut total: Option<Stats> = None;
+        for w in &self.workers {
+            let s = w.snapshot();
+            match &mut total {
+                None => total = Some(s),
+                Some(t) => {
+                    for (a, b) in t.entries.iter_mut().zip(s.entries) {
+                        a.1 += b.1;
+                    }
+                }
+            }
+        }
+        let mut stats = total.unwrap_or_else(|| Counters::default().snapshot());
+        stats.entries.extend(self.gauges.iter().cloned());
+        stats
     }
 }
 

@@ -1,15 +1,19 @@
 //! Packet I/O on the device side: the [`Device`] trait and its implementations.
 //!
 //! The engine reads whole IP packets (TUN) or Ethernet frames (TAP) from a device and writes
-//! whole packets back, one per call. Anything that is a non-blocking, pollable file
+//! whole packets back, one per call. A device with a vnet header ([`Device::vnet_hdr`])
+//! prefixes every packet, both ways, with a 10-byte `virtio_net_hdr`: reads may then be
+//! super-packets of up to 64 KB (TSO/USO) or carry a partial checksum, and writes may be
+//! coalesced super-packets gathered from several slices ([`Device::send_vectored`]). Anything that is a non-blocking, pollable file
 //! descriptor with datagram semantics can be a device: a real TUN/TAP queue ([`Tun`]), a
 //! descriptor a VPN tool already holds ([`Tun::from_fd`]), or an in-memory pair for tests
 //! ([`MemoryDevice`]).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::net::UnixDatagram as StdUnixDatagram;
 
 use mio::net::UnixDatagram;
+use weft_encap::backend::DeviceLayer;
 
 pub use crate::sys::{DeviceKind, Tun, TunOptions};
 
@@ -22,6 +26,46 @@ pub trait Device: mio::event::Source + Send + 'static {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes one packet.
     fn send(&mut self, packet: &[u8]) -> io::Result<usize>;
+
+    /// Writes one packet gathered from `parts`. The default handles a single part (with
+    /// [`Device::send`]) and refuses more with [`io::ErrorKind::Unsupported`]; a device with
+    /// a vnet header must gather (`writev`).
+    fn send_vectored(&mut self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        match parts {
+            [one] => self.send(one),
+            _ => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this device cannot gather a packet from several slices",
+            )),
+        }
+    }
+
+    /// Whether every packet read and written carries a 10-byte `virtio_net_hdr` in front.
+    fn vnet_hdr(&self) -> bool {
+        false
+    }
+
+    /// The `TUN_F_*` offloads the kernel may use toward this device (0: none).
+    fn offload(&self) -> u32 {
+        0
+    }
+
+    /// IP packets or Ethernet frames, if the device knows (the engine then checks it against
+    /// what the backend expects of this device).
+    fn layer(&self) -> Option<DeviceLayer> {
+        None
+    }
+
+    /// The interface name, if there is one (checked against the backend's, when it has one).
+    fn name(&self) -> Option<&str> {
+        None
+    }
+
+    /// The device's MTU (what one IP packet written to it may be at most without a GSO
+    /// header), if known: the engine cuts larger packets it receives from kernel peers to it.
+    fn mtu(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl Device for Tun {
@@ -31,6 +75,27 @@ impl Device for Tun {
     fn send(&mut self, packet: &[u8]) -> io::Result<usize> {
         self.write(packet)
     }
+    fn send_vectored(&mut self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.writev(parts)
+    }
+    fn vnet_hdr(&self) -> bool {
+        Tun::vnet_hdr(self)
+    }
+    fn offload(&self) -> u32 {
+        Tun::offload(self)
+    }
+    fn layer(&self) -> Option<DeviceLayer> {
+        Some(match self.kind() {
+            DeviceKind::Tun => DeviceLayer::L3,
+            DeviceKind::Tap => DeviceLayer::L2,
+        })
+    }
+    fn name(&self) -> Option<&str> {
+        Some(Tun::name(self))
+    }
+    fn mtu(&self) -> Option<usize> {
+        crate::sys::interface_mtu(Tun::name(self)).ok()
+    }
 }
 
 /// An in-memory device: one end of a Unix datagram socket pair. The other end
@@ -39,6 +104,7 @@ impl Device for Tun {
 #[derive(Debug)]
 pub struct MemoryDevice {
     socket: UnixDatagram,
+    layer: Option<DeviceLayer>,
 }
 
 impl MemoryDevice {
@@ -49,9 +115,18 @@ impl MemoryDevice {
         Ok((
             MemoryDevice {
                 socket: UnixDatagram::from_std(ours),
+                layer: None,
             },
             theirs,
         ))
+    }
+}
+
+impl MemoryDevice {
+    /// Declares what the device carries, so the engine checks it against the backend.
+    pub fn with_layer(mut self, layer: DeviceLayer) -> MemoryDevice {
+        self.layer = Some(layer);
+        self
     }
 }
 
@@ -61,6 +136,9 @@ impl Device for MemoryDevice {
     }
     fn send(&mut self, packet: &[u8]) -> io::Result<usize> {
         self.socket.send(packet)
+    }
+    fn layer(&self) -> Option<DeviceLayer> {
+        self.layer
     }
 }
 

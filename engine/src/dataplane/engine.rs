@@ -1,51 +1,60 @@
-//! The engine: one worker thread running a mio loop over devices, UDP sockets and a waker.
+//! The engine: workers running mio loops over devices, UDP sockets and a waker.
+//!
+//! ## Workers
+//! An engine runs one or more workers ([`EngineBuilder::worker`]), each a thread with its own
+//! `mio::Poll`, its own queue of every device (a multi-queue TUN/TAP opened once per worker)
+//! and its own UDP socket (all bound to one port with `SO_REUSEPORT`). Workers share nothing
+//! but the routing snapshots ([`RouteTable`]), the backend's shared state (the VXLAN FDB, the
+//! ICMP rate limit) and nothing on the hot path is locked. Counters are per worker and summed
+//! when read ([`Engine::stats`]).
+//!
+//! The kernel keeps a flow on one worker: a TUN with several queues hands a flow's packets to
+//! the queue that last wrote that flow's packets, and `SO_REUSEPORT` hashes the outer
+//! addresses and ports onto one socket. flannel's UDP backend uses port 8285 at both ends, so
+//! everything from one peer host lands on one worker's socket (the per-peer affinity the
+//! README documents); VXLAN's per-flow source ports spread flows over the workers.
 //!
 //! ## The loop
-//! A worker owns its devices (one for the UDP backend, one per VNI for VXLAN), the
-//! listening UDP socket and optional source-port sockets, all non-blocking and registered
-//! edge-triggered with its own `mio::Poll`. Each wake-up it alternates between the
-//! directions, one batch (up to [`EngineBuilder::batch_size`] packets) at a time and at
-//! most [`MAX_BATCHES_PER_WAKE`] batches per direction, until everything is drained to
-//! `WouldBlock` or the cap is hit; a capped direction stays marked ready and the next poll
-//! does not block, so no direction starves another and control messages are seen between
-//! rounds.
+//! Each wake-up a worker alternates between the directions, one batch (up to
+//! [`EngineBuilder::batch_size`] packets) at a time and at most [`MAX_BATCHES_PER_WAKE`]
+//! batches per direction, until everything is drained to `WouldBlock` or the cap is hit; a
+//! capped direction stays marked ready and the next poll does not block, so no direction
+//! starves another and control messages are seen between rounds.
 //!
-//! - device -> socket: read packets one by one into pooled buffers (headroom in front), let
-//!   the [`Backend`] decide, send the batch with one `sendmmsg` per socket. When a socket is
-//!   full the unsent tail is kept and no device is read until it is writable again
-//!   (back-pressure instead of loss).
-//! - socket -> device: one `recvmmsg` for the batch, let the backend decide each datagram,
-//!   write the delivered packets to their devices.
+//! - device -> socket: read packets into pooled buffers (headroom in front), let the
+//!   [`Backend`] decide, send the batch with one `sendmmsg` per socket. A TCP/UDP
+//!   super-packet read from a device with offloads is judged once, on its first segment, and
+//!   cut into a GSO train of datagrams ([`crate::dataplane::offload`]). When a socket is full
+//!   the unsent tail is kept and no device is read until it is writable again.
+//! - socket -> device: one `recvmmsg` for the batch (a buffer may hold a UDP GRO train), let
+//!   the backend decide each datagram, then write what is delivered: with offloads,
+//!   consecutive segments of one TCP flow are coalesced into one super-packet written with
+//!   `writev` (no userspace copy of the payload).
 //!
 //! The UDP source port: flannel's UDP backend sends from the listening socket (both ends
-//! use port 8285). VXLAN asks for a per-flow source port (RFC 7348 section 5); the engine
+//! use port 8285). VXLAN asks for a per-flow source port (RFC 7348 section 5); each worker
 //! keeps a small pool of sockets bound to ports in the configured range and sends each flow
-//! from `pool[hash % pool.len()]`, so one flow keeps one port and flows spread over several.
+//! from `pool[hash % pool.len()]`.
 //!
-//! The routing snapshots are loaded once per batch ([`RouteTable`]: a wait-free read). No
-//! allocation happens per packet: buffers, mmsg arrays and message lists are allocated when
-//! the worker starts (a flood to more peers than ever before grows a list once).
+//! No allocation happens per packet: buffers, mmsg arrays, train and coalescing state are
+//! allocated when a worker starts (a flood to more peers than ever before grows a list once).
 
 use std::any::Any;
 use std::io;
 use std::net::UdpSocket as StdUdpSocket;
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::Waker;
 use weft_encap::backend::Backend;
 use weft_encap::flannel::{FlannelBackend, FlannelConfig};
-use weft_encap::table::SubnetTable;
-use weft_encap::verdict::{DropReason, Verdict};
 
-use crate::dataplane::counters::{Counters, LocalCounters, Stats};
+use crate::dataplane::counters::{Counters, EngineCounters, Stats};
 use crate::dataplane::device::Device;
 use crate::dataplane::routes::RouteTable;
-use crate::sys::{Mmsg, RecvMeta, SendMsg};
+use crate::dataplane::worker::{Control, Inspect, Worker, WorkerIo};
 
 /// Bytes kept free in front of every packet buffer (room for headers prepended in place).
 pub const HEADROOM: usize = 64;
@@ -55,18 +64,12 @@ pub const MAX_PACKET: usize = 65535;
 pub const MAX_BATCH: usize = 64;
 /// Batches per direction per wake-up before the other direction and the waker get a turn.
 pub const MAX_BATCHES_PER_WAKE: usize = 8;
-/// How often the backend's housekeeping ([`Backend::on_tick`]) runs.
-const TICK: Duration = Duration::from_secs(1);
-
-const WAKER: Token = Token(0);
-const SOCKET_BASE: usize = 1;
-/// Devices get tokens from here on; sockets below.
-const DEVICE_BASE: usize = 1 << 16;
 
 /// An engine failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
-    /// Setting up the worker's poll loop failed.
+    /// Setting up a worker's poll loop failed.
     #[error("cannot {what}: {source}")]
     Setup {
         /// What was being done.
@@ -75,22 +78,72 @@ pub enum EngineError {
         #[source]
         source: io::Error,
     },
-    /// The worker stopped with an I/O error.
+    /// The devices given do not match what the backend serves (count, kind or name).
+    #[error("worker {worker}: {problem}")]
+    Devices {
+        /// The worker whose devices are wrong.
+        worker: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A worker stopped with an I/O error.
     #[error("worker stopped: {0}")]
     Worker(#[source] io::Error),
-    /// The worker thread panicked.
+    /// A worker thread panicked.
     #[error("worker thread panicked")]
     Panicked,
 }
 
-type Inspect = Box<dyn FnOnce(&dyn Any) + Send>;
-
-enum Control {
-    Shutdown,
-    Inspect(Inspect),
+/// Whether the engine may use offloads (vnet headers, GSO/GRO) where devices and sockets
+/// offer them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OffloadMode {
+    /// Use what the kernel accepts: TUN super-packets (split here), coalesced writes (after a
+    /// start-up probe), UDP GSO and GRO.
+    #[default]
+    Auto,
+    /// One packet per datagram and per device write, whatever the kernel offers.
+    Off,
 }
 
-/// Builds an [`Engine`] from devices, a bound UDP socket, routes and a backend.
+/// What a running engine uses, as detected when it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OffloadStatus {
+    /// Workers running.
+    pub workers: usize,
+    /// Devices read with a vnet header (super-packets and partial checksums possible).
+    pub tun_vnet_hdr: bool,
+    /// The kernel may hand over TCP super-packets (TSO).
+    pub tun_tso: bool,
+    /// The kernel may hand over UDP super-packets (USO, Linux 6.2).
+    pub tun_uso: bool,
+    /// Coalesced super-packets are written to the devices (the write probe passed).
+    pub tun_gso_write: bool,
+    /// Datagrams go out as UDP GSO trains.
+    pub udp_gso: bool,
+    /// Datagrams come in as UDP GRO trains.
+    pub udp_gro: bool,
+}
+
+impl OffloadStatus {
+    fn gauges(&self) -> Vec<(String, u64)> {
+        [
+            ("workers", self.workers as u64),
+            ("offload_tun_vnet_hdr", u64::from(self.tun_vnet_hdr)),
+            ("offload_tun_tso", u64::from(self.tun_tso)),
+            ("offload_tun_uso", u64::from(self.tun_uso)),
+            ("offload_tun_gso_write", u64::from(self.tun_gso_write)),
+            ("offload_udp_gso", u64::from(self.udp_gso)),
+            ("offload_udp_gro", u64::from(self.udp_gro)),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect()
+    }
+}
+
+/// Builds an [`Engine`] from devices, bound UDP sockets, routes and a backend.
 ///
 /// ```no_run
 /// use std::net::UdpSocket;
@@ -114,25 +167,43 @@ enum Control {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct EngineBuilder<D, B> {
-    devices: Vec<(D, RouteTable)>,
-    socket: StdUdpSocket,
-    source_sockets: Vec<StdUdpSocket>,
+    workers: Vec<WorkerIo<D>>,
+    routes: Vec<RouteTable>,
     backend: B,
     batch: usize,
+    offload: OffloadMode,
 }
 
-impl<D: Device, B: Backend> EngineBuilder<D, B> {
+impl<D: Device, B: Backend + Clone> EngineBuilder<D, B> {
     /// Uses this route table for the first device (a shared handle: keep a clone to edit
     /// routes later).
     pub fn routes(mut self, routes: RouteTable) -> Self {
-        self.devices[0].1 = routes;
+        self.routes[0] = routes;
         self
     }
 
-    /// Adds another device with its own routes (VXLAN: one per VNI, in the backend's VNI
-    /// order).
+    /// Adds another device to the first worker, with its own routes (VXLAN: one per VNI, in
+    /// the backend's VNI order; the engine checks the order when it starts).
     pub fn device(mut self, device: D, routes: RouteTable) -> Self {
-        self.devices.push((device, routes));
+        self.workers[0].devices.push(device);
+        self.routes.push(routes);
+        self
+    }
+
+    /// Adds a worker with its own queue of every device (in the same order as the first
+    /// worker's), its own listening socket (bound to the same address with `SO_REUSEPORT`)
+    /// and its own source-port sockets.
+    pub fn worker(
+        mut self,
+        devices: Vec<D>,
+        socket: StdUdpSocket,
+        source_sockets: Vec<StdUdpSocket>,
+    ) -> Self {
+        self.workers.push(WorkerIo {
+            devices,
+            socket,
+            source_sockets,
+        });
         self
     }
 
@@ -141,21 +212,22 @@ impl<D: Device, B: Backend> EngineBuilder<D, B> {
         self.backend(FlannelBackend::new(config))
     }
 
-    /// Uses this backend (e.g. [`weft_encap::vxlan::VxlanBackend`]).
-    pub fn backend<B2: Backend>(self, backend: B2) -> EngineBuilder<D, B2> {
+    /// Uses this backend (e.g. [`weft_encap::vxlan::VxlanBackend`]); every worker runs a
+    /// clone of it.
+    pub fn backend<B2: Backend + Clone>(self, backend: B2) -> EngineBuilder<D, B2> {
         EngineBuilder {
-            devices: self.devices,
-            socket: self.socket,
-            source_sockets: self.source_sockets,
+            workers: self.workers,
+            routes: self.routes,
             backend,
             batch: self.batch,
+            offload: self.offload,
         }
     }
 
-    /// Sockets to send per-flow traffic from (VXLAN source ports); without any, everything
-    /// is sent from the listening socket.
+    /// Sockets for the first worker to send per-flow traffic from (VXLAN source ports);
+    /// without any, everything is sent from the listening socket.
     pub fn source_sockets(mut self, sockets: Vec<StdUdpSocket>) -> Self {
-        self.source_sockets = sockets;
+        self.workers[0].source_sockets = sockets;
         self
     }
 
@@ -166,110 +238,133 @@ impl<D: Device, B: Backend> EngineBuilder<D, B> {
         self
     }
 
-    /// Starts the worker thread.
+    /// Whether to use offloads where the devices and sockets offer them (default
+    /// [`OffloadMode::Auto`]).
+    pub fn offload(mut self, mode: OffloadMode) -> Self {
+        self.offload = mode;
+        self
+    }
+
+    /// Checks the devices against the backend and starts the workers.
     pub fn spawn(self) -> Result<Engine, EngineError> {
-        let setup = |what| move |source| EngineError::Setup { what, source };
-        let poll = Poll::new().map_err(setup("create the poll instance"))?;
-        let waker =
-            Arc::new(Waker::new(poll.registry(), WAKER).map_err(setup("create the waker"))?);
-        let mut sockets = Vec::with_capacity(1 + self.source_sockets.len());
-        for (i, s) in std::iter::once(self.socket)
-            .chain(self.source_sockets)
-            .enumerate()
-        {
-            s.set_nonblocking(true)
-                .map_err(setup("make a UDP socket non-blocking"))?;
-            let mut s = UdpSocket::from_std(s);
-            // Only the listening socket is read; source-port sockets only send.
-            let interest = if i == 0 {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::WRITABLE
-            };
-            poll.registry()
-                .register(&mut s, Token(SOCKET_BASE + i), interest)
-                .map_err(setup("register a UDP socket"))?;
-            sockets.push(s);
+        for (w, io) in self.workers.iter().enumerate() {
+            check_devices(w, &io.devices, &self.backend, self.routes.len())?;
         }
-        let mut devices = Vec::with_capacity(self.devices.len());
-        let mut routes = Vec::with_capacity(self.devices.len());
-        for (i, (mut device, table)) in self.devices.into_iter().enumerate() {
-            poll.registry()
-                .register(&mut device, Token(DEVICE_BASE + i), Interest::READABLE)
-                .map_err(setup("register a device"))?;
-            devices.push(device);
-            routes.push(table);
-        }
-        let headroom = HEADROOM.max(self.backend.headroom());
-        let counters = Arc::new(Counters::default());
-        let (control_tx, control_rx) = mpsc::channel();
-        let batch = self.batch;
-        let worker = Worker {
-            poll,
-            device_ready: vec![true; devices.len()],
-            devices,
-            tables: routes.iter().map(RouteTable::snapshot).collect(),
-            routes: routes.clone(),
-            queues: (0..sockets.len())
-                .map(|_| TxQueue::with_capacity(batch))
-                .collect(),
-            sockets,
-            backend: self.backend,
-            counters: counters.clone(),
-            local: LocalCounters::default(),
-            icmp_rate_limited_seen: 0,
-            control: control_rx,
-            tx_bufs: buffers(batch, headroom),
-            rx_bufs: buffers(batch, headroom),
-            headroom,
-            mmsg: Mmsg::new(batch),
-            meta: vec![RecvMeta::default(); batch],
-            reply_msgs: Vec::with_capacity(batch),
-            epoch: Instant::now(),
-            next_tick: 0,
-            batch,
+        let mut status = OffloadStatus {
+            workers: self.workers.len(),
+            ..OffloadStatus::default()
         };
-        let thread = std::thread::Builder::new()
-            .name("weft-worker".into())
-            .spawn(move || worker.run())
-            .map_err(setup("start the worker thread"))?;
+        let mut handles = Vec::with_capacity(self.workers.len());
+        let mut counters = Vec::with_capacity(self.workers.len());
+        for (w, io) in self.workers.into_iter().enumerate() {
+            let worker_counters = Arc::new(Counters::default());
+            let (control_tx, control_rx) = mpsc::channel();
+            let (worker, waker, worker_status) = Worker::new(
+                w,
+                io,
+                self.routes.clone(),
+                self.backend.clone(),
+                worker_counters.clone(),
+                control_rx,
+                self.batch,
+                self.offload,
+            )?;
+            if w == 0 {
+                status = OffloadStatus {
+                    workers: status.workers,
+                    ..worker_status
+                };
+            }
+            let thread = std::thread::Builder::new()
+                .name(format!("weft-worker-{w}"))
+                .spawn(move || worker.run())
+                .map_err(|source| EngineError::Setup {
+                    what: "start a worker thread",
+                    source,
+                })?;
+            counters.push(worker_counters);
+            handles.push(WorkerHandle {
+                waker,
+                control: control_tx,
+                thread: Some(thread),
+            });
+        }
+        let counters = EngineCounters::new(counters, status.gauges());
         Ok(Engine {
-            routes,
+            routes: self.routes,
             counters,
-            waker,
-            control: control_tx,
-            thread: Some(thread),
+            status,
+            workers: handles,
         })
     }
 }
 
-fn buffers(n: usize, headroom: usize) -> Vec<Box<[u8]>> {
-    (0..n)
-        .map(|_| vec![0u8; headroom + MAX_PACKET].into_boxed_slice())
-        .collect()
+/// Refuses devices that do not match what the backend serves.
+fn check_devices<D: Device, B: Backend>(
+    worker: usize,
+    devices: &[D],
+    backend: &B,
+    tables: usize,
+) -> Result<(), EngineError> {
+    let problem = |problem: String| EngineError::Devices { worker, problem };
+    if devices.len() != backend.devices() || devices.len() != tables {
+        return Err(problem(format!(
+            "{} device(s) and {} route table(s) given, the backend serves {}",
+            devices.len(),
+            tables,
+            backend.devices()
+        )));
+    }
+    for (i, device) in devices.iter().enumerate() {
+        if let (Some(has), Some(wants)) = (device.layer(), backend.device_layer(i)) {
+            if has != wants {
+                return Err(problem(format!(
+                    "device #{i} ({}) carries {has:?} but the backend's device #{i} is {wants:?}",
+                    device.name().unwrap_or("unnamed")
+                )));
+            }
+        }
+        if let (Some(has), Some(wants)) = (device.name(), backend.device_name(i)) {
+            if has != wants {
+                return Err(problem(format!(
+                    "device #{i} is {has:?} but the backend's device #{i} is {wants:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
-/// A running engine: its routes, its counters, and the way to stop it.
-///
-/// Dropping an `Engine` stops its worker too (errors are then only logged).
-pub struct Engine {
-    routes: Vec<RouteTable>,
-    counters: Arc<Counters>,
+struct WorkerHandle {
     waker: Arc<Waker>,
     control: Sender<Control>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
+/// A running engine: its routes, its counters, and the way to stop it.
+///
+/// Dropping an `Engine` stops its workers too (errors are then only logged).
+pub struct Engine {
+    routes: Vec<RouteTable>,
+    counters: EngineCounters,
+    status: OffloadStatus,
+    workers: Vec<WorkerHandle>,
+}
+
 impl Engine {
-    /// Starts building an engine over `device` and the bound UDP `socket`, with the flannel
-    /// UDP backend and an empty route table until told otherwise.
+    /// Starts building an engine over `device` and the bound UDP `socket` (the first
+    /// worker), with the flannel UDP backend and an empty route table until told otherwise.
     pub fn builder<D: Device>(device: D, socket: StdUdpSocket) -> EngineBuilder<D, FlannelBackend> {
         EngineBuilder {
-            devices: vec![(device, RouteTable::default())],
-            socket,
-            source_sockets: Vec::new(),
+            workers: vec![WorkerIo {
+                devices: vec![device],
+                socket,
+                source_sockets: Vec::new(),
+            }],
+            routes: vec![RouteTable::default()],
             backend: FlannelBackend::new(FlannelConfig::default()),
             batch: MAX_BATCH,
+            offload: OffloadMode::Auto,
         }
     }
 
@@ -283,46 +378,62 @@ impl Engine {
         self.routes.get(device)
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters, summed over the workers, with the offload gauges.
     pub fn stats(&self) -> Stats {
         self.counters.snapshot()
     }
 
-    /// The shared counters themselves, for a control plane that outlives borrows of `self`.
-    pub fn counters_handle(&self) -> Arc<Counters> {
+    /// The counters themselves, for a control plane that outlives borrows of `self`.
+    pub fn counters_handle(&self) -> EngineCounters {
         self.counters.clone()
+    }
+
+    /// The workers and offloads in use.
+    pub fn status(&self) -> OffloadStatus {
+        self.status
     }
 
     /// A handle that can look into the running backend; see [`Inspector::inspect`].
     pub fn inspector(&self) -> Inspector {
         Inspector {
-            control: self.control.clone(),
-            waker: self.waker.clone(),
+            control: self.workers[0].control.clone(),
+            waker: self.workers[0].waker.clone(),
         }
     }
 
-    /// True while the worker thread runs.
+    /// True while every worker runs.
     pub fn is_running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        self.workers
+            .iter()
+            .all(|w| w.thread.as_ref().is_some_and(|t| !t.is_finished()))
     }
 
-    /// Stops the worker, waits for it, and releases the devices and sockets.
+    /// Stops the workers, waits for them, and releases the devices and sockets.
     pub fn shutdown(mut self) -> Result<(), EngineError> {
         self.stop()
     }
 
     fn stop(&mut self) -> Result<(), EngineError> {
-        let Some(thread) = self.thread.take() else {
-            return Ok(());
-        };
-        // Either may fail only if the worker is already gone; join tells why.
-        let _ = self.control.send(Control::Shutdown);
-        let _ = self.waker.wake();
-        match thread.join() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(EngineError::Worker(e)),
-            Err(_) => Err(EngineError::Panicked),
+        for w in &self.workers {
+            // Either may fail only if the worker is already gone; join tells why.
+            let _ = w.control.send(Control::Shutdown);
+            let _ = w.waker.wake();
         }
+        let mut result = Ok(());
+        for w in &mut self.workers {
+            let Some(thread) = w.thread.take() else {
+                continue;
+            };
+            let outcome = match thread.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(EngineError::Worker(e)),
+                Err(_) => Err(EngineError::Panicked),
+            };
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
     }
 }
 
@@ -334,7 +445,8 @@ impl Drop for Engine {
     }
 }
 
-/// Runs queries on the worker's backend (e.g. listing a VXLAN FDB), between batches.
+/// Runs queries on the first worker's backend (e.g. listing a VXLAN FDB, which all workers
+/// share), between batches.
 #[derive(Clone)]
 pub struct Inspector {
     control: Sender<Control>,
@@ -356,398 +468,6 @@ impl Inspector {
         self.waker.wake().ok()?;
         rx.recv_timeout(Duration::from_secs(5)).ok().flatten()
     }
-}
-
-/// Datagrams waiting to be sent on one socket; `sent` of them already went out.
-struct TxQueue {
-    msgs: Vec<SendMsg>,
-    sent: usize,
-}
-
-impl TxQueue {
-    fn with_capacity(n: usize) -> TxQueue {
-        TxQueue {
-            msgs: Vec::with_capacity(n),
-            sent: 0,
-        }
-    }
-
-    fn pending(&self) -> bool {
-        self.sent < self.msgs.len()
-    }
-}
-
-struct Worker<D, B> {
-    poll: Poll,
-    devices: Vec<D>,
-    device_ready: Vec<bool>,
-    routes: Vec<RouteTable>,
-    tables: Vec<Arc<SubnetTable>>,
-    sockets: Vec<UdpSocket>,
-    queues: Vec<TxQueue>,
-    backend: B,
-    counters: Arc<Counters>,
-    local: LocalCounters,
-    icmp_rate_limited_seen: u64,
-    control: Receiver<Control>,
-    tx_bufs: Vec<Box<[u8]>>,
-    rx_bufs: Vec<Box<[u8]>>,
-    headroom: usize,
-    mmsg: Mmsg,
-    meta: Vec<RecvMeta>,
-    /// Answers produced on the receive path (ICMP errors, ARP replies) going back to peers.
-    reply_msgs: Vec<SendMsg>,
-    epoch: Instant,
-    next_tick: u64,
-    batch: usize,
-}
-
-/// Writes one packet to a device, counting a failure as a drop.
-fn write_device<D: Device>(device: &mut D, local: &mut LocalCounters, packet: &[u8]) -> bool {
-    loop {
-        match device.send(packet) {
-            Ok(_) => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log::debug!("device write of {} bytes failed: {e}", packet.len());
-                local.drop(DropReason::IoError);
-                return false;
-            }
-        }
-    }
-}
-
-/// Which of the worker's two buffer sets a packet is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
-    /// Read from a device, into `tx_bufs`.
-    Transmit,
-    /// Received from the socket, into `rx_bufs`.
-    Receive,
-}
-
-/// The socket a datagram of flow `flow` leaves from.
-fn socket_for(flow: Option<u32>, sockets: usize) -> usize {
-    match flow {
-        Some(hash) if sockets > 1 => 1 + (hash as usize) % (sockets - 1),
-        _ => 0,
-    }
-}
-
-impl<D: Device, B: Backend> Worker<D, B> {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn tx_pending(&self) -> bool {
-        self.queues.iter().any(TxQueue::pending)
-    }
-
-    fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(64);
-        // Edge-triggered: anything queued before registration has no edge, so start ready.
-        let mut socket_ready = true;
-        loop {
-            let device_ready = self.device_ready.iter().any(|r| *r);
-            let busy = (device_ready && !self.tx_pending()) || socket_ready;
-            let timeout = if busy {
-                Some(Duration::ZERO)
-            } else {
-                Some(TICK)
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            for event in events.iter() {
-                match event.token() {
-                    WAKER => {
-                        while let Ok(msg) = self.control.try_recv() {
-                            match msg {
-                                Control::Shutdown => return Ok(()),
-                                Control::Inspect(query) => query(&self.backend),
-                            }
-                        }
-                        // A closed channel means the Engine handle is gone.
-                        if let Err(mpsc::TryRecvError::Disconnected) = self.control.try_recv() {
-                            return Ok(());
-                        }
-                    }
-                    Token(t) if t >= DEVICE_BASE => {
-                        if let Some(ready) = self.device_ready.get_mut(t - DEVICE_BASE) {
-                            *ready |= event.is_readable() || event.is_read_closed();
-                        }
-                    }
-                    Token(SOCKET_BASE) => socket_ready |= event.is_readable(),
-                    _ => {} // source-port sockets: writability is retried below
-                }
-            }
-            if self.tx_pending() {
-                self.flush_tx();
-            }
-            for _ in 0..MAX_BATCHES_PER_WAKE {
-                let mut worked = false;
-                for d in 0..self.devices.len() {
-                    if self.device_ready[d] && !self.tx_pending() {
-                        self.device_ready[d] = self.device_to_socket(d);
-                        worked = true;
-                    }
-                }
-                if socket_ready {
-                    socket_ready = self.socket_to_device();
-                    worked = true;
-                }
-                if !worked {
-                    break;
-                }
-            }
-            let now = self.now_ms();
-            if now >= self.next_tick {
-                self.backend.on_tick(now);
-                self.next_tick = now + TICK.as_millis() as u64;
-            }
-            self.publish();
-        }
-    }
-
-    fn publish(&mut self) {
-        let limited = self.backend.icmp_rate_limited();
-        self.local.icmp_rate_limited += limited.saturating_sub(self.icmp_rate_limited_seen);
-        self.icmp_rate_limited_seen = limited;
-        self.counters.publish(&mut self.local);
-    }
-
-    fn load_tables(&mut self) {
-        for (table, routes) in self.tables.iter_mut().zip(&self.routes) {
-            let current = routes.snapshot();
-            if !Arc::ptr_eq(table, &current) {
-                *table = current;
-            }
-        }
-    }
-
-    /// One batch from device `d` to the sockets. Returns whether the device may have more.
-    fn device_to_socket(&mut self, d: usize) -> bool {
-        self.load_tables();
-        let now = self.now_ms();
-        for q in &mut self.queues {
-            q.msgs.clear();
-            q.sent = 0;
-        }
-        let headroom = self.headroom;
-        let mut more = true;
-        for i in 0..self.batch {
-            let buf = &mut self.tx_bufs[i];
-            let n = match self.devices[d].recv(&mut buf[headroom..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    more = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("device read failed: {e}");
-                    more = false;
-                    break;
-                }
-            };
-            self.local.device_rx_packets += 1;
-            let verdict = self
-                .backend
-                .handle_device_packet(&self.tables, d, buf, headroom, n, now);
-            self.apply(verdict, i, Path::Transmit);
-        }
-        self.flush_tx();
-        more
-    }
-
-    /// Carries out `verdict` for the packet in buffer `i` of `path`'s buffers: writes to a
-    /// device, or queues datagrams (transmit path: on the per-flow socket's queue, sent with
-    /// the batch; receive path: on the listening socket's reply list), and counts.
-    fn apply(&mut self, verdict: Verdict, i: usize, path: Path) {
-        let buf: &[u8] = match path {
-            Path::Transmit => &self.tx_bufs[i],
-            Path::Receive => &self.rx_bufs[i],
-        };
-        let sockets = self.sockets.len();
-        let (queues, replies) = (&mut self.queues, &mut self.reply_msgs);
-        let mut push = |msg: SendMsg, flow: Option<u32>| match path {
-            Path::Transmit => queues[socket_for(flow, sockets)].msgs.push(msg),
-            Path::Receive => replies.push(msg),
-        };
-        match verdict {
-            Verdict::SendToPeer { dest, range, flow } => push(
-                SendMsg {
-                    buf: i,
-                    range,
-                    dest,
-                },
-                flow,
-            ),
-            Verdict::Flood {
-                device,
-                range,
-                flow,
-            } => {
-                if let Some(table) = self.tables.get(device) {
-                    for peer in table.peers() {
-                        push(
-                            SendMsg {
-                                buf: i,
-                                range: range.clone(),
-                                dest: peer.endpoint,
-                            },
-                            flow,
-                        );
-                    }
-                }
-            }
-            Verdict::ReplyToPeer { dest, range, cause } => {
-                match cause {
-                    Some(cause) => {
-                        self.local.drop(cause);
-                        self.local.icmp_sent += 1;
-                    }
-                    None => self.local.neigh_replies += 1,
-                }
-                push(
-                    SendMsg {
-                        buf: i,
-                        range,
-                        dest,
-                    },
-                    None,
-                );
-            }
-            Verdict::ReplyToDevice {
-                device,
-                range,
-                cause,
-            } => {
-                self.local.drop(cause);
-                if let Some(dev) = self.devices.get_mut(device) {
-                    if write_device(dev, &mut self.local, &buf[range]) {
-                        self.local.icmp_sent += 1;
-                    }
-                }
-            }
-            Verdict::DeliverToDevice { device, range } => {
-                let len = range.len() as u64;
-                if let Some(dev) = self.devices.get_mut(device) {
-                    if write_device(dev, &mut self.local, &buf[range]) && path == Path::Receive {
-                        self.local.rx_packets += 1;
-                        self.local.rx_bytes += len;
-                    }
-                }
-            }
-            Verdict::Drop(reason) => self.local.drop(reason),
-        }
-    }
-
-    /// Sends what is pending from `tx_bufs`; leaves the rest pending if a socket is full.
-    fn flush_tx(&mut self) {
-        for (socket, q) in self.sockets.iter().zip(self.queues.iter_mut()) {
-            flush_queue(
-                socket.as_raw_fd(),
-                q,
-                &mut self.mmsg,
-                &self.tx_bufs,
-                &mut self.local,
-            );
-        }
-    }
-
-    /// One batch from the socket to the devices. Returns whether the socket may have more.
-    fn socket_to_device(&mut self) -> bool {
-        let fd = self.sockets[0].as_raw_fd();
-        let headroom = self.headroom;
-        let n = match self
-            .mmsg
-            .recv(fd, &mut self.rx_bufs, headroom, &mut self.meta)
-        {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
-            Err(e) => {
-                log::warn!("UDP receive failed: {e}");
-                return false;
-            }
-        };
-        self.local.recv_batches += 1;
-        self.load_tables();
-        let now = self.now_ms();
-        self.reply_msgs.clear();
-        for i in 0..n {
-            let meta = self.meta[i];
-            self.local.udp_rx_packets += 1;
-            if meta.truncated {
-                self.local.drop(DropReason::Truncated);
-                continue;
-            }
-            let buf = &mut self.rx_bufs[i];
-            let verdict = self.backend.handle_datagram(
-                &self.tables,
-                meta.source,
-                buf,
-                headroom,
-                meta.len,
-                now,
-            );
-            self.apply(verdict, i, Path::Receive);
-        }
-        self.send_replies(fd);
-        n == self.batch
-    }
-
-    /// Sends the answers produced on the receive path; rare, so best effort.
-    fn send_replies(&mut self, fd: RawFd) {
-        let mut sent = 0;
-        while sent < self.reply_msgs.len() {
-            match self.mmsg.send(fd, &self.rx_bufs, &self.reply_msgs[sent..]) {
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.local.drop(DropReason::IoError);
-                    sent += 1;
-                }
-            }
-        }
-    }
-}
-
-/// Sends a queue's pending datagrams; stops (keeping them pending) when the socket is full.
-fn flush_queue(
-    fd: RawFd,
-    q: &mut TxQueue,
-    mmsg: &mut Mmsg,
-    bufs: &[Box<[u8]>],
-    local: &mut LocalCounters,
-) {
-    while q.pending() {
-        match mmsg.send(fd, bufs, &q.msgs[q.sent..]) {
-            Ok(n) => {
-                local.send_batches += 1;
-                for m in &q.msgs[q.sent..q.sent + n] {
-                    local.tx_packets += 1;
-                    local.tx_bytes += m.range.len() as u64;
-                }
-                q.sent += n;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                // The first message failed (e.g. EMSGSIZE, ENETUNREACH): drop it alone.
-                let m = &q.msgs[q.sent];
-                log::debug!("send of {} bytes to {} failed: {e}", m.range.len(), m.dest);
-                local.drop(DropReason::IoError);
-                q.sent += 1;
-            }
-        }
-    }
-    q.msgs.clear();
-    q.sent = 0;
 }
 
 #[cfg(test)]

@@ -7,8 +7,11 @@
 //! - [`device`]: the [`Device`](device::Device) trait, real TUN/TAP queues and the in-memory
 //!   device.
 //! - [`counters`]: traffic and per-reason drop counters, per worker, summed when read.
+//! - [`offload`]: vnet headers, super-packets and coalesced writes toward the devices.
 
 pub mod counters;
 pub mod device;
 pub mod engine;
+pub mod offload;
 pub mod routes;
+mod worker;

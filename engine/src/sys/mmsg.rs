@@ -30,8 +30,19 @@ use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::ops::Range;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::ptr;
+
+/// `UDP_SEGMENT` (linux/udp.h): a send's datagram size for UDP GSO (a `u16` cmsg).
+pub const UDP_SEGMENT: libc::c_int = 103;
+/// `UDP_GRO` (linux/udp.h): receive coalesced trains, with their datagram size as an `int` cmsg.
+pub const UDP_GRO: libc::c_int = 104;
+
+/// Room for one control message of up to 8 bytes of data (`CMSG_SPACE(8)` = 24 on 64-bit
+/// Linux), aligned as `cmsghdr` wants.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 32]);
 
 /// What [`Mmsg::recv`] learned about one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +54,9 @@ pub struct RecvMeta {
     pub source: SocketAddr,
     /// The datagram was larger than the buffer space and its tail was dropped (`MSG_TRUNC`).
     pub truncated: bool,
+    /// With `UDP_GRO` on the socket: the buffer holds a train of datagrams of this size each
+    /// (the last may be shorter), received from one source in one go.
+    pub segment: Option<usize>,
 }
 
 impl Default for RecvMeta {
@@ -51,6 +65,7 @@ impl Default for RecvMeta {
             len: 0,
             source: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
             truncated: false,
+            segment: None,
         }
     }
 }
@@ -64,6 +79,9 @@ pub struct SendMsg {
     pub range: Range<usize>,
     /// Where to send it.
     pub dest: SocketAddr,
+    /// UDP GSO: the bytes are a train of datagrams of this size each (the last may be
+    /// shorter), sent with one `UDP_SEGMENT` control message; `None` sends one datagram.
+    pub segment: Option<u16>,
 }
 
 /// Preallocated `recvmmsg`/`sendmmsg` state for batches of up to `capacity` datagrams.
@@ -71,6 +89,7 @@ pub struct Mmsg {
     headers: Vec<libc::mmsghdr>,
     iovecs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
+    cmsgs: Vec<CmsgBuf>,
 }
 
 // SAFETY: the raw pointers inside the headers and iovecs are only written at the start of a
@@ -167,6 +186,61 @@ fn read_sockaddr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Opti
     }
 }
 
+/// `CMSG_SPACE(sizeof(u16))`: the control bytes of one `UDP_SEGMENT` message.
+fn segment_cmsg_space() -> usize {
+    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+    unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) as usize }
+}
+
+/// Writes a `SOL_UDP`/`UDP_SEGMENT` control message carrying `segment` into `buf`.
+fn write_segment_cmsg(buf: &mut CmsgBuf, segment: u16) {
+    *buf = CmsgBuf([0; 32]);
+    let header = libc::cmsghdr {
+        // SAFETY: CMSG_LEN is pure arithmetic on its argument.
+        cmsg_len: unsafe { libc::CMSG_LEN(mem::size_of::<u16>() as u32) } as _,
+        cmsg_level: libc::SOL_UDP,
+        cmsg_type: UDP_SEGMENT,
+    };
+    let header_space = segment_cmsg_space() - mem::size_of::<u64>();
+    // SAFETY: CmsgBuf is 32 bytes aligned to 8, so a cmsghdr (16 bytes, align 8) fits at its
+    // start; the u16 goes right after the (aligned) header, at CMSG_DATA, which is at most 16
+    // bytes in and inside the buffer.
+    unsafe {
+        ptr::write((buf as *mut CmsgBuf).cast::<libc::cmsghdr>(), header);
+        let data = (buf as *mut CmsgBuf).cast::<u8>().add(header_space);
+        ptr::write_unaligned(data.cast::<u16>(), segment);
+    }
+}
+
+/// The `UDP_GRO` segment size a received message's control data carries, if any.
+fn gro_segment(msg: &libc::msghdr) -> Option<usize> {
+    #[allow(clippy::unnecessary_cast)] // socklen_t on musl, usize on glibc
+    let control_len = msg.msg_controllen as usize;
+    if msg.msg_control.is_null() || control_len < mem::size_of::<libc::cmsghdr>() {
+        return None;
+    }
+    // SAFETY: msg_control points at one of our CmsgBuf slots and msg_controllen (set by the
+    // kernel, never more than what we offered) says how much of it holds control messages;
+    // CMSG_FIRSTHDR/CMSG_NXTHDR stay inside that length, and CMSG_DATA of a header whose
+    // cmsg_len covers an int points at readable bytes inside the slot.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_UDP
+                && c.cmsg_type == UDP_GRO
+                && c.cmsg_len as usize
+                    >= libc::CMSG_LEN(mem::size_of::<libc::c_int>() as u32) as usize
+            {
+                let size = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return usize::try_from(size).ok().filter(|&s| s > 0);
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    None
+}
+
 impl Mmsg {
     /// Preallocates room for batches of `capacity` datagrams (at least 1; 64 is plenty: the
     /// kernel caps a batch at `UIO_MAXIOV` = 1024).
@@ -185,6 +259,7 @@ impl Mmsg {
             headers: vec![header; capacity],
             iovecs: vec![iovec; capacity],
             addrs: vec![addr; capacity],
+            cmsgs: vec![CmsgBuf([0; 32]); capacity],
         }
     }
 
@@ -195,9 +270,16 @@ impl Mmsg {
 
     /// Points header `i` at iovec `i` and at address slot `i`, which is `addr_lens(i)` bytes.
     /// The caller has filled `self.iovecs[..n]` (and, for sends, `self.addrs[..n]`).
-    fn link_headers(&mut self, n: usize, addr_lens: impl Fn(usize) -> libc::socklen_t) {
+    /// Control space `control_lens(i)` bytes of cmsg slot `i` (0: none).
+    fn link_headers(
+        &mut self,
+        n: usize,
+        addr_lens: impl Fn(usize) -> libc::socklen_t,
+        control_lens: impl Fn(usize) -> usize,
+    ) {
         let iov_base = self.iovecs.as_mut_ptr();
         let addr_base = self.addrs.as_mut_ptr();
+        let cmsg_base = self.cmsgs.as_mut_ptr();
         for (i, header) in self.headers[..n].iter_mut().enumerate() {
             // Everything else in msg_hdr (glibc and musl differ in padding fields) is zero.
             // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
@@ -206,6 +288,11 @@ impl Mmsg {
             header.msg_hdr.msg_namelen = addr_lens(i);
             header.msg_hdr.msg_iov = iov_base.wrapping_add(i);
             header.msg_hdr.msg_iovlen = 1;
+            let control = control_lens(i).min(mem::size_of::<CmsgBuf>());
+            if control > 0 {
+                header.msg_hdr.msg_control = cmsg_base.wrapping_add(i).cast();
+                header.msg_hdr.msg_controllen = control as _;
+            }
             header.msg_len = 0;
         }
     }
@@ -220,7 +307,7 @@ impl Mmsg {
     /// [`io::ErrorKind::InvalidInput`] (nothing is received).
     pub fn recv<B: AsMut<[u8]>>(
         &mut self,
-        fd: RawFd,
+        fd: impl AsFd,
         bufs: &mut [B],
         offset: usize,
         meta: &mut [RecvMeta],
@@ -241,7 +328,7 @@ impl Mmsg {
             iov.iov_len = space.len();
         }
         let name_len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        self.link_headers(n, |_| name_len);
+        self.link_headers(n, |_| name_len, |_| mem::size_of::<CmsgBuf>());
 
         // SAFETY: headers[..n] point at iovecs[..n] and addrs[..n] of `self` (alive and not
         // otherwise accessed during the call), each with its true length; iovecs[..n] point at
@@ -249,7 +336,7 @@ impl Mmsg {
         // n <= capacity fits in c_uint (at most 1024). A null timeout means none.
         let count = unsafe {
             libc::recvmmsg(
-                fd,
+                fd.as_fd().as_raw_fd(),
                 self.headers.as_mut_ptr(),
                 n as libc::c_uint,
                 libc::MSG_DONTWAIT as _,
@@ -267,6 +354,7 @@ impl Mmsg {
                 source: read_sockaddr(addr, header.msg_hdr.msg_namelen)
                     .unwrap_or_else(|| RecvMeta::default().source),
                 truncated: header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                segment: gro_segment(&header.msg_hdr),
             };
         }
         Ok(count)
@@ -281,7 +369,7 @@ impl Mmsg {
     /// out of bounds is [`io::ErrorKind::InvalidInput`] and nothing is sent.
     pub fn send<B: AsRef<[u8]>>(
         &mut self,
-        fd: RawFd,
+        fd: impl AsFd,
         bufs: &[B],
         msgs: &[SendMsg],
     ) -> io::Result<usize> {
@@ -289,10 +377,11 @@ impl Mmsg {
         if n == 0 {
             return Ok(0);
         }
-        for (i, ((msg, iov), addr)) in msgs[..n]
+        for (i, (((msg, iov), addr), cmsg)) in msgs[..n]
             .iter()
             .zip(&mut self.iovecs[..n])
             .zip(&mut self.addrs[..n])
+            .zip(&mut self.cmsgs[..n])
             .enumerate()
         {
             let Some(buf) = bufs.get(msg.buf) else {
@@ -316,15 +405,28 @@ impl Mmsg {
             iov.iov_base = data.as_ptr().cast_mut().cast();
             iov.iov_len = data.len();
             write_sockaddr(&msg.dest, addr);
+            if let Some(segment) = msg.segment {
+                write_segment_cmsg(cmsg, segment);
+            }
         }
-        self.link_headers(n, |i| sockaddr_len(&msgs[i].dest));
+        self.link_headers(
+            n,
+            |i| sockaddr_len(&msgs[i].dest),
+            |i| {
+                if msgs[i].segment.is_some() {
+                    segment_cmsg_space()
+                } else {
+                    0
+                }
+            },
+        );
 
         // SAFETY: headers[..n] point at iovecs[..n] and addrs[..n] of `self` with their true
         // lengths; iovecs[..n] point into bufs, borrowed for the whole call and only read by the
         // kernel; every range was checked against its buffer above. n fits in c_uint.
         let sent = unsafe {
             libc::sendmmsg(
-                fd,
+                fd.as_fd().as_raw_fd(),
                 self.headers.as_mut_ptr(),
                 n as libc::c_uint,
                 libc::MSG_DONTWAIT as _,
@@ -374,7 +476,7 @@ mod tests {
     }
 
     /// Sends all of `msgs`, resuming after partial batches.
-    fn send_all(mmsg: &mut Mmsg, fd: RawFd, bufs: &[Vec<u8>], msgs: &[SendMsg]) {
+    fn send_all(mmsg: &mut Mmsg, fd: &UdpSocket, bufs: &[Vec<u8>], msgs: &[SendMsg]) {
         let mut done = 0;
         for _ in 0..msgs.len() * 4 {
             if done == msgs.len() {
@@ -388,7 +490,7 @@ mod tests {
     /// Receives until `want` datagrams arrived or [`DATAGRAM_WAIT`] passed.
     fn recv_all(
         mmsg: &mut Mmsg,
-        fd: RawFd,
+        fd: &UdpSocket,
         bufs: &mut [Vec<u8>],
         meta: &mut [RecvMeta],
         want: usize,
@@ -400,7 +502,7 @@ mod tests {
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() || !wait_readable(fd, left) {
+                    if left.is_zero() || !wait_readable(fd.as_raw_fd(), left) {
                         break;
                     }
                 }
@@ -433,15 +535,16 @@ mod tests {
                 buf: i,
                 range: 16..16 + len,
                 dest,
+                segment: None,
             })
             .collect();
         let mut tx = Mmsg::new(64);
-        send_all(&mut tx, sender.as_raw_fd(), &bufs, &msgs);
+        send_all(&mut tx, &sender, &bufs, &msgs);
 
         let mut rx = Mmsg::new(64);
         let mut rx_bufs = vec![vec![0xAAu8; OFFSET + 65536]; 64];
         let mut meta = vec![RecvMeta::default(); 64];
-        let got = recv_all(&mut rx, receiver.as_raw_fd(), &mut rx_bufs, &mut meta, 64);
+        let got = recv_all(&mut rx, &receiver, &mut rx_bufs, &mut meta, 64);
         assert_eq!(got, 64, "datagrams received within {DATAGRAM_WAIT:?}");
         for (i, (&len, (buf, meta))) in sizes.iter().zip(rx_bufs.iter().zip(&meta)).enumerate() {
             assert_eq!(meta.len, len, "length of datagram {i}");
@@ -457,7 +560,7 @@ mod tests {
             );
         }
         let err = rx
-            .recv(receiver.as_raw_fd(), &mut rx_bufs, OFFSET, &mut meta)
+            .recv(&receiver, &mut rx_bufs, OFFSET, &mut meta)
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     }
@@ -479,17 +582,11 @@ mod tests {
             let mut rx = Mmsg::new(8);
             let mut bufs = vec![[0u8; 128]; 8];
             let mut meta = [RecvMeta::default(); 8];
-            let err = rx
-                .recv(receiver.as_raw_fd(), &mut bufs, 0, &mut meta)
-                .unwrap_err();
+            let err = rx.recv(&receiver, &mut bufs, 0, &mut meta).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
             // Nothing to do is not an error.
-            assert_eq!(
-                rx.recv(receiver.as_raw_fd(), &mut bufs, 0, &mut [])
-                    .unwrap(),
-                0
-            );
-            assert_eq!(rx.send(receiver.as_raw_fd(), &bufs, &[]).unwrap(), 0);
+            assert_eq!(rx.recv(&receiver, &mut bufs, 0, &mut []).unwrap(), 0);
+            assert_eq!(rx.send(&receiver, &bufs, &[]).unwrap(), 0);
         });
     }
 
@@ -503,18 +600,13 @@ mod tests {
                 buf: 0,
                 range: 0..100,
                 dest: receiver.local_addr().unwrap(),
+                segment: None,
             }];
             let mut mmsg = Mmsg::new(4);
-            assert_eq!(
-                mmsg.send(sender.as_raw_fd(), &[&data[..]], &msgs).unwrap(),
-                1
-            );
+            assert_eq!(mmsg.send(&sender, &[&data[..]], &msgs).unwrap(), 1);
             let mut bufs = vec![vec![0u8; OFFSET + 50]];
             let mut meta = [RecvMeta::default()];
-            assert_eq!(
-                recv_all(&mut mmsg, receiver.as_raw_fd(), &mut bufs, &mut meta, 1),
-                1
-            );
+            assert_eq!(recv_all(&mut mmsg, &receiver, &mut bufs, &mut meta, 1), 1);
             assert_eq!(meta[0].len, 50);
             assert!(meta[0].truncated);
             assert_eq!(bufs[0][OFFSET..], data[..50]);
@@ -532,6 +624,7 @@ mod tests {
                 buf: 0,
                 range: 0..10,
                 dest,
+                segment: None,
             };
             let bad = [
                 SendMsg {
@@ -560,19 +653,19 @@ mod tests {
             for msg in bad {
                 // The bad message comes second: the good first one must not go out either.
                 let err = mmsg
-                    .send(sender.as_raw_fd(), &bufs, &[good.clone(), msg.clone()])
+                    .send(&sender, &bufs, &[good.clone(), msg.clone()])
                     .unwrap_err();
                 assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{msg:?}");
             }
             let mut rx_bufs = vec![vec![0u8; 200]; 2];
             let mut meta = [RecvMeta::default(); 2];
             let err = mmsg
-                .recv(receiver.as_raw_fd(), &mut rx_bufs, 0, &mut meta)
+                .recv(&receiver, &mut rx_bufs, 0, &mut meta)
                 .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "nothing was sent");
             // An offset past a buffer's end.
             let err = mmsg
-                .recv(receiver.as_raw_fd(), &mut rx_bufs, 201, &mut meta)
+                .recv(&receiver, &mut rx_bufs, 201, &mut meta)
                 .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
             // An empty range is a valid (empty) datagram; the offset may equal the length.
@@ -580,9 +673,9 @@ mod tests {
                 range: 100..100,
                 ..good
             };
-            assert_eq!(mmsg.send(sender.as_raw_fd(), &bufs, &[empty]).unwrap(), 1);
+            assert_eq!(mmsg.send(&sender, &bufs, &[empty]).unwrap(), 1);
             assert_eq!(
-                recv_all(&mut mmsg, receiver.as_raw_fd(), &mut rx_bufs, &mut meta, 1),
+                recv_all(&mut mmsg, &receiver, &mut rx_bufs, &mut meta, 1),
                 1
             );
             assert_eq!((meta[0].len, meta[0].truncated), (0, false));
@@ -600,17 +693,18 @@ mod tests {
                 SendMsg {
                     buf: 0,
                     range: 0..10,
-                    dest
+                    dest,
+                    segment: None,
                 };
                 10
             ];
             let mut mmsg = Mmsg::new(4);
             assert_eq!(mmsg.capacity(), 4);
-            assert_eq!(mmsg.send(sender.as_raw_fd(), &bufs, &msgs).unwrap(), 4);
+            assert_eq!(mmsg.send(&sender, &bufs, &msgs).unwrap(), 4);
             let mut rx_bufs = vec![vec![0u8; OFFSET + 16]; 10];
             let mut meta = vec![RecvMeta::default(); 10];
             assert_eq!(
-                recv_all(&mut mmsg, receiver.as_raw_fd(), &mut rx_bufs, &mut meta, 4),
+                recv_all(&mut mmsg, &receiver, &mut rx_bufs, &mut meta, 4),
                 4
             );
             assert_eq!(Mmsg::new(0).capacity(), 1);
@@ -631,14 +725,12 @@ mod tests {
                 buf: 0,
                 range: 0..33,
                 dest: SocketAddr::from(([127, 0, 0, 1], dual_port)),
+                segment: None,
             };
-            assert_eq!(mmsg.send(v4.as_raw_fd(), &bufs, &[to_dual]).unwrap(), 1);
+            assert_eq!(mmsg.send(&v4, &bufs, &[to_dual]).unwrap(), 1);
             let mut rx_bufs = vec![vec![0u8; OFFSET + 64]];
             let mut meta = [RecvMeta::default()];
-            assert_eq!(
-                recv_all(&mut mmsg, dual.as_raw_fd(), &mut rx_bufs, &mut meta, 1),
-                1
-            );
+            assert_eq!(recv_all(&mut mmsg, &dual, &mut rx_bufs, &mut meta, 1), 1);
             assert_eq!(meta[0].source, v4.local_addr().unwrap());
 
             // A plain V4 destination on the AF_INET6 socket works too (not IPV6_V6ONLY).
@@ -646,12 +738,10 @@ mod tests {
                 buf: 0,
                 range: 0..33,
                 dest: v4.local_addr().unwrap(),
+                segment: None,
             };
-            assert_eq!(mmsg.send(dual.as_raw_fd(), &bufs, &[to_v4]).unwrap(), 1);
-            assert_eq!(
-                recv_all(&mut mmsg, v4.as_raw_fd(), &mut rx_bufs, &mut meta, 1),
-                1
-            );
+            assert_eq!(mmsg.send(&dual, &bufs, &[to_v4]).unwrap(), 1);
+            assert_eq!(recv_all(&mut mmsg, &v4, &mut rx_bufs, &mut meta, 1), 1);
             assert_eq!(
                 meta[0].source,
                 SocketAddr::from(([127, 0, 0, 1], dual_port))
@@ -662,8 +752,9 @@ mod tests {
                 buf: 0,
                 range: 0..33,
                 dest: SocketAddr::from((Ipv6Addr::LOCALHOST, dual_port)),
+                segment: None,
             };
-            let err = mmsg.send(v4.as_raw_fd(), &bufs, &[to_v6]).unwrap_err();
+            let err = mmsg.send(&v4, &bufs, &[to_v6]).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::EAFNOSUPPORT), "{err}");
         });
     }

@@ -80,6 +80,92 @@ pub fn peer_uid(fd: impl AsFd) -> io::Result<u32> {
     Ok(cred.uid)
 }
 
+/// Sets an `int` socket option.
+fn setsockopt_int(
+    fd: impl AsFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is one int, read by the kernel from a pointer to `value` with
+    // its exact size; the kernel validates the fd.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_fd().as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Reads an `int` socket option.
+fn getsockopt_int(fd: impl AsFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` is a writable int and `len` holds its size; the kernel writes at most
+    // that much and validates the fd.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_fd().as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// Whether this kernel can send UDP GSO trains on the socket (`UDP_SEGMENT`, Linux 4.18):
+/// the option can be read back.
+pub fn udp_gso_supported(fd: impl AsFd) -> bool {
+    getsockopt_int(fd, libc::SOL_UDP, mmsg::UDP_SEGMENT).is_ok()
+}
+
+/// Turns UDP GRO on for the socket (`UDP_GRO`, Linux 5.0; readable from 5.12): received
+/// datagrams of one source may then arrive as one train with its segment size in a control
+/// message. Returns whether it is on afterwards (read back, so a kernel that cannot report
+/// it counts as off).
+pub fn enable_udp_gro(fd: impl AsFd) -> bool {
+    let fd = fd.as_fd();
+    setsockopt_int(fd, libc::SOL_UDP, mmsg::UDP_GRO, 1).is_ok()
+        && getsockopt_int(fd, libc::SOL_UDP, mmsg::UDP_GRO).is_ok_and(|v| v != 0)
+}
+
+/// Sets the socket's send and receive buffers to `bytes` each, beyond the sysctl maxima
+/// (`SO_SNDBUFFORCE`/`SO_RCVBUFFORCE`, needs `CAP_NET_ADMIN`), falling back to the plain
+/// options (capped by `net.core.[rw]mem_max`) without it.
+pub fn set_socket_buffers(fd: impl AsFd, bytes: usize) {
+    let fd = fd.as_fd();
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for (force, plain) in [
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+    ] {
+        if setsockopt_int(fd, libc::SOL_SOCKET, force, value).is_err() {
+            // Best effort: the defaults still work, only slower under bursts.
+            let _ = setsockopt_int(fd, libc::SOL_SOCKET, plain, value);
+        }
+    }
+}
+
+/// The MTU of the interface `name` in the calling thread's network namespace
+/// (`SIOCGIFMTU`).
+pub fn interface_mtu(name: &str) -> io::Result<usize> {
+    let socket =
+        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+    let mut req = tun::ifreq_for(name)?;
+    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into one `struct ifreq`,
+    // which `req` is, valid and writable for the call.
+    cvt(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut req) })?;
+    // SAFETY: SIOCGIFMTU succeeded, so it wrote `ifru_mtu`; any int is a valid value.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    usize::try_from(mtu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
 /// Moves the calling thread (only) into the network namespace named by `path`, e.g.
 /// `/run/netns/<name>` (as created by `ip netns add`) or `/proc/<pid>/ns/net`.
 ///

@@ -57,6 +57,8 @@ pub struct Tun {
     fd: OwnedFd,
     name: String,
     kind: DeviceKind,
+    vnet_hdr: bool,
+    offload: u32,
 }
 
 /// Checks that `name` fits in `ifr_name` and copies it there, NUL-terminated.
@@ -90,6 +92,13 @@ fn name_from_ifreq(raw: &[libc::c_char; libc::IFNAMSIZ]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// An all-zero `ifreq` naming the interface `name`.
+pub(crate) fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
+    let mut req = zeroed_ifreq();
+    req.ifr_name = interface_name(name)?;
+    Ok(req)
+}
+
 /// An all-zero `ifreq`.
 fn zeroed_ifreq() -> libc::ifreq {
     // SAFETY: `ifreq` is a C struct of integers, arrays and a union of such (and one raw
@@ -109,7 +118,7 @@ impl Tun {
     /// Errors keep the errno: opening `/dev/net/tun` (`ENOENT` without the tun module,
     /// `EACCES`), or `TUNSETIFF` (`EPERM` without `CAP_NET_ADMIN`, `EBUSY` if the device
     /// exists with other flags or is a different kind of device, `EINVAL` for a bad
-    /// combination). A name longer than [`MAX_NAME_LEN`] bytes, or containing a NUL byte, is
+    /// combination). A name longer than 15 bytes (`IFNAMSIZ` - 1), or containing a NUL byte, is
     /// [`io::ErrorKind::InvalidInput`]; other invalid names (`/`, `:`, whitespace) are the
     /// kernel's `EINVAL`.
     pub fn open(name: &str, options: &TunOptions) -> io::Result<Tun> {
@@ -146,6 +155,8 @@ impl Tun {
             name: name_from_ifreq(&req.ifr_name),
             fd,
             kind: options.kind,
+            vnet_hdr: options.vnet_hdr,
+            offload: 0,
         })
     }
 
@@ -170,6 +181,7 @@ impl Tun {
         } else {
             DeviceKind::Tun
         };
+        let vnet_hdr = flags & libc::IFF_VNET_HDR != 0;
         // SAFETY: F_GETFL takes no pointer argument.
         let fl = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
         // SAFETY: F_SETFL takes an int argument.
@@ -178,6 +190,8 @@ impl Tun {
             name: name_from_ifreq(&req.ifr_name),
             fd,
             kind,
+            vnet_hdr,
+            offload: 0,
         })
     }
 
@@ -190,6 +204,32 @@ impl Tun {
     /// Whether this is a TUN or a TAP device.
     pub fn kind(&self) -> DeviceKind {
         self.kind
+    }
+
+    /// Whether every packet read or written carries a `virtio_net_hdr` in front.
+    pub fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
+    }
+
+    /// The offloads last accepted by [`Tun::set_offload`] on this queue (0 before).
+    pub fn offload(&self) -> u32 {
+        self.offload
+    }
+
+    /// Writes one packet gathered from `parts` (`writev`): with a vnet header, the header,
+    /// the packet's headers and its payload slices, which the kernel copies once.
+    pub fn writev(&self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let count = libc::c_int::try_from(parts.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: IoSlice is ABI-compatible with iovec (std guarantees it on Unix), `parts`
+        // is a valid array of `count` of them, and each points at bytes borrowed for the
+        // whole call, which the kernel only reads.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), parts.as_ptr().cast(), count) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 
     /// Reads one packet into `buf` and returns its length; [`io::ErrorKind::WouldBlock`] when
@@ -232,11 +272,12 @@ impl Tun {
     /// `libc::TUN_F_CSUM`, `TUN_F_TSO4`, `TUN_F_TSO6`, `TUN_F_USO4`, ...): with them the kernel
     /// may hand over packets larger than the MTU with a partial checksum, described by the
     /// vnet header. Needs `vnet_hdr`; `EINVAL` for flags the kernel does not know.
-    pub fn set_offload(&self, flags: u32) -> io::Result<()> {
+    pub fn set_offload(&mut self, flags: u32) -> io::Result<()> {
         // TUNSETOFFLOAD takes the mask by value, as an unsigned long.
         let arg = flags as libc::c_ulong;
         // SAFETY: TUNSETOFFLOAD takes an integer argument and dereferences no pointer.
         cvt(unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETOFFLOAD, arg) })?;
+        self.offload = flags;
         Ok(())
     }
 }
@@ -497,7 +538,7 @@ mod tests {
                 vnet_hdr: true,
                 ..TunOptions::default()
             };
-            let tap = Tun::open("wtap0", &options).unwrap();
+            let mut tap = Tun::open("wtap0", &options).unwrap();
             assert_eq!(tap.kind(), DeviceKind::Tap);
             tap.set_vnet_hdr_size(12).unwrap();
             tap.set_offload(libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6)

@@ -1,0 +1,510 @@
+//! The offload glue between a worker and its devices: vnet headers, what a device accepts,
+//! and writing what the receive path delivers (coalesced, GSO, or one by one).
+//!
+//! The pure parts (parsing and emitting `virtio_net_hdr`, splitting super-packets,
+//! coalescing segments, checksums) are in [`weft_encap::offload`]; this module decides which
+//! of them a device needs and does the writes.
+//!
+//! ## What a device accepts
+//! - A device without a vnet header gets plain packets of at most its MTU: a peer's
+//!   unsegmented super-packet (a kernel vxlan sends its TSO frames whole over a veth) is cut
+//!   here, and a partial checksum (what the kernel leaves for the receiving side to finish)
+//!   is finished here.
+//! - A device with a vnet header gets every packet behind one. Packets longer than its MTU
+//!   and packets with a partial checksum are written with `NEEDS_CSUM` (and a GSO type), so
+//!   the kernel finishes and segments them itself, as it does for its own vxlan.
+//! - Coalesced super-packets only go to a device whose GSO writes passed a start-up probe
+//!   (some kernels refuse them with `EINVAL`; tailscale found one), and a refusal at runtime
+//!   turns them off for the device and writes the packets one by one.
+//!
+//! Checksums are checked before anything is handed over with `NEEDS_CSUM`: a corrupt
+//! segment is dropped (`drop_bad_checksum`), never laundered into a "valid" packet.
+
+use std::io::{self, IoSlice};
+use std::ops::Range;
+
+use weft_encap::backend::DeviceLayer;
+use weft_encap::offload::coalesce::{Coalescer, MAX_MEMBERS};
+use weft_encap::offload::split::split;
+use weft_encap::offload::vnet::{
+    gso_header_for, OffloadError, VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN,
+};
+use weft_encap::verdict::DropReason;
+use weft_encap::wire::checksum::{self, fold};
+use weft_encap::wire::{ipv4, ipv6, PROTO_TCP, PROTO_UDP};
+
+use crate::dataplane::counters::LocalCounters;
+use crate::dataplane::device::Device;
+use crate::dataplane::engine::MAX_PACKET;
+
+/// The header of a packet that needs nothing from the kernel.
+pub(crate) const ZERO_VNET_HDR: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+
+/// Set (to anything) to make the start-up probe report that the kernel refuses coalesced
+/// writes: the end-to-end tests use it to exercise the fallback on kernels that accept them.
+pub const FAULT_REFUSE_GSO_WRITE: &str = "WEFT_FAULT_REFUSE_TUN_GSO_WRITE";
+
+/// What one device queue offers and accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeviceOffload {
+    /// Every packet read and written has a vnet header.
+    pub(crate) vnet: bool,
+    /// The kernel may hand over TCP super-packets.
+    pub(crate) tso: bool,
+    /// The kernel may hand over UDP super-packets.
+    pub(crate) uso: bool,
+    /// Coalesced (GSO) packets may be written.
+    pub(crate) gso_write: bool,
+    /// Where the IP header starts in a packet (14 on a TAP, after the Ethernet header).
+    pub(crate) l3_offset: usize,
+    /// The longest IP packet the device takes without GSO.
+    pub(crate) mtu: usize,
+}
+
+impl DeviceOffload {
+    /// Looks at what `device` was opened with and, where coalesced writes could be used,
+    /// probes whether the kernel takes them.
+    pub(crate) fn detect<D: Device>(device: &mut D, layer: DeviceLayer, allowed: bool) -> Self {
+        let vnet = device.vnet_hdr();
+        let flags = device.offload();
+        let l3_offset = if layer == DeviceLayer::L2 { 14 } else { 0 };
+        // Coalesced writes to a TAP would need their own Ethernet header per merge; TAPs get
+        // the other offloads (super-packets read and split, partial checksums).
+        let gso_write = vnet && allowed && layer == DeviceLayer::L3 && probe_gso_write(device);
+        DeviceOffload {
+            vnet,
+            tso: flags & (libc::TUN_F_TSO4 | libc::TUN_F_TSO6) != 0,
+            uso: flags & (libc::TUN_F_USO4 | libc::TUN_F_USO6) != 0,
+            gso_write,
+            l3_offset,
+            mtu: device.mtu().unwrap_or(MAX_PACKET),
+        }
+    }
+}
+
+/// Writes a two-segment TCP super-packet from and to 0.0.0.0 with TTL 0 (a martian the
+/// stack drops right after the TUN accepted it) and reports whether the kernel took it.
+fn probe_gso_write<D: Device>(device: &mut D) -> bool {
+    if std::env::var_os(FAULT_REFUSE_GSO_WRITE).is_some() {
+        log::info!("{FAULT_REFUSE_GSO_WRITE} is set: treating GSO writes as refused");
+        return false;
+    }
+    const PAYLOAD: usize = 200;
+    let mut pkt = [0u8; 40 + PAYLOAD];
+    let total = pkt.len() as u16;
+    {
+        let mut ip = ipv4::Packet::new_unchecked(&mut pkt[..]);
+        ipv4::Repr {
+            src_addr: std::net::Ipv4Addr::UNSPECIFIED,
+            dst_addr: std::net::Ipv4Addr::UNSPECIFIED,
+            protocol: PROTO_TCP,
+            payload_len: 20 + PAYLOAD,
+            ttl: 0,
+        }
+        .emit(&mut ip);
+    }
+    pkt[20 + 12] = 5 << 4; // data offset
+    pkt[20 + 13] = 0x10; // ACK
+    let pseudo = checksum::pseudo_header_v4(
+        std::net::Ipv4Addr::UNSPECIFIED,
+        std::net::Ipv4Addr::UNSPECIFIED,
+        PROTO_TCP,
+        u32::from(total) - 20,
+    );
+    pkt[36..38].copy_from_slice(&fold(pseudo).to_be_bytes());
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 40,
+        gso_size: (PAYLOAD / 2) as u16,
+        csum_start: 20,
+        csum_offset: 16,
+    }
+    .emit();
+    match device.send_vectored(&[IoSlice::new(&hdr), IoSlice::new(&pkt)]) {
+        Ok(_) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            log::warn!(
+                "the kernel refuses GSO writes to the device ({e}); writing one packet at a time"
+            );
+            false
+        }
+        Err(e) => {
+            // Not the kernel's verdict on GSO (e.g. the device is down): keep them, a
+            // refusal at runtime still turns them off.
+            log::debug!("GSO write probe inconclusive: {e}");
+            true
+        }
+    }
+}
+
+/// Rewrites the length field of the IP packet at `pkt[l3..]` so that the packet ends at
+/// `pkt[..end]` (IPv4: total length and header checksum; IPv6: payload length). Returns false
+/// if the header is not there.
+pub(crate) fn set_ip_len(pkt: &mut [u8], l3: usize, end: usize) -> bool {
+    let Some(ip_len) = end.checked_sub(l3).filter(|_| end <= pkt.len()) else {
+        return false;
+    };
+    let Ok(ip_len) = u16::try_from(ip_len) else {
+        return false;
+    };
+    let bytes = &mut pkt[l3..];
+    match bytes.first().map(|b| b >> 4) {
+        Some(4) if bytes.len() >= 20 => {
+            let ihl = usize::from(bytes[0] & 0x0f) * 4;
+            if ihl < 20 || bytes.len() < ihl {
+                return false;
+            }
+            bytes[2..4].copy_from_slice(&ip_len.to_be_bytes());
+            bytes[10..12].copy_from_slice(&[0, 0]);
+            let sum = checksum::checksum(&bytes[..ihl]);
+            bytes[10..12].copy_from_slice(&sum.to_be_bytes());
+            true
+        }
+        Some(6) if bytes.len() >= 40 => match ip_len.checked_sub(40) {
+            Some(payload) => {
+                bytes[4..6].copy_from_slice(&payload.to_be_bytes());
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// Whether the TCP/UDP checksum field of the packet at `pkt[l3..]` holds the bare
+/// pseudo-header sum, as a Linux sender leaves a `CHECKSUM_PARTIAL` packet: a check of the
+/// headers only, so that ordinary packets are not summed twice (the kernel verifies them).
+/// A valid checksum that happens to have that value is told apart by the full check that
+/// follows a `true`.
+pub(crate) fn maybe_partial(pkt: &[u8], l3: usize) -> bool {
+    let Some(bytes) = pkt.get(l3..) else {
+        return false;
+    };
+    let (pseudo, proto, l4_at) = match bytes.first().map(|b| b >> 4) {
+        Some(4) => {
+            let Ok(ip) = ipv4::Packet::new_checked(bytes) else {
+                return false;
+            };
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return false;
+            }
+            let hl = ip.header_len();
+            let l4_len = usize::from(ip.total_len()).saturating_sub(hl);
+            (
+                checksum::pseudo_header_v4(
+                    ip.src_addr(),
+                    ip.dst_addr(),
+                    ip.protocol(),
+                    l4_len as u32,
+                ),
+                ip.protocol(),
+                hl,
+            )
+        }
+        Some(6) => {
+            let Ok(ip) = ipv6::Packet::new_checked(bytes) else {
+                return false;
+            };
+            let l4_len = usize::from(ip.payload_len());
+            (
+                checksum::pseudo_header_v6(
+                    &ip.src_addr(),
+                    &ip.dst_addr(),
+                    ip.next_header(),
+                    l4_len as u32,
+                ),
+                ip.next_header(),
+                40,
+            )
+        }
+        _ => return false,
+    };
+    let field_at = match proto {
+        PROTO_TCP => l4_at + 16,
+        PROTO_UDP => l4_at + 6,
+        _ => return false,
+    };
+    let Some(field) = bytes.get(field_at..field_at + 2) else {
+        return false;
+    };
+    let field = u16::from_be_bytes([field[0], field[1]]);
+    let partial = fold(pseudo);
+    field == partial || (field == 0 && partial == 0xffff) || (field == 0xffff && partial == 0)
+}
+
+/// Writes `parts` as one packet, retrying an interrupted call.
+pub(crate) fn write_device_raw<D: Device>(
+    device: &mut D,
+    _local: &mut LocalCounters,
+    parts: &[IoSlice<'_>],
+) -> io::Result<usize> {
+    loop {
+        match device.send_vectored(parts) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Writes `parts` as one packet, counting a failure as a drop.
+pub(crate) fn write_device<D: Device>(
+    device: &mut D,
+    local: &mut LocalCounters,
+    parts: &[IoSlice<'_>],
+) -> bool {
+    match write_device_raw(device, local, parts) {
+        Ok(_) => true,
+        Err(e) => {
+            let len: usize = parts.iter().map(|p| p.len()).sum();
+            log::debug!("device write of {len} bytes failed: {e}");
+            local.drop(DropReason::IoError);
+            false
+        }
+    }
+}
+
+/// A device queue as the write functions see it (the worker's slot, whatever its device
+/// type).
+pub(crate) trait WriteTarget {
+    /// What the device takes.
+    fn offload(&self) -> &DeviceOffload;
+    /// The same, to turn GSO writes off.
+    fn offload_mut(&mut self) -> &mut DeviceOffload;
+    /// Writes one packet gathered from `parts`.
+    fn write(&mut self, local: &mut LocalCounters, parts: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+/// A packet the receive path delivers to device `device`: `rx_bufs[buf][range]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub(crate) device: usize,
+    pub(crate) buf: usize,
+    pub(crate) range: Range<usize>,
+}
+
+/// Writes one delivered packet (whole, an IP packet at `pkt[l3..]`), giving the kernel what
+/// it needs: a finished checksum or `NEEDS_CSUM`, and a packet longer than the MTU cut here
+/// or handed over with GSO. Counts it.
+pub(crate) fn write_single<T: WriteTarget>(
+    target: &mut T,
+    pkt: &mut [u8],
+    local: &mut LocalCounters,
+    scratch: &mut [u8],
+) {
+    let off = *target.offload();
+    let len = pkt.len();
+    let oversize = len.saturating_sub(off.l3_offset) > off.mtu;
+    let mut hdr = VnetHdr::default();
+    if oversize || maybe_partial(pkt, off.l3_offset) {
+        match gso_header_for(pkt, off.l3_offset, off.mtu) {
+            Ok(h) => hdr = h,
+            Err(OffloadError::BadChecksum) => {
+                local.drop(DropReason::BadChecksum);
+                return;
+            }
+            // Not TCP/UDP, or not a packet the kernel could be asked to finish: as it is.
+            Err(_) => {}
+        }
+    }
+    if hdr.is_gso() && !(off.vnet && off.gso_write) {
+        write_cut(target, pkt, hdr, local, scratch);
+        return;
+    }
+    if hdr.needs_csum() && !off.vnet {
+        let (start, offset) = (usize::from(hdr.csum_start), usize::from(hdr.csum_offset));
+        if weft_encap::offload::vnet::finish_checksum(pkt, start, offset).is_err() {
+            local.drop(DropReason::BadOffload);
+            return;
+        }
+    }
+    let emitted = hdr.emit();
+    let with_hdr = [IoSlice::new(&emitted), IoSlice::new(pkt)];
+    let without = [IoSlice::new(pkt)];
+    let parts: &[IoSlice<'_>] = if off.vnet { &with_hdr } else { &without };
+    match target.write(local, parts) {
+        Ok(_) => {
+            local.rx_packets += 1;
+            local.rx_bytes += len as u64;
+            if hdr.is_gso() {
+                local.device_tx_super += 1;
+            }
+        }
+        Err(e) if hdr.is_gso() && e.raw_os_error() == Some(libc::EINVAL) => {
+            refuse_gso_writes(target, local, &e);
+            write_cut(target, pkt, hdr, local, scratch);
+        }
+        Err(e) => {
+            log::debug!("device write of {len} bytes failed: {e}");
+            local.drop(DropReason::IoError);
+        }
+    }
+}
+
+/// Turns coalesced writes off for a device whose kernel refused one.
+fn refuse_gso_writes<T: WriteTarget>(target: &mut T, local: &mut LocalCounters, e: &io::Error) {
+    log::warn!("the kernel refused a GSO write to the device ({e}); writing one packet at a time");
+    target.offload_mut().gso_write = false;
+    local.gso_fallbacks += 1;
+}
+
+/// Cuts a packet longer than the device's MTU into segments (checksums computed) and writes
+/// them one by one.
+fn write_cut<T: WriteTarget>(
+    target: &mut T,
+    pkt: &[u8],
+    hdr: VnetHdr,
+    local: &mut LocalCounters,
+    scratch: &mut [u8],
+) {
+    let off = *target.offload();
+    let cut = match hdr.gso() {
+        Ok(Some(gso)) => split(pkt, off.l3_offset, gso, scratch),
+        _ => Err(OffloadError::Malformed),
+    };
+    let Ok(cut) = cut else {
+        local.drop(DropReason::BadOffload);
+        return;
+    };
+    let mut at = 0;
+    while at < cut.total_len {
+        let end = (at + cut.segment_len).min(cut.total_len);
+        let segment = &scratch[at..end];
+        let with_hdr = [IoSlice::new(&ZERO_VNET_HDR), IoSlice::new(segment)];
+        let without = [IoSlice::new(segment)];
+        let parts: &[IoSlice<'_>] = if off.vnet { &with_hdr } else { &without };
+        match target.write(local, parts) {
+            Ok(_) => {
+                local.rx_packets += 1;
+                local.rx_bytes += segment.len() as u64;
+            }
+            Err(e) => {
+                log::debug!("device write of {} bytes failed: {e}", segment.len());
+                local.drop(DropReason::IoError);
+            }
+        }
+        at = end;
+    }
+}
+
+/// Writes the groups the coalescer made of `deliveries`: a merged group as one super-packet
+/// gathered with `writev` (vnet header, the merged headers, every member's payload in place),
+/// a single packet with [`write_single`].
+pub(crate) fn write_groups<T: WriteTarget>(
+    target: &mut T,
+    coalescer: &Coalescer,
+    deliveries: &[Delivery],
+    rx_bufs: &mut [Box<[u8]>],
+    local: &mut LocalCounters,
+    scratch: &mut [u8],
+) {
+    for group in coalescer.groups() {
+        let packet_of = |id: u32| deliveries.get(id as usize);
+        if !group.is_merged() || !target.offload().gso_write {
+            for member in group.members {
+                if let Some(del) = packet_of(member.id) {
+                    let pkt = &mut rx_bufs[del.buf][del.range.clone()];
+                    write_single(target, pkt, local, scratch);
+                }
+            }
+            continue;
+        }
+        let hdr = group.hdr.emit();
+        let mut parts = [IoSlice::new(&[]); MAX_MEMBERS + 2];
+        parts[0] = IoSlice::new(&hdr);
+        parts[1] = IoSlice::new(group.header);
+        let mut count = 2;
+        let mut bytes = 0u64;
+        for member in group.members.iter().take(MAX_MEMBERS) {
+            let payload = packet_of(member.id).and_then(|del| {
+                let pkt = rx_bufs.get(del.buf)?.get(del.range.clone())?;
+                bytes += pkt.len() as u64;
+                pkt.get(member.range.clone())
+            });
+            if let Some(payload) = payload {
+                parts[count] = IoSlice::new(payload);
+                count += 1;
+            }
+        }
+        if count != group.members.len() + 2 {
+            // The coalescer named bytes that are not there: a bug, counted, not written.
+            local.drop(DropReason::BadVerdict);
+            continue;
+        }
+        match target.write(local, &parts[..count]) {
+            Ok(_) => {
+                local.rx_packets += group.members.len() as u64;
+                local.rx_bytes += bytes;
+                local.device_tx_super += 1;
+                local.coalesced_packets += group.members.len() as u64;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                refuse_gso_writes(target, local, &e);
+                for member in group.members {
+                    if let Some(del) = packet_of(member.id) {
+                        let pkt = &mut rx_bufs[del.buf][del.range.clone()];
+                        write_single(target, pkt, local, scratch);
+                    }
+                }
+            }
+            Err(e) => {
+                log::debug!("device write of a {bytes}-byte super-packet failed: {e}");
+                local.drop(DropReason::IoError);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_length_is_rewritten_with_a_valid_header_checksum() {
+        let mut pkt = vec![0u8; 100];
+        ipv4::Repr {
+            src_addr: [100, 96, 1, 5].into(),
+            dst_addr: [100, 96, 2, 7].into(),
+            protocol: PROTO_TCP,
+            payload_len: 80,
+            ttl: 64,
+        }
+        .emit(&mut ipv4::Packet::new_unchecked(&mut pkt[..]));
+        assert!(set_ip_len(&mut pkt, 0, 60));
+        let ip = ipv4::Packet::new_unchecked(&pkt[..]);
+        assert_eq!(ip.total_len(), 60);
+        assert!(ip.verify_checksum());
+        assert!(!set_ip_len(&mut pkt, 0, 101), "past the end");
+        assert!(!set_ip_len(&mut [0x45u8; 10], 0, 10), "no header");
+        let mut v6 = vec![0u8; 80];
+        v6[0] = 0x60;
+        assert!(set_ip_len(&mut v6, 0, 70));
+        assert_eq!(u16::from_be_bytes([v6[4], v6[5]]), 30);
+    }
+
+    #[test]
+    fn a_partial_checksum_is_recognised_from_the_headers() {
+        let mut pkt = vec![0u8; 60];
+        ipv4::Repr {
+            src_addr: [100, 96, 1, 5].into(),
+            dst_addr: [100, 96, 2, 7].into(),
+            protocol: PROTO_TCP,
+            payload_len: 40,
+            ttl: 64,
+        }
+        .emit(&mut ipv4::Packet::new_unchecked(&mut pkt[..]));
+        pkt[32] = 5 << 4;
+        let pseudo = checksum::pseudo_header_v4(
+            [100, 96, 1, 5].into(),
+            [100, 96, 2, 7].into(),
+            PROTO_TCP,
+            40,
+        );
+        pkt[36..38].copy_from_slice(&fold(pseudo).to_be_bytes());
+        assert!(maybe_partial(&pkt, 0));
+        pkt[36] ^= 0x55;
+        assert!(!maybe_partial(&pkt, 0));
+        assert!(!maybe_partial(&pkt[..10], 0));
+        assert!(!maybe_partial(&pkt, 70));
+    }
+}
