@@ -181,20 +181,11 @@ pub(super) fn fill_ipv4_checksum(ip: &mut [u8], hdr_len: usize) {
 /// The sum is identical to `checksum::sum(src, acc)` (8-byte big-endian words, an odd tail
 /// zero-padded).
 pub(super) fn copy_and_sum(dst: &mut [u8], src: &[u8], acc: Sum) -> Sum {
+    // A segment (at most 64 KB, usually ~1.4 KB) is copied with memcpy and summed while it
+    // is still in the cache: faster than a fused word-by-word loop.
     let n = dst.len().min(src.len());
-    let (dst, src) = (&mut dst[..n], &src[..n]);
-    let mut acc = acc;
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (dc, sc) in (&mut d).zip(&mut s) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(sc);
-        dc.copy_from_slice(&w);
-        acc = add(acc, u64::from_be_bytes(w));
-    }
-    let (dr, sr) = (d.into_remainder(), s.remainder());
-    dr.copy_from_slice(sr);
-    checksum::sum(sr, acc)
+    dst[..n].copy_from_slice(&src[..n]);
+    checksum::sum(&dst[..n], acc)
 }
 
 #[cfg(test)]

@@ -32,19 +32,33 @@ fn add_carry(a: u64, b: u64) -> u64 {
 /// Adds the bytes of `data` (big-endian 16-bit words, an odd last byte padded with zero) to
 /// the partial sum `initial`.
 ///
-/// Works on 8-byte chunks with a 64-bit accumulator: the one's complement sum of 16-bit words
-/// equals the folded one's complement sum of 64-bit words.
+/// The bulk is summed as native-endian 32-bit words into eight independent 64-bit lanes (no
+/// carries to chase: a lane overflows only after 2^32 words, and the compiler turns the loop
+/// into vector adds), folded, and byte-swapped into big-endian order: the one's complement
+/// sum does not depend on byte order except for that final swap (RFC 1071 section 2(B)), and
+/// folding 32-bit words to 16 bits gives the sum of their 16-bit halves since
+/// 2^16 = 1 (mod 2^16 - 1). The last 0-3 bytes are added as a zero-padded big-endian word.
 pub fn sum(data: &[u8], initial: Sum) -> Sum {
-    let mut acc = initial;
-    let mut chunks = data.chunks_exact(8);
+    let mut chunks = data.chunks_exact(32);
+    let mut lanes = [0u64; 8];
     for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        acc = add_carry(acc, u64::from_be_bytes(word));
+        for (lane, word) in lanes.iter_mut().zip(chunk.chunks_exact(4)) {
+            *lane += u64::from(u32::from_ne_bytes([word[0], word[1], word[2], word[3]]));
+        }
     }
-    let rest = chunks.remainder();
-    // At most 7 bytes: place them at the top of a zero-padded big-endian u64, which keeps
-    // each byte in its 16-bit word lane.
+    let mut native = 0u64;
+    for lane in lanes {
+        native = add_carry(native, lane);
+    }
+    let mut words = chunks.remainder().chunks_exact(4);
+    for word in &mut words {
+        let w = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]);
+        native = add_carry(native, u64::from(w));
+    }
+    let mut acc = add_carry(initial, u64::from(u16::from_be(fold(native))));
+    // At most 3 bytes, at an offset that is a multiple of 4: at the top of a zero-padded
+    // big-endian u64, each byte stays in its 16-bit word lane.
+    let rest = words.remainder();
     if !rest.is_empty() {
         let mut word = [0u8; 8];
         word[..rest.len()].copy_from_slice(rest);
