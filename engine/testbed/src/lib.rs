@@ -41,7 +41,7 @@
 //!   a deadline and name what they awaited when it passes. Every command runs with a timeout.
 //!
 //! Everything here shells out to `ip`, `sysctl`, `ping`, `nc`, `ss`, `kill` and `sha256sum`
-//! (the VXLAN helpers also to `bridge`, `ethtool` and `tcpdump`), and needs root.
+//! (the VXLAN helpers also to `bridge` and `tcpdump`), and needs root.
 //!
 //! # Example
 //!
@@ -1724,29 +1724,14 @@ impl VxlanConfig {
     }
 }
 
-/// Makes the kernel of `netns` finish the checksums of what it sends out of `ifname`
-/// (`ethtool -K <ifname> tx off`), as it must before a real wire.
-///
-/// A veth is no wire: with checksum offload on, a packet the kernel encapsulates (its vxlan
-/// device) crosses into the other namespace with the inner TCP/UDP checksum still partial
-/// (`CHECKSUM_PARTIAL`), because a NIC would have completed it. A kernel receiver keeps that
-/// mark and is fine; a userspace receiver such as weft only gets the bytes and delivers an
-/// inner packet whose checksum is wrong, so TCP from a kernel peer stalls. A physical NIC, or
-/// the kernel before one without offload, completes the checksum, and so does this.
-pub fn complete_checksums_before_the_wire(netns: &Netns, ifname: &str) -> Result<()> {
-    netns
-        .exec_ok(&["ethtool", "-K", ifname, "tx", "off"])
-        .map(drop)
-}
-
 /// Programs the kernel's `flannel.1` inside host `host`'s namespace exactly the way flanneld
 /// does (TESTBED.md, "The kernel as a peer"): a vxlan device with VNI 1 on `u0` from
 /// `198.18.0.<host>`, destination port 8472, no learning, MAC `mac`, MTU
 /// [`VXLAN_OVERLAY_MTU`], up, with the address `100.96.<host>.0/32`. Remote hosts are added
-/// with [`add_kernel_flannel_peer`]. The host's `u0` gets
-/// [`complete_checksums_before_the_wire`], so that the veth behaves like a wire.
+/// with [`add_kernel_flannel_peer`]. The veth keeps the kernel's offloads (checksum and
+/// segmentation offload on): the kernel then sends its TSO frames whole and with partial
+/// inner checksums, as it does between containers on one machine, and weft must take them.
 pub fn add_kernel_flannel_device(netns: &Netns, host: u8, mac: &str) -> Result<()> {
-    complete_checksums_before_the_wire(netns, UNDERLAY_IFNAME)?;
     let vni = VXLAN_VNI.to_string();
     let local = underlay_addr(host).to_string();
     let port = VXLAN_PORT.to_string();
@@ -1868,8 +1853,7 @@ pub fn add_bridge(netns: &Netns, name: &str) -> Result<()> {
 /// (VNI 1 on `u0` from `198.18.0.<host>`, destination port 8472, learning on, MTU
 /// [`VXLAN_OVERLAY_MTU`]) enslaved to `bridge`, flooding broadcast and unknown unicast to
 /// every host of `flood_to` (`bridge fdb append 00:00:00:00:00:00 dev <ifname> dst <IP>`).
-/// The host's `u0` gets [`complete_checksums_before_the_wire`], so that the veth behaves
-/// like a wire.
+/// The veth keeps the kernel's offloads, as in [`add_kernel_flannel_device`].
 pub fn add_kernel_vxlan_bridge_port(
     netns: &Netns,
     host: u8,
@@ -1877,7 +1861,6 @@ pub fn add_kernel_vxlan_bridge_port(
     bridge: &str,
     flood_to: &[u8],
 ) -> Result<()> {
-    complete_checksums_before_the_wire(netns, UNDERLAY_IFNAME)?;
     let vni = VXLAN_VNI.to_string();
     let local = underlay_addr(host).to_string();
     let port = VXLAN_PORT.to_string();
