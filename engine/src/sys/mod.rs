@@ -152,6 +152,21 @@ pub fn set_socket_buffers(fd: impl AsFd, bytes: usize) {
     }
 }
 
+/// Writes one packet (or datagram) gathered from `parts` to `fd` (`writev`).
+pub fn writev(fd: impl AsFd, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    let count = libc::c_int::try_from(parts.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: IoSlice is ABI-compatible with iovec (std guarantees it on Unix), `parts` is a
+    // valid array of `count` of them, each pointing at bytes borrowed for the whole call,
+    // which the kernel only reads.
+    let n = unsafe { libc::writev(fd.as_fd().as_raw_fd(), parts.as_ptr().cast(), count) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// The MTU of the interface `name` in the calling thread's network namespace
 /// (`SIOCGIFMTU`).
 pub fn interface_mtu(name: &str) -> io::Result<usize> {

@@ -219,17 +219,7 @@ impl Tun {
     /// Writes one packet gathered from `parts` (`writev`): with a vnet header, the header,
     /// the packet's headers and its payload slices, which the kernel copies once.
     pub fn writev(&self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let count = libc::c_int::try_from(parts.len())
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: IoSlice is ABI-compatible with iovec (std guarantees it on Unix), `parts`
-        // is a valid array of `count` of them, and each points at bytes borrowed for the
-        // whole call, which the kernel only reads.
-        let n = unsafe { libc::writev(self.fd.as_raw_fd(), parts.as_ptr().cast(), count) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        super::writev(&self.fd, parts)
     }
 
     /// Reads one packet into `buf` and returns its length; [`io::ErrorKind::WouldBlock`] when
