@@ -47,5 +47,5 @@ mod sys;
 
 pub use dataplane::counters::Stats;
 pub use dataplane::device::{Device, DeviceKind, MemoryDevice, Tun, TunOptions};
-pub use dataplane::engine::{Engine, EngineBuilder, EngineError};
-pub use dataplane::routes::RouteTable;
+pub use dataplane::engine::{Engine, EngineBuilder, EngineError, OffloadMode, OffloadStatus};
+pub use dataplane::routes::{RouteEdit, RouteTable};

@@ -28,7 +28,7 @@ use crate::control::provision::{self as setup, SetupError, TunSetup};
 use crate::control::socket::{ControlContext, ControlError, ControlServer, VniControl};
 use crate::dataplane::device::Tun;
 use crate::dataplane::engine::{Engine, EngineError};
-use crate::dataplane::routes::RouteTable;
+use crate::dataplane::routes::{RouteEdit, RouteTable};
 use crate::sys::{DeviceKind, TunOptions};
 
 /// Why the daemon could not start, or stopped with an error.
@@ -589,30 +589,32 @@ fn reload(path: &Path, running: &Config, routes: &RouteTable, file: &mut FilePee
     }
     let wanted: BTreeMap<Cidr, Route> = new.peers.iter().map(|r| (r.subnet, *r)).collect();
     let wanted_vteps: BTreeSet<SocketAddr> = new.vteps.iter().copied().collect();
+    // One batch: the workers see the whole new peer set at once, after one rebuild.
+    let mut edits = Vec::new();
     let (mut added, mut removed) = (0, 0);
     for subnet in file.routes.keys() {
-        if !wanted.contains_key(subnet) && routes.remove(subnet).is_some() {
+        if !wanted.contains_key(subnet) {
+            edits.push(RouteEdit::Remove(*subnet));
             removed += 1;
         }
     }
     for vtep in file.vteps.difference(&wanted_vteps) {
-        if routes.remove_vtep(vtep) {
-            removed += 1;
-        }
+        edits.push(RouteEdit::RemoveVtep(*vtep));
+        removed += 1;
     }
     for (subnet, route) in &wanted {
         if file.routes.get(subnet) != Some(route) {
-            match routes.insert(*route) {
-                Ok(_) => added += 1,
-                Err(e) => log::error!("reload: {subnet}: {e}"),
-            }
+            edits.push(RouteEdit::Insert(*route));
+            added += 1;
         }
     }
     for vtep in wanted_vteps.difference(&file.vteps) {
-        match routes.insert_vtep(*vtep) {
-            Ok(_) => added += 1,
-            Err(e) => log::error!("reload: vtep {vtep}: {e}"),
-        }
+        edits.push(RouteEdit::InsertVtep(*vtep));
+        added += 1;
+    }
+    if let Err(e) = routes.apply(edits) {
+        log::error!("reload failed, keeping the running peers: {e}");
+        return;
     }
     *file = FilePeers {
         routes: wanted,

@@ -37,7 +37,29 @@ impl Edits {
     }
 }
 
+/// One change to a [`RouteTable`], for [`RouteTable::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RouteEdit {
+    /// Add a route, or replace the route for the same subnet.
+    Insert(Route),
+    /// Remove the route for this subnet (nothing if there is none).
+    Remove(Cidr),
+    /// Add a peer without a subnet (a VXLAN L2 VTEP that gets flooded frames).
+    InsertVtep(SocketAddr),
+    /// Remove such a peer.
+    RemoveVtep(SocketAddr),
+    /// Add or replace a static forwarding entry (VXLAN L2).
+    InsertFdb(EthernetAddress, SocketAddr),
+    /// Remove a static forwarding entry.
+    RemoveFdb(EthernetAddress),
+}
+
 /// A shared handle to an engine's routes. Clones refer to the same table.
+///
+/// Every method that changes it builds and publishes exactly one new snapshot;
+/// [`RouteTable::apply`] makes any number of changes with one (a control plane applying a
+/// whole lease list pays one rebuild, not one per lease).
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     inner: Arc<Inner>,
@@ -143,6 +165,29 @@ impl RouteTable {
         self.edit(|routes| routes.remove(subnet)).ok().flatten()
     }
 
+    /// Applies `edits` in order as one change: one new snapshot (one rebuild) however many
+    /// there are, published only if the result is a valid table; otherwise nothing changes
+    /// and the error says why. Returns how many edits changed something.
+    pub fn apply(&self, edits: impl IntoIterator<Item = RouteEdit>) -> Result<usize, TableError> {
+        self.edit_all(|e| {
+            let mut changed = 0;
+            for edit in edits {
+                let did = match edit {
+                    RouteEdit::Insert(route) => e.routes.insert(route.subnet, route) != Some(route),
+                    RouteEdit::Remove(subnet) => e.routes.remove(&subnet).is_some(),
+                    RouteEdit::InsertVtep(endpoint) => e.vteps.insert(endpoint),
+                    RouteEdit::RemoveVtep(endpoint) => e.vteps.remove(&endpoint),
+                    RouteEdit::InsertFdb(mac, endpoint) => {
+                        e.fdb.insert(mac, endpoint) != Some(endpoint)
+                    }
+                    RouteEdit::RemoveFdb(mac) => e.fdb.remove(&mac).is_some(),
+                };
+                changed += usize::from(did);
+            }
+            changed
+        })
+    }
+
     /// Replaces every route at once (one new snapshot).
     pub fn replace_all(&self, routes: impl IntoIterator<Item = Route>) -> Result<(), TableError> {
         let mut new = BTreeMap::new();
@@ -194,6 +239,30 @@ mod tests {
         );
         assert!(t.remove(&"100.96.2.0/24".parse().unwrap()).is_none());
         assert_eq!(t.routes().len(), 1);
+    }
+
+    #[test]
+    fn a_batch_of_edits_is_one_rebuild() {
+        let t = RouteTable::new([route("100.96.2.0/24", "198.18.0.2:8285")]).unwrap();
+        let before = t.snapshot().generation();
+        let mut edits: Vec<RouteEdit> = (3..=200u32)
+            .map(|i| RouteEdit::Insert(route(&format!("100.96.{i}.0/24"), "198.18.0.3:8285")))
+            .collect();
+        edits.push(RouteEdit::Remove("100.96.2.0/24".parse().unwrap()));
+        edits.push(RouteEdit::InsertVtep("198.18.0.9:8472".parse().unwrap()));
+        assert_eq!(t.apply(edits).unwrap(), 200);
+        let after = t.snapshot();
+        assert_eq!(after.generation(), before + 1, "200 edits, one snapshot");
+        assert_eq!(after.routes().len(), 198);
+        assert!(after.lookup("100.96.2.1".parse().unwrap()).is_none());
+        assert_eq!(t.vteps().len(), 1);
+        // Edits that change nothing still publish one snapshot, and say so.
+        assert_eq!(
+            t.apply([RouteEdit::Remove("100.96.2.0/24".parse().unwrap())])
+                .unwrap(),
+            0
+        );
+        assert_eq!(t.snapshot().generation(), before + 2);
     }
 
     #[test]
