@@ -135,6 +135,13 @@ pub fn enable_udp_gro(fd: impl AsFd) -> bool {
         && getsockopt_int(fd, libc::SOL_UDP, mmsg::UDP_GRO).is_ok_and(|v| v != 0)
 }
 
+/// Turns the UDP checksum off for what the socket sends (`SO_NO_CHECK`): the kernel then
+/// refuses UDP GSO trains with `EINVAL`, which the tests use to take the fallback path.
+#[cfg(test)]
+pub fn set_udp_no_check(fd: impl AsFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1)
+}
+
 /// Sets the socket's send and receive buffers to `bytes` each, beyond the sysctl maxima
 /// (`SO_SNDBUFFORCE`/`SO_RCVBUFFORCE`, needs `CAP_NET_ADMIN`), falling back to the plain
 /// options (capped by `net.core.[rw]mem_max`) without it.
