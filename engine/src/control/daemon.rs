@@ -222,6 +222,9 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         });
     }
 
+    if config.backend == BackendKind::Udp && workers > 1 {
+        setup::steer_flannel_flows(&queues[0].socket, workers);
+    }
     let engine = match config.backend {
         BackendKind::Udp => {
             let backend = FlannelBackend::new(flannel_config(&config, &mtus));

@@ -225,6 +225,19 @@ pub fn interface_mtu(addr: IpAddr) -> Result<Option<u32>, SetupError> {
         .map(|l| l.mtu))
 }
 
+/// Spreads flannel UDP datagrams over the `workers` sockets of a reuseport group by their
+/// inner flow (a classic BPF program on the group; see the engine's docs): without it, every
+/// datagram from one peer host (port 8285 to 8285) reaches the same worker. Best effort: on
+/// failure the kernel's own hash of the outer addresses and ports still works.
+pub fn steer_flannel_flows(socket: &UdpSocket, workers: usize) {
+    let Ok(n) = u32::try_from(workers) else {
+        return;
+    };
+    if let Err(e) = crate::sys::steer::steer_by_inner_flow(socket, n) {
+        log::warn!("cannot steer flannel flows over the {workers} workers: {e}; each peer host's traffic stays on one worker");
+    }
+}
+
 /// Binds the tunnel's UDP socket: large buffers, IPv6-only for IPv6 addresses, no port
 /// sharing (a port in use is an error, not a silent split of the traffic).
 pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, SetupError> {

@@ -134,6 +134,17 @@ impl EngineCounters {
         }
         let mut stats = total.unwrap_or_else(|| Counters::default().snapshot());
         stats.entries.extend(self.gauges.iter().cloned());
+        if self.workers.len() > 1 {
+            // How the traffic spreads over the workers.
+            for (i, w) in self.workers.iter().enumerate() {
+                let s = w.snapshot();
+                for name in ["device_rx_packets", "udp_rx_packets"] {
+                    stats
+                        .entries
+                        .push((format!("worker{i}_{name}"), s.get(name).unwrap_or(0)));
+                }
+            }
+        }
         stats
     }
 }

@@ -502,7 +502,7 @@ mod tests {
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() || !wait_readable(fd.as_raw_fd(), left) {
+                    if left.is_zero() || !wait_readable(fd, left) {
                         break;
                     }
                 }

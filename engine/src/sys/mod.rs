@@ -28,6 +28,7 @@ pub mod mmsg;
 // host-gw will); the tests below keep that part of the client exercised.
 #[cfg_attr(not(test), allow(dead_code))]
 pub mod netlink;
+pub mod steer;
 pub mod tun;
 
 use std::fs::File;

@@ -1,7 +1,7 @@
 //! Helpers for the `sys` tests: private and named network namespaces, running `ip`, polling an
 //! fd with a deadline.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -76,7 +76,8 @@ impl Drop for NamedNetns {
 }
 
 /// Waits until `fd` is readable or `timeout` passes; returns whether it became readable.
-pub(crate) fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
+pub(crate) fn wait_readable(fd: impl AsFd, timeout: Duration) -> bool {
+    let fd = fd.as_fd().as_raw_fd();
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

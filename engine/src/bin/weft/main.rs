@@ -253,6 +253,15 @@ fn main() -> ExitCode {
                 }
                 println!("mtu underlay {} device {}", mtus.underlay, mtus.device);
                 println!("listen {}", c.listen);
+                println!(
+                    "engine workers {} offload {} batch {}",
+                    c.workers,
+                    match c.offload {
+                        weft::OffloadMode::Off => "off",
+                        _ => "auto",
+                    },
+                    c.batch
+                );
                 println!("control {}", c.control_socket);
                 for r in &c.peers {
                     println!("peer {} {}", r.subnet, r.endpoint);

@@ -1,0 +1,232 @@
+//! Steering flannel UDP datagrams over the workers' `SO_REUSEPORT` sockets by inner flow.
+//!
+//! flannel's UDP backend sends from port 8285 to port 8285, so the kernel's default choice in
+//! a reuseport group (a hash of the outer addresses and ports) sends everything from one peer
+//! host to one worker. A classic BPF program attached to the group
+//! (`SO_ATTACH_REUSEPORT_CBPF`) sees the UDP payload, which is the raw inner IP packet, and
+//! picks socket `hash % n` from the inner addresses and ports instead. The hash is symmetric
+//! (XOR of both directions' fields), so a flow and its replies land on the same worker index
+//! on both hosts, and that worker's TUN queue also gets the flow's outbound packets (the
+//! TUN sends a flow to the queue that last wrote it).
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd};
+
+use super::cvt;
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+fn stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// The program: returns `hash % sockets` for an IPv4 or IPv6 payload (addresses XOR the
+/// first four bytes after the IP header, i.e. the TCP/UDP ports), and `sockets` (out of
+/// range: the kernel then uses its own hash) for anything else.
+pub(crate) fn flow_program(sockets: u32) -> Vec<libc::sock_filter> {
+    use libc::{
+        BPF_ABS, BPF_ALU, BPF_B, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
+        BPF_MEM, BPF_MISC, BPF_MOD, BPF_MSH, BPF_MUL, BPF_RET, BPF_RSH, BPF_ST, BPF_TAX, BPF_W,
+        BPF_X, BPF_XOR,
+    };
+    let ld_w = |k| stmt(BPF_LD | BPF_W | BPF_ABS, k);
+    let tax = stmt(BPF_MISC | BPF_TAX, 0);
+    let xor_x = stmt(BPF_ALU | BPF_XOR | BPF_X, 0);
+    let mut p = vec![
+        /* 0 */ stmt(BPF_LD | BPF_B | BPF_ABS, 0),
+        /* 1 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 4),
+        /* 2 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 4, 0, 10), // IPv4: 3, else 13
+        /* 3 */ ld_w(12),
+        /* 4 */ tax,
+        /* 5 */ ld_w(16),
+        /* 6 */ xor_x,
+        /* 7 */ stmt(BPF_ST, 0),
+        /* 8 */ stmt(BPF_LDX | BPF_B | BPF_MSH, 0), // X = 4 * IHL
+        /* 9 */ stmt(BPF_LD | BPF_W | BPF_IND, 0), // the ports
+        /* 10 */ tax,
+        /* 11 */ stmt(BPF_LD | BPF_MEM, 0),
+        /* 12 */ jump(BPF_JMP | BPF_JA, 25, 0, 0), // to 38
+        /* 13 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 32), // IPv6: 14, else 46
+        /* 14 */ ld_w(8),
+        /* 15 */ tax,
+    ];
+    // 16..=36: XOR in the other seven address words.
+    for k in [12, 16, 20, 24, 28, 32, 36] {
+        p.push(ld_w(k));
+        p.push(xor_x);
+        p.push(tax);
+    }
+    p.extend([
+        /* 37 */ ld_w(40), // the ports (next header TCP/UDP)
+        /* 38 */ xor_x,
+        // Mix: fold the ports onto each other, multiply (Fibonacci hashing) and keep high
+        // bits. The raw low bits would not do: Linux gives connect() even source ports, so
+        // bit 0 is the same for every flow between two hosts.
+        /* 39 */
+        tax,
+        /* 40 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
+        /* 41 */ xor_x,
+        /* 42 */ stmt(BPF_ALU | BPF_MUL | BPF_K, 0x9E37_79B1),
+        /* 43 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
+        /* 44 */ stmt(BPF_ALU | BPF_MOD | BPF_K, sockets.max(1)),
+        /* 45 */ stmt(BPF_RET | libc::BPF_A, 0),
+        /* 46 */ stmt(BPF_RET | BPF_K, sockets),
+    ]);
+    p
+}
+
+/// Attaches [`flow_program`] to the reuseport group of `socket` (any member; the group has
+/// `sockets` members, bound in worker order).
+pub fn steer_by_inner_flow(socket: impl AsFd, sockets: u32) -> io::Result<()> {
+    let mut program = flow_program(sockets);
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `program`, which lives across the call and holds `len`
+    // instructions; the kernel copies the program (and validates it) before returning.
+    cvt(unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&prog as *const libc::sock_fprog).cast(),
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::test_support::in_private_netns;
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Duration;
+
+    fn member(addr: SocketAddr) -> UdpSocket {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&addr.into()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s.into()
+    }
+
+    /// An IPv4/UDP "inner packet" from 100.96.1.5:`sport` to 100.96.2.7:`dport`.
+    fn inner(sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[100, 96, 1, 5]);
+        p[16..20].copy_from_slice(&[100, 96, 2, 7]);
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
+        p
+    }
+
+    /// An IPv6/UDP "inner packet" from fd00:100:96:1::5 port `sport` to fd00:100:96:2::7.
+    fn inner6(sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 48];
+        p[0] = 0x60;
+        p[6] = 17;
+        p[8..24].copy_from_slice(
+            &"fd00:100:96:1::5"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        p[24..40].copy_from_slice(
+            &"fd00:100:96:2::7"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        p[40..42].copy_from_slice(&sport.to_be_bytes());
+        p[42..44].copy_from_slice(&dport.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn the_program_is_accepted_and_spreads_inner_flows_over_the_group() {
+        in_private_netns(|| {
+            let addr: SocketAddr = "127.0.0.1:8285".parse().unwrap();
+            let group = [member(addr), member(addr)];
+            steer_by_inner_flow(&group[0], 2).expect("the kernel accepts the program");
+            let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+            // One outer 4-tuple, many inner flows: the kernel's own hash would pick one
+            // socket for all of them.
+            let mut got = [0usize; 2];
+            // Even source ports only, as Linux hands them to connect().
+            for flow in 0..64u16 {
+                sender
+                    .send_to(&inner(40000 + 2 * flow, 5201), addr)
+                    .unwrap();
+                // The same flow twice must land on the same socket.
+                sender
+                    .send_to(&inner(40000 + 2 * flow, 5201), addr)
+                    .unwrap();
+            }
+            let mut buf = [0u8; 64];
+            for (i, s) in group.iter().enumerate() {
+                while s.recv(&mut buf).is_ok() {
+                    got[i] += 1;
+                }
+            }
+            assert_eq!(got[0] + got[1], 128, "every datagram arrived: {got:?}");
+            assert!(
+                got[0] > 0 && got[1] > 0,
+                "flows spread over both sockets: {got:?}"
+            );
+            assert!(
+                got[0] % 2 == 0 && got[1] % 2 == 0,
+                "a flow stays on one socket"
+            );
+            let mut got6 = [0usize; 2];
+            for flow in 0..64u16 {
+                sender
+                    .send_to(&inner6(40000 + 2 * flow, 5201), addr)
+                    .unwrap();
+            }
+            for (i, s) in group.iter().enumerate() {
+                while s.recv(&mut buf).is_ok() {
+                    got6[i] += 1;
+                }
+            }
+            assert_eq!(got6[0] + got6[1], 64, "{got6:?}");
+            assert!(
+                got6[0] > 0 && got6[1] > 0,
+                "IPv6 flows spread too: {got6:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn the_program_has_its_jumps_where_they_belong() {
+        let p = flow_program(4);
+        assert_eq!(p.len(), 47);
+        assert_eq!(p[46].k, 4, "the fallback returns an out-of-range index");
+        assert_eq!(p[44].k, 4, "modulo the group size");
+        // Jump targets: from 2 to 13, from 12 to 38, from 13 to 46.
+        assert_eq!(2 + 1 + usize::from(p[2].jf), 13);
+        assert_eq!(12 + 1 + p[12].k as usize, 38);
+        assert_eq!(13 + 1 + usize::from(p[13].jf), 46);
+    }
+}
