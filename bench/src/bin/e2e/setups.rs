@@ -23,9 +23,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use weft_testbed::{
-    add_kernel_flannel_peer, overlay_addr, underlay_addr, vtep_mac, ConfigFile, KernelNeighbour,
-    Netns, StatsOutput, Testbed, VxlanConfig, WeftConfig, WeftDaemon, DEFAULT_DEVICE,
-    UNDERLAY_IFNAME, VXLAN_DEVICE, VXLAN_OVERLAY_MTU, VXLAN_PORT, VXLAN_VNI,
+    add_kernel_flannel_device, add_kernel_flannel_peer, overlay_addr, underlay_addr, vtep_mac,
+    ConfigFile, KernelNeighbour, Netns, StatsOutput, Testbed, VxlanConfig, WeftConfig, WeftDaemon,
+    DEFAULT_DEVICE, VXLAN_DEVICE,
 };
 
 /// One way of carrying host 1's traffic to host 2.
@@ -251,52 +251,16 @@ pub enum Running<'a> {
 }
 
 /// Programs host `host`'s `flannel.1` toward `peer` exactly as flanneld does (TESTBED.md,
-/// "The kernel as a peer"): the device, its address, and the peer's route, permanent
-/// neighbour entry and FDB entry.
-///
-/// Unlike the testbed's `add_kernel_flannel_device` this leaves the veth's checksum offload
-/// on (no `ethtool -K u0 tx off`): the reference is measured as the kernel runs by default.
+/// "The kernel as a peer"): the testbed's `add_kernel_flannel_device` (which leaves the
+/// veth's offloads on: the reference is measured as the kernel runs by default), and the
+/// peer's route, permanent neighbour entry and FDB entry.
 fn kernel_vxlan(netns: &Netns, host: u8, peer: u8) -> Result<KernelLink<'_>> {
     // The guard first, so a half-programmed device is removed too.
     let link = KernelLink {
         netns,
         name: VXLAN_DEVICE,
     };
-    let (vni, port, mtu) = (
-        VXLAN_VNI.to_string(),
-        VXLAN_PORT.to_string(),
-        VXLAN_OVERLAY_MTU.to_string(),
-    );
-    let local = underlay_addr(host).to_string();
-    let address = format!("{}/32", overlay_addr(host));
-    let mac = vtep_mac(host);
-    netns.ip(&[
-        "link",
-        "add",
-        VXLAN_DEVICE,
-        "type",
-        "vxlan",
-        "id",
-        &vni,
-        "local",
-        &local,
-        "dev",
-        UNDERLAY_IFNAME,
-        "dstport",
-        &port,
-        "nolearning",
-    ])?;
-    netns.ip(&[
-        "link",
-        "set",
-        VXLAN_DEVICE,
-        "address",
-        &mac,
-        "mtu",
-        &mtu,
-        "up",
-    ])?;
-    netns.ip(&["addr", "add", &address, "dev", VXLAN_DEVICE])?;
+    add_kernel_flannel_device(netns, host, &vtep_mac(host))?;
     add_kernel_flannel_peer(netns, peer, &vtep_mac(peer), KernelNeighbour::Permanent)?;
     Ok(link)
 }
