@@ -36,59 +36,128 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
-/// The program: returns `hash % sockets` for an IPv4 or IPv6 payload (addresses XOR the
-/// first four bytes after the IP header, i.e. the TCP/UDP ports), and `sockets` (out of
-/// range: the kernel then uses its own hash) for anything else.
+/// One instruction of [`flow_program`] before its jumps are resolved.
+enum Op {
+    /// An instruction without jumps.
+    S(u32, u32),
+    /// A conditional jump: `code`, `k`, where to go if true and if false.
+    J(u32, u32, &'static str, &'static str),
+    /// An unconditional jump.
+    Ja(&'static str),
+    /// A label (takes no slot).
+    L(&'static str),
+}
+
+/// Resolves the labels of `ops` into relative jump offsets.
+fn assemble(ops: &[Op]) -> Vec<libc::sock_filter> {
+    let mut labels = Vec::new();
+    let mut at = 0u32;
+    for op in ops {
+        match op {
+            Op::L(name) => labels.push((*name, at)),
+            _ => at += 1,
+        }
+    }
+    let target = |name: &str| {
+        labels
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, at)| *at)
+            .expect("every jump target is a label of the program")
+    };
+    let mut out = Vec::new();
+    for op in ops {
+        let here = out.len() as u32;
+        let offset = |name| target(name) - here - 1;
+        match *op {
+            Op::S(code, k) => out.push(stmt(code, k)),
+            Op::J(code, k, t, f) => out.push(jump(code, k, offset(t) as u8, offset(f) as u8)),
+            Op::Ja(to) => out.push(stmt(libc::BPF_JMP | libc::BPF_JA, offset(to))),
+            Op::L(_) => {}
+        }
+    }
+    out
+}
+
+/// The program: returns `hash % sockets` for an IPv4 or IPv6 payload (the addresses, and
+/// for unfragmented TCP and UDP the ports), and `sockets` (out of range: the kernel then
+/// uses its own hash) for anything else. Only TCP and UDP ports count: other protocols'
+/// bytes there change from packet to packet (an ICMP checksum) and would scatter a flow.
 pub(crate) fn flow_program(sockets: u32) -> Vec<libc::sock_filter> {
     use libc::{
-        BPF_ABS, BPF_ALU, BPF_B, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
-        BPF_MEM, BPF_MISC, BPF_MOD, BPF_MSH, BPF_MUL, BPF_RET, BPF_RSH, BPF_ST, BPF_TAX, BPF_W,
-        BPF_X, BPF_XOR,
+        BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IMM, BPF_IND, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K,
+        BPF_LD, BPF_LDX, BPF_MEM, BPF_MISC, BPF_MOD, BPF_MSH, BPF_MUL, BPF_RET, BPF_RSH, BPF_ST,
+        BPF_TAX, BPF_W, BPF_X, BPF_XOR,
     };
-    let ld_w = |k| stmt(BPF_LD | BPF_W | BPF_ABS, k);
-    let tax = stmt(BPF_MISC | BPF_TAX, 0);
-    let xor_x = stmt(BPF_ALU | BPF_XOR | BPF_X, 0);
-    let mut p = vec![
-        /* 0 */ stmt(BPF_LD | BPF_B | BPF_ABS, 0),
-        /* 1 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 4),
-        /* 2 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 4, 0, 10), // IPv4: 3, else 13
-        /* 3 */ ld_w(12),
-        /* 4 */ tax,
-        /* 5 */ ld_w(16),
-        /* 6 */ xor_x,
-        /* 7 */ stmt(BPF_ST, 0),
-        /* 8 */ stmt(BPF_LDX | BPF_B | BPF_MSH, 0), // X = 4 * IHL
-        /* 9 */ stmt(BPF_LD | BPF_W | BPF_IND, 0), // the ports
-        /* 10 */ tax,
-        /* 11 */ stmt(BPF_LD | BPF_MEM, 0),
-        /* 12 */ jump(BPF_JMP | BPF_JA, 25, 0, 0), // to 38
-        /* 13 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 32), // IPv6: 14, else 46
-        /* 14 */ ld_w(8),
-        /* 15 */ tax,
+    use Op::*;
+    let ld_w = |k| S(BPF_LD | BPF_W | BPF_ABS, k);
+    let tax = || S(BPF_MISC | BPF_TAX, 0);
+    let xor_x = || S(BPF_ALU | BPF_XOR | BPF_X, 0);
+    let mut ops = vec![
+        S(BPF_LD | BPF_B | BPF_ABS, 0),
+        S(BPF_ALU | BPF_RSH | BPF_K, 4),
+        J(BPF_JMP | BPF_JEQ | BPF_K, 4, "v4", "not_v4"),
+        // IPv4: M[0] = src ^ dst.
+        L("v4"),
+        ld_w(12),
+        tax(),
+        ld_w(16),
+        xor_x(),
+        S(BPF_ST, 0),
+        // Ports only for an unfragmented (offset 0, MF clear) TCP or UDP packet.
+        S(BPF_LD | BPF_H | BPF_ABS, 6),
+        J(BPF_JMP | BPF_JSET | BPF_K, 0x3fff, "no_ports", "v4_proto"),
+        L("v4_proto"),
+        S(BPF_LD | BPF_B | BPF_ABS, 9),
+        J(BPF_JMP | BPF_JEQ | BPF_K, 6, "v4_ports", "v4_udp"),
+        L("v4_udp"),
+        J(BPF_JMP | BPF_JEQ | BPF_K, 17, "v4_ports", "no_ports"),
+        L("v4_ports"),
+        S(BPF_LDX | BPF_B | BPF_MSH, 0), // X = 4 * IHL
+        S(BPF_LD | BPF_W | BPF_IND, 0),  // A = the ports
+        tax(),
+        S(BPF_LD | BPF_MEM, 0),
+        Ja("mix"),
+        L("not_v4"),
+        J(BPF_JMP | BPF_JEQ | BPF_K, 6, "v6", "other"),
+        // IPv6: M[0] = the XOR of the eight address words.
+        L("v6"),
+        ld_w(8),
+        tax(),
     ];
-    // 16..=36: XOR in the other seven address words.
     for k in [12, 16, 20, 24, 28, 32, 36] {
-        p.push(ld_w(k));
-        p.push(xor_x);
-        p.push(tax);
+        ops.extend([ld_w(k), xor_x(), tax()]);
     }
-    p.extend([
-        /* 37 */ ld_w(40), // the ports (next header TCP/UDP)
-        /* 38 */ xor_x,
-        // Mix: fold the ports onto each other, multiply (Fibonacci hashing) and keep high
-        // bits. The raw low bits would not do: Linux gives connect() even source ports, so
-        // bit 0 is the same for every flow between two hosts.
-        /* 39 */
-        tax,
-        /* 40 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
-        /* 41 */ xor_x,
-        /* 42 */ stmt(BPF_ALU | BPF_MUL | BPF_K, 0x9E37_79B1),
-        /* 43 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
-        /* 44 */ stmt(BPF_ALU | BPF_MOD | BPF_K, sockets.max(1)),
-        /* 45 */ stmt(BPF_RET | libc::BPF_A, 0),
-        /* 46 */ stmt(BPF_RET | BPF_K, sockets),
+    ops.extend([
+        S(BPF_ST, 0),
+        S(BPF_LD | BPF_B | BPF_ABS, 6), // next header
+        J(BPF_JMP | BPF_JEQ | BPF_K, 6, "v6_ports", "v6_udp"),
+        L("v6_udp"),
+        J(BPF_JMP | BPF_JEQ | BPF_K, 17, "v6_ports", "no_ports"),
+        L("v6_ports"),
+        ld_w(40),
+        tax(),
+        S(BPF_LD | BPF_MEM, 0),
+        Ja("mix"),
+        L("no_ports"),
+        S(BPF_LDX | BPF_IMM, 0),
+        S(BPF_LD | BPF_MEM, 0),
+        // A = addresses, X = ports (or 0). Mix: fold the ports onto each other, multiply
+        // (Fibonacci hashing) and keep high bits. The raw low bits would not do: Linux gives
+        // connect() even source ports, so bit 0 is the same for every flow of a host pair.
+        L("mix"),
+        xor_x(),
+        tax(),
+        S(BPF_ALU | BPF_RSH | BPF_K, 16),
+        xor_x(),
+        S(BPF_ALU | BPF_MUL | BPF_K, 0x9E37_79B1),
+        S(BPF_ALU | BPF_RSH | BPF_K, 16),
+        S(BPF_ALU | BPF_MOD | BPF_K, sockets.max(1)),
+        S(BPF_RET | libc::BPF_A, 0),
+        L("other"),
+        S(BPF_RET | BPF_K, sockets),
     ]);
-    p
+    assemble(&ops)
 }
 
 /// Attaches [`flow_program`] to the reuseport group of `socket` (any member; the group has
@@ -219,14 +288,17 @@ mod tests {
     }
 
     #[test]
-    fn the_program_has_its_jumps_where_they_belong() {
+    fn the_program_ends_in_returns_and_jumps_stay_inside_it() {
         let p = flow_program(4);
-        assert_eq!(p.len(), 47);
-        assert_eq!(p[46].k, 4, "the fallback returns an out-of-range index");
-        assert_eq!(p[44].k, 4, "modulo the group size");
-        // Jump targets: from 2 to 13, from 12 to 38, from 13 to 46.
-        assert_eq!(2 + 1 + usize::from(p[2].jf), 13);
-        assert_eq!(12 + 1 + p[12].k as usize, 38);
-        assert_eq!(13 + 1 + usize::from(p[13].jf), 46);
+        assert!(p.len() < 80);
+        let last = p.len() - 1;
+        assert_eq!(p[last].k, 4, "anything else: an out-of-range index");
+        assert_eq!(p[last - 2].k, 4, "modulo the group size");
+        for (i, insn) in p.iter().enumerate() {
+            if u32::from(insn.code) & 0x07 == libc::BPF_JMP {
+                let (jt, jf) = (usize::from(insn.jt), usize::from(insn.jf));
+                assert!(i + 1 + jt.max(jf) <= last, "jump at {i} leaves the program");
+            }
+        }
     }
 }
