@@ -17,7 +17,11 @@
 //! ```
 //!
 //! [`WeftDaemon`] starts `weft run` inside a host, waits until its control socket answers, and
-//! wraps the control commands (`weft stats`, `weft peer ...`, `weft fdb list`).
+//! wraps the control commands (`weft stats`, `weft peer ...`, `weft fdb list`);
+//! [`WeftDaemon::start_with_env`] adds environment variables (the `WEFT_FAULT_*` fault
+//! injections). [`EngineConfig`] writes the `[engine]` section (`workers`, `offload`, `batch`)
+//! of either backend's configuration. [`tcp_transfer`] sends one TCP flow and checks its
+//! SHA-256; [`tcp_transfers`] runs many such flows at once, each with data of its own.
 //!
 //! For the VXLAN backend, [`VxlanConfig`] writes weft's L3 (`flannel.1` as a TUN) and L2 (a
 //! TAP in a bridge) configurations, [`add_kernel_flannel_device`] and
@@ -457,18 +461,37 @@ impl Netns {
     /// Starts `argv` inside the namespace with stdin from /dev/null, stdout and stderr going to
     /// files (see [`NsChild::stdout`]). The process is terminated when the guard is dropped.
     pub fn spawn(&self, argv: &[&str]) -> Result<NsChild> {
-        self.spawn_inner(argv, None)
+        self.spawn_inner(argv, None, &[])
     }
 
     /// Like [`Netns::spawn`], with stdin read from the file `stdin`.
     pub fn spawn_with_stdin(&self, argv: &[&str], stdin: &Path) -> Result<NsChild> {
-        self.spawn_inner(argv, Some(stdin))
+        self.spawn_inner(argv, Some(stdin), &[])
     }
 
-    fn spawn_inner(&self, argv: &[&str], stdin: Option<&Path>) -> Result<NsChild> {
-        let description = self.describe(argv);
+    /// Like [`Netns::spawn`], with the environment variables `env` (name, value) added to the
+    /// process's environment.
+    pub fn spawn_with_env(&self, argv: &[&str], env: &[(&str, &str)]) -> Result<NsChild> {
+        self.spawn_inner(argv, None, env)
+    }
+
+    fn spawn_inner(
+        &self,
+        argv: &[&str],
+        stdin: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Result<NsChild> {
+        let mut description = self.describe(argv);
+        if !env.is_empty() {
+            let assignments: Vec<String> = env
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            description = format!("{} {description}", assignments.join(" "));
+        }
         let output_dir = TempDir::new("weft-child")?;
         let mut command = self.command(argv);
+        command.envs(env.iter().copied());
         let stdin = match stdin {
             None => Stdio::null(),
             Some(path) => Stdio::from(File::open(path).map_err(|source| TestbedError::Io {
@@ -977,6 +1000,61 @@ pub struct PeerConfig {
     pub endpoint: String,
 }
 
+/// The `[engine]` section of a weft configuration; only the keys that are set are written,
+/// and no section at all when none is (the engine's defaults).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// `batch`: packets per `recvmmsg`/`sendmmsg` (1..=64).
+    pub batch: Option<u32>,
+    /// `workers`: worker threads, each with its own device queue and socket.
+    pub workers: Option<u32>,
+    /// `offload`: `"auto"` or `"off"`.
+    pub offload: Option<String>,
+}
+
+impl EngineConfig {
+    /// With `batch = batch`.
+    pub fn batch(mut self, batch: u32) -> Self {
+        self.batch = Some(batch);
+        self
+    }
+
+    /// With `workers = workers`.
+    pub fn workers(mut self, workers: u32) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// With `offload = "<mode>"` (`auto` or `off`).
+    pub fn offload(mut self, mode: &str) -> Self {
+        self.offload = Some(mode.to_owned());
+        self
+    }
+
+    /// Whether no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_none() && self.workers.is_none() && self.offload.is_none()
+    }
+
+    /// The section as TOML (with a leading blank line), or nothing when no key is set.
+    pub fn to_toml(&self) -> String {
+        if self.is_empty() {
+            return String::new();
+        }
+        let mut text = "\n[engine]\n".to_owned();
+        if let Some(batch) = self.batch {
+            text.push_str(&format!("batch = {batch}\n"));
+        }
+        if let Some(workers) = self.workers {
+            text.push_str(&format!("workers = {workers}\n"));
+        }
+        if let Some(offload) = &self.offload {
+            text.push_str(&format!("offload = {}\n", toml_string(offload)));
+        }
+        text
+    }
+}
+
 /// A weft configuration file's contents, in the shape `weft run --config` reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WeftConfig {
@@ -994,6 +1072,8 @@ pub struct WeftConfig {
     pub listen_port: u16,
     /// The `[[peer]]` entries.
     pub peers: Vec<PeerConfig>,
+    /// The `[engine]` section (empty: the engine's defaults).
+    pub engine: EngineConfig,
 }
 
 impl WeftConfig {
@@ -1015,7 +1095,14 @@ impl WeftConfig {
                     endpoint: underlay_addr(peer).to_string(),
                 })
                 .collect(),
+            engine: EngineConfig::default(),
         }
+    }
+
+    /// The same configuration with the `[engine]` section `engine`.
+    pub fn with_engine(mut self, engine: EngineConfig) -> Self {
+        self.engine = engine;
+        self
     }
 
     /// The configuration as TOML text.
@@ -1030,6 +1117,7 @@ impl WeftConfig {
             toml_string(&self.listen_address.to_string()),
             self.listen_port,
         );
+        text.push_str(&self.engine.to_toml());
         for peer in &self.peers {
             text.push_str(&format!(
                 "\n[[peer]]\nsubnet = {}\nendpoint = {}\n",
@@ -1150,9 +1238,22 @@ impl WeftDaemon {
     /// Starts `exe run --config config` inside `netns` and waits (at most [`READY_TIMEOUT`])
     /// until `weft stats` answers on the control socket of `device`.
     pub fn start(exe: &Path, netns: &Netns, config: &Path, device: &str) -> Result<Self> {
+        Self::start_with_env(exe, netns, config, device, &[])
+    }
+
+    /// Like [`WeftDaemon::start`], with the environment variables `env` (name, value) set for
+    /// the daemon, e.g. the fault injections `WEFT_FAULT_REFUSE_TUN_OFFLOAD=1` and
+    /// `WEFT_FAULT_REFUSE_TUN_GSO_WRITE=1`.
+    pub fn start_with_env(
+        exe: &Path,
+        netns: &Netns,
+        config: &Path,
+        device: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let exe_arg = exe.to_string_lossy();
         let config_arg = config.to_string_lossy();
-        let child = netns.spawn(&[&exe_arg, "run", "--config", &config_arg])?;
+        let child = netns.spawn_with_env(&[&exe_arg, "run", "--config", &config_arg], env)?;
         let mut daemon = Self {
             exe: exe.to_owned(),
             device: device.to_owned(),
@@ -1526,6 +1627,144 @@ pub fn tcp_transfer(
     })
 }
 
+/// Runs one TCP transfer per port of `ports` at the same time, each of `bytes` random bytes
+/// of its own (so data that lands in the wrong flow shows up as a wrong hash), from `sender`
+/// to `destination:<port>` where `receiver` listens with `nc -l`. Returns the transfers in
+/// the order of `ports`.
+///
+/// All listeners are up before the first sender starts; everything is bounded by `timeout`.
+/// As with [`tcp_transfer`], corruption is reported in the [`Transfer`]s; a flow that does not
+/// finish in time or a failing `nc` is an error that names every unfinished flow with the
+/// bytes it had received so far.
+pub fn tcp_transfers(
+    sender: &Netns,
+    receiver: &Netns,
+    destination: Ipv4Addr,
+    ports: &[u16],
+    bytes: u64,
+    timeout: Duration,
+) -> Result<Vec<Transfer>> {
+    let dir = TempDir::new("weft-transfers")?;
+    let mut data = Vec::with_capacity(ports.len());
+    for port in ports {
+        let path = random_file(&dir, &format!("data-{port}"), bytes)?;
+        let sha256 = sha256_file(sender, &path)?;
+        data.push((path, sha256));
+    }
+
+    let mut listeners = Vec::with_capacity(ports.len());
+    for port in ports {
+        listeners.push(receiver.spawn(&["nc", "-d", "-l", &port.to_string()])?);
+    }
+    let mut listening = Vec::new();
+    wait_until(
+        COMMAND_TIMEOUT,
+        &format!(
+            "{} nc listeners on TCP ports {ports:?} in {}",
+            ports.len(),
+            receiver.name()
+        ),
+        || {
+            if listeners.iter_mut().any(|listener| !listener.is_running()) {
+                return true;
+            }
+            let Ok(output) = receiver.exec(&["ss", "-H", "-l", "-t", "-n"]) else {
+                return false;
+            };
+            let text = String::from_utf8_lossy(&output.stdout);
+            listening = text
+                .lines()
+                .filter_map(|line| line.split_whitespace().nth(3))
+                .filter_map(|local| local.rsplit(':').next()?.parse::<u16>().ok())
+                .collect();
+            ports.iter().all(|port| listening.contains(port))
+        },
+    )?;
+    for listener in &mut listeners {
+        if let Some(status) = listener.try_wait()? {
+            return Err(TestbedError::CommandFailed {
+                command: listener.command().to_owned(),
+                status,
+                stderr: listener.stderr().trim().to_owned(),
+            });
+        }
+    }
+
+    let start = Instant::now();
+    let destination_arg = destination.to_string();
+    let mut senders = Vec::with_capacity(ports.len());
+    for (port, (path, _)) in ports.iter().zip(&data) {
+        senders.push(sender.spawn_with_stdin(
+            &["nc", "-N", "-w", "10", &destination_arg, &port.to_string()],
+            path,
+        )?);
+    }
+    let mut finished: Vec<Option<Duration>> = vec![None; ports.len()];
+    let waited = wait_until(
+        timeout,
+        &format!("{} concurrent TCP transfers to finish", ports.len()),
+        || {
+            for (index, done) in finished.iter_mut().enumerate() {
+                if done.is_none() && !senders[index].is_running() && !listeners[index].is_running()
+                {
+                    *done = Some(start.elapsed());
+                }
+            }
+            finished.iter().all(Option::is_some)
+        },
+    );
+    if let Err(TestbedError::Timeout { what, waited }) = waited {
+        let pending: Vec<String> = ports
+            .iter()
+            .zip(&finished)
+            .zip(&listeners)
+            .filter(|((_, done), _)| done.is_none())
+            .map(|((port, _), listener)| {
+                let received = fs::metadata(listener.stdout_path()).map_or(0, |m| m.len());
+                format!("port {port}: {received} of {bytes} bytes")
+            })
+            .collect();
+        return Err(TestbedError::Timeout {
+            what: format!(
+                "{what} ({} of {} unfinished: {})",
+                pending.len(),
+                ports.len(),
+                pending.join(", ")
+            ),
+            waited,
+        });
+    }
+
+    let mut transfers = Vec::with_capacity(ports.len());
+    for index in 0..ports.len() {
+        for child in [&mut senders[index], &mut listeners[index]] {
+            let status = child.try_wait()?.expect("the flow has finished");
+            if !status.success() {
+                return Err(TestbedError::CommandFailed {
+                    command: child.command().to_owned(),
+                    status,
+                    stderr: child.stderr().trim().to_owned(),
+                });
+            }
+        }
+        let received = listeners[index].stdout_path();
+        let bytes_received = fs::metadata(&received)
+            .map_err(|source| TestbedError::Io {
+                what: format!("reading the size of {}", received.display()),
+                source,
+            })?
+            .len();
+        transfers.push(Transfer {
+            bytes_sent: bytes,
+            bytes_received,
+            elapsed: finished[index].expect("the flow has finished"),
+            sent_sha256: data[index].1.clone(),
+            received_sha256: sha256_file(receiver, &received)?,
+        });
+    }
+    Ok(transfers)
+}
+
 // ---------------------------------------------------------------------------------------------
 // VXLAN: weft's vxlan configuration, the kernel's vxlan device as a peer, L2 pods, captures.
 // ---------------------------------------------------------------------------------------------
@@ -1617,6 +1856,8 @@ pub struct VxlanConfig {
     pub mac_file: Option<PathBuf>,
     /// The `[[peer]]` entries.
     pub peers: Vec<VxlanPeerConfig>,
+    /// The `[engine]` section (empty: the engine's defaults).
+    pub engine: EngineConfig,
 }
 
 impl VxlanConfig {
@@ -1644,6 +1885,7 @@ impl VxlanConfig {
                     vtep_mac: Some(vtep_mac(peer)),
                 })
                 .collect(),
+            engine: EngineConfig::default(),
         }
     }
 
@@ -1670,7 +1912,14 @@ impl VxlanConfig {
                     vtep_mac: None,
                 })
                 .collect(),
+            engine: EngineConfig::default(),
         }
+    }
+
+    /// The same configuration with the `[engine]` section `engine`.
+    pub fn with_engine(mut self, engine: EngineConfig) -> Self {
+        self.engine = engine;
+        self
     }
 
     /// The configuration as TOML text.
@@ -1705,6 +1954,7 @@ impl VxlanConfig {
                 toml_string(&path.to_string_lossy())
             ));
         }
+        text.push_str(&self.engine.to_toml());
         for peer in &self.peers {
             text.push_str("\n[[peer]]\n");
             if let Some(subnet) = &peer.subnet {
@@ -2245,6 +2495,28 @@ mod tests {
         );
         let parsed: toml::Table = l2.parse().expect("valid TOML");
         assert_eq!(parsed["peer"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn engine_section_is_written_only_with_keys() {
+        let plain = WeftConfig::udp(1, &[2]).to_toml();
+        assert!(!plain.contains("[engine]"), "{plain}");
+        let engine = EngineConfig::default().workers(2).offload("off").batch(1);
+        for text in [
+            WeftConfig::udp(1, &[2])
+                .with_engine(engine.clone())
+                .to_toml(),
+            VxlanConfig::l3(1, &[2]).with_engine(engine).to_toml(),
+        ] {
+            let parsed: toml::Table = text.parse().expect("valid TOML");
+            let section = parsed["engine"].as_table().expect("[engine] table");
+            assert_eq!(section["workers"].as_integer(), Some(2), "{text}");
+            assert_eq!(section["batch"].as_integer(), Some(1), "{text}");
+            assert_eq!(section["offload"].as_str(), Some("off"), "{text}");
+            assert_eq!(parsed["peer"].as_array().map(Vec::len), Some(1), "{text}");
+        }
+        let only_workers = EngineConfig::default().workers(3).to_toml();
+        assert_eq!(only_workers, "\n[engine]\nworkers = 3\n");
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use weft_testbed::{
-    ping, tcp_transfer, underlay_addr, Netns, Testbed, TestbedError, WeftConfig, UDP_OVERLAY_MTU,
+    ping, tcp_transfer, tcp_transfers, underlay_addr, Netns, Testbed, TestbedError, WeftConfig,
+    UDP_OVERLAY_MTU,
 };
 
 fn require_root() {
@@ -230,4 +231,65 @@ fn udp_config_has_the_documented_shape() {
     assert_eq!(std::fs::read_to_string(&path).expect("read back"), expected);
     drop(file);
     assert!(!path.exists(), "{} outlived its guard", path.display());
+}
+
+#[test]
+fn concurrent_transfers_over_the_veth_each_arrive_intact() {
+    require_root();
+    let bed = Testbed::two_hosts("tb-flows").expect("build two hosts");
+    let ports: Vec<u16> = (6001..6009).collect();
+    let transfers = tcp_transfers(
+        bed.host(1).netns(),
+        bed.host(2).netns(),
+        underlay_addr(2),
+        &ports,
+        256 * 1024,
+        Duration::from_secs(30),
+    )
+    .expect("concurrent transfers");
+    assert_eq!(transfers.len(), ports.len());
+    for (port, transfer) in ports.iter().zip(&transfers) {
+        assert!(transfer.intact(), "port {port}: {transfer}");
+    }
+    // Every flow carried data of its own.
+    let hashes: BTreeSet<&str> = transfers.iter().map(|t| t.sent_sha256.as_str()).collect();
+    assert_eq!(hashes.len(), ports.len());
+}
+
+#[test]
+fn concurrent_transfers_name_the_flows_that_did_not_finish() {
+    require_root();
+    let bed = Testbed::two_hosts("tb-stall").expect("build two hosts");
+    // Nobody has 198.18.0.9: no connection is made, so no listener ever finishes.
+    let error = tcp_transfers(
+        bed.host(1).netns(),
+        bed.host(2).netns(),
+        Ipv4Addr::new(198, 18, 0, 9),
+        &[6101, 6102],
+        1024,
+        Duration::from_millis(500),
+    )
+    .expect_err("no listener can get a connection");
+    let text = error.to_string();
+    assert!(
+        text.contains("port 6101") && text.contains("port 6102"),
+        "{text}"
+    );
+}
+
+#[test]
+fn spawned_processes_get_the_extra_environment() {
+    require_root();
+    let netns = Netns::new("tb-env").expect("create a namespace");
+    let mut child = netns
+        .spawn_with_env(
+            &["sh", "-c", "printf %s \"$WEFT_TESTBED_PROBE\""],
+            &[("WEFT_TESTBED_PROBE", "yes")],
+        )
+        .expect("spawn sh");
+    let status = child
+        .wait_timeout(Duration::from_secs(10))
+        .expect("sh exits");
+    assert!(status.success());
+    assert_eq!(child.stdout(), "yes");
 }
