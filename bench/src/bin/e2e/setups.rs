@@ -8,7 +8,7 @@
 //!
 //! Every weft setup is the real daemon (`weft run`) on both hosts, configured only through
 //! its configuration file; the kernel and weft vxlan setups share the testbed's flannel
-//! conventions (VNI [`VXLAN_VNI`], port [`VXLAN_PORT`], device [`VXLAN_DEVICE`], VTEP MACs
+//! conventions (VNI [`VXLAN_VNI`](weft_testbed::VXLAN_VNI), port [`VXLAN_PORT`](weft_testbed::VXLAN_PORT), device [`VXLAN_DEVICE`], VTEP MACs
 //! [`vtep_mac`]), so they differ only in who carries the packets.
 //!
 //! The underlay veth keeps the kernel's default offloads in every setup (nothing here runs
