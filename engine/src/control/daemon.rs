@@ -201,10 +201,29 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     for w in 0..workers {
         let socket =
             setup::bind_udp_shared(config.listen, shared).map_err(setup_err(listen_key.clone()))?;
-        let source_sockets = match &config.vxlan {
-            Some(v) => bind_source_sockets(config.listen.ip(), v.source_ports, v.source_sockets)
+        // Every worker sends a flow from the same source port (the ports worker 0 found
+        // free, bound again with SO_REUSEPORT): a flow that moves to another worker keeps
+        // its outer 4-tuple, so the peer's kernel keeps it on one of its workers too and
+        // nothing is reordered.
+        let source_sockets = match (&config.vxlan, queues.first()) {
+            (Some(v), None) => {
+                bind_source_sockets(config.listen.ip(), v.source_ports, v.source_sockets, shared)
+                    .map_err(setup_err("[vxlan] source_ports".into()))?
+            }
+            (Some(_), Some(first)) => first
+                .source_sockets
+                .iter()
+                .map(|s| {
+                    let addr = s.local_addr().map_err(|source| setup::SetupError::Bind {
+                        addr: config.listen,
+                        hint: "",
+                        source,
+                    })?;
+                    setup::bind_udp_shared(addr, true)
+                })
+                .collect::<Result<_, _>>()
                 .map_err(setup_err("[vxlan] source_ports".into()))?,
-            None => Vec::new(),
+            (None, _) => Vec::new(),
         };
         let mut devices = Vec::with_capacity(plans.len());
         for (i, plan) in plans.iter().enumerate() {
@@ -345,6 +364,7 @@ fn bind_source_sockets(
     ip: IpAddr,
     range: (u16, u16),
     count: usize,
+    reuse_port: bool,
 ) -> Result<Vec<UdpSocket>, SetupError> {
     let (lo, hi) = (u32::from(range.0), u32::from(range.1));
     let span = hi - lo + 1;
@@ -354,7 +374,7 @@ fn bind_source_sockets(
     let step = (span / count.max(1) as u32).max(1);
     let mut port = lo;
     while sockets.len() < count && port <= hi {
-        match setup::bind_udp(SocketAddr::new(ip, port as u16)) {
+        match setup::bind_udp_shared(SocketAddr::new(ip, port as u16), reuse_port) {
             Ok(s) => {
                 sockets.push(s);
                 port += step;
