@@ -1,5 +1,6 @@
-//! Fuzzes `offload::Coalescer`: never panics; every member range lies in its packet, every
-//! packet is in exactly one group, merged groups re-segment into their members.
+//! Fuzzes `offload::Coalescer` (UDP merging off and on): never panics; every member range
+//! lies in its packet, every packet is in exactly one group, merged groups re-segment into
+//! their members, each flow stays in order.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

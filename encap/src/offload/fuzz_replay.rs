@@ -58,13 +58,41 @@ fn seeds_coalesce() -> Vec<Vec<u8>> {
             ]);
         }
     }
-    let f = Flow::v4_tcp();
+    for l3 in [0u8, 14] {
+        // UDP flows (mode bit 2), alone and interleaved with TCP (bit 3), v4 and v6.
+        for mode in [5u8, 7, 13, 15] {
+            v.push(vec![l3, mode, 69, 0, 0x05, 0xa8, 40, 0]);
+            v.push(vec![l3, mode, 69, 1, 0x02, 0x00, 70, 0]);
+            // A mutated UDP length, checksum, TTL; a shorter datagram in the middle.
+            v.push(vec![
+                l3, mode, 30, 0, 0x01, 0x00, 12, 0, 2, 0, 24, 0x01, 5, 0, 26, 0xff, 7, 0, 8, 0x01,
+            ]);
+        }
+    }
     let mut raw = vec![0u8, 2, 64];
-    for p in f.segments(0, 0, 100, &pattern(1000), ACK | PSH) {
-        raw.extend_from_slice(&(p.len() as u16).to_be_bytes());
-        raw.extend_from_slice(&p);
+    let mut raw_udp = vec![0u8, 2, 64];
+    for (i, (t, u)) in Flow::v4_tcp()
+        .segments(0, 0, 100, &pattern(1000), ACK | PSH)
+        .into_iter()
+        .zip(Flow::v4_udp().segments(0, 0, 100, &pattern(950), 0))
+        .enumerate()
+    {
+        raw.extend_from_slice(&(t.len() as u16).to_be_bytes());
+        raw.extend_from_slice(&t);
+        for p in [&t, &u] {
+            raw_udp.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            raw_udp.extend_from_slice(p);
+        }
+        if i == 4 {
+            // A zero-checksum datagram of the flow.
+            let mut z = u.clone();
+            z[26..28].fill(0);
+            raw_udp.extend_from_slice(&(z.len() as u16).to_be_bytes());
+            raw_udp.extend_from_slice(&z);
+        }
     }
     v.push(raw);
+    v.push(raw_udp);
     v
 }
 
@@ -122,7 +150,8 @@ proptest! {
 
     #[test]
     fn coalesce_mutated_flows(
-        l3 in 0u8..30, mode in prop_oneof![Just(1u8), Just(3u8)], cap in any::<u8>(),
+        l3 in 0u8..30, mode in prop_oneof![Just(1u8), Just(3u8), Just(5u8), Just(7u8), Just(13u8), Just(15u8)],
+        cap in any::<u8>(),
         flow in proptest::collection::vec(any::<u8>(), 5),
         muts in proptest::collection::vec(any::<u8>(), 0..24),
     ) {

@@ -13,9 +13,10 @@
 //!   A non-GSO packet may still carry a partial checksum (`NEEDS_CSUM`), finished by
 //!   [`finish_checksum`].
 //! - **Write side (GRO, [`Coalescer`]).** Packets received in one batch are grouped: runs
-//!   of one TCP flow that the kernel can re-segment exactly become one super-packet written
-//!   with a single `writev` of `[vnet hdr][patched headers][payload slices...]`; nothing
-//!   but headers is copied. Every segment's checksum is verified before it is merged,
+//!   of one TCP flow (or UDP flow, for a device that accepted USO: [`Coalescer::set_udp`])
+//!   that the kernel can re-segment exactly become one super-packet written with a single
+//!   `writev` of `[vnet hdr][patched headers][payload slices...]`; nothing but headers is
+//!   copied. Every segment's checksum is verified before it is merged,
 //!   because with `NEEDS_CSUM` the kernel trusts the merged packet.
 //! - A packet received whole but larger than the device MTU (a kernel vxlan peer's TSO
 //!   frame), or with a partial checksum, is written with the header from

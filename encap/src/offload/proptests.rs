@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use super::coalesce::Coalescer;
 use super::split::{split, split_layout};
 use super::testpkt::*;
-use super::vnet::{l4_checksum_state, Gso, GsoKind, L4Checksum};
+use super::vnet::{l4_checksum_state, Gso, GsoKind, L4Checksum, GSO_UDP_L4};
 
 fn bytes(seed: u64, n: usize) -> Vec<u8> {
     let mut x = seed | 1;
@@ -97,32 +97,90 @@ proptest! {
         let groups = coalesce_all(&pkts, l3);
         prop_assert_eq!(groups, vec![(0..n as u32).collect::<Vec<_>>()]);
     }
+
+    /// A clean UDP flow (equal-size datagrams, the last one shorter or equal) coalesces into
+    /// one `GSO_UDP_L4` group that `split` turns back into exactly the original datagrams;
+    /// with UDP disabled every datagram stays alone.
+    #[test]
+    fn coalesce_clean_udp_flow_is_one_group(
+        v6 in any::<bool>(), size in 1usize..1400, n in 2usize..=64,
+        last in 1usize..1400, l3 in prop_oneof![Just(0usize), Just(14), Just(22)],
+        id0 in any::<u16>(), df in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let f = flow_of(2 + u8::from(v6), 0, seed);
+        let payload = bytes(seed, (n - 1) * size + last.min(size));
+        let prefix = bytes(!seed, l3);
+        let pkts: Vec<Vec<u8>> = f.segments(0, id0, size, &payload, 0)
+            .into_iter()
+            .map(|mut p| {
+                if !df && !v6 {
+                    p[6] = 0;
+                    super::ip::fill_ipv4_checksum(&mut p, 20);
+                }
+                [&prefix[..], &p].concat()
+            })
+            .collect();
+        // IPv4 total length <= 65,535 may cut the group.
+        let hdrs = if v6 { 8 } else { 28 };
+        let mut fit = 0;
+        let mut total = hdrs;
+        for p in &pkts {
+            total += p.len() - l3 - hdrs - if v6 { 40 } else { 0 };
+            if total > 65_535 { break; }
+            fit += 1;
+        }
+        let want: Vec<Vec<u32>> = if n <= fit {
+            vec![(0..n as u32).collect()]
+        } else {
+            vec![(0..fit as u32).collect(), (fit as u32..n as u32).collect()]
+        };
+        prop_assert_eq!(coalesce_with(&pkts, l3, true), want.clone());
+        prop_assert_eq!(coalesce_with(&pkts, l3, false), (0..n as u32).map(|i| vec![i]).collect::<Vec<_>>());
+        // The merged group through `split` with GsoKind::UdpL4 (checked against the vnet
+        // header in `expand_group`, here spelled out once more).
+        let mut c = Coalescer::new(n);
+        c.set_udp(true);
+        for (i, p) in pkts.iter().enumerate() {
+            c.push(i as u32, p, l3);
+        }
+        let g = c.groups().next().unwrap();
+        let bytes = group_bytes(&g, &pkts);
+        let gso = Gso { kind: GsoKind::UdpL4, size: size as u16 };
+        prop_assert_eq!(g.hdr.gso(), Ok(Some(gso)));
+        let lay = split_layout(&bytes, l3, gso).unwrap();
+        let mut out = vec![0u8; lay.total_len];
+        split(&bytes, l3, gso, &mut out).unwrap();
+        let got: Vec<Vec<u8>> = out.chunks(lay.segment_len).map(<[u8]>::to_vec).collect();
+        prop_assert_eq!(&got[..], &pkts[..want[0].len()]);
+    }
 }
 
 /// One flow of the mixed-traffic property: its segments and which of them were spoiled.
 #[derive(Debug, Clone)]
 struct FlowSpec {
     v6: bool,
+    udp: bool,
     port: u8,
     ack: u8,
     opt_words: usize,
     mss: usize,
-    /// Per segment: 0..=9 normal, 10 short, 11 PSH, 12 corrupt, 13 swap with the next,
-    /// 14 partial checksum, 15 window change.
+    /// Per segment: 0..=9 normal, 10 short, 11 PSH (UDP: a larger datagram), 12 corrupt,
+    /// 13 swap with the next, 14 partial checksum, 15 window change (UDP: zero checksum).
     segs: Vec<u8>,
 }
 
 fn flow_spec() -> impl Strategy<Value = FlowSpec> {
     (
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
         0u8..3,
         0u8..2,
         0usize..4,
         1usize..1500,
         proptest::collection::vec(0u8..16, 1..16),
     )
-        .prop_map(|(v6, port, ack, opt_words, mss, segs)| FlowSpec {
+        .prop_map(|((v6, udp), port, ack, opt_words, mss, segs)| FlowSpec {
             v6,
+            udp,
             port,
             ack,
             opt_words,
@@ -134,40 +192,55 @@ fn flow_spec() -> impl Strategy<Value = FlowSpec> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
-    /// Mixed flows (some sharing a 5-tuple with another ACK), corrupt and partial
-    /// checksums, PSH in the middle, short middle segments, swapped segments, window
-    /// changes, small batches: every packet lands in exactly one group, merged groups
-    /// re-segment into exactly their members, spoiled packets are never merged, and each
-    /// 5-tuple's packets come out in arrival order.
+    /// Mixed TCP and UDP flows (some sharing a 5-tuple with another ACK or another spec,
+    /// TCP and UDP on the same addresses and ports), corrupt, partial and zero (UDP)
+    /// checksums, PSH in the middle, short middle segments, larger datagrams after smaller
+    /// ones, swapped segments, window changes, small batches, UDP merging on or off: every
+    /// packet lands in exactly one group, merged groups re-segment into exactly their
+    /// members (every member but the last of `gso_size`), spoiled packets are never merged,
+    /// nothing UDP merges while UDP is off, and each 5-tuple's packets come out in arrival
+    /// order.
     #[test]
     fn coalesce_mixed_traffic_never_merges_across(
         specs in proptest::collection::vec(flow_spec(), 1..5),
         order in proptest::collection::vec(any::<u8>(), 0..64),
         cap in 1usize..80, l3 in prop_oneof![Just(0usize), Just(14)], seed in any::<u64>(),
+        udp_on in any::<bool>(),
     ) {
         // Build each flow's packets as its sender would, in a seq space of its own.
         let mut per_flow: Vec<Vec<(Vec<u8>, bool)>> = Vec::new();
         let mut keys = Vec::new();
         for (fi, s) in specs.iter().enumerate() {
-            let mut f = flow_of(u8::from(s.v6), s.opt_words, seed ^ fi as u64);
-            f.opts = vec![1; s.opt_words * 4];
+            let mut f = flow_of(u8::from(s.v6) + 2 * u8::from(s.udp), s.opt_words, seed ^ fi as u64);
+            if !s.udp {
+                f.opts = vec![1; s.opt_words * 4];
+            }
             f.sport = 1000 + u16::from(s.port);
             f.ack = u32::from(s.ack);
             let mut seq = (fi as u32) << 28;
             let mut pkts: Vec<(Vec<u8>, bool)> = Vec::new();
             for (i, &k) in s.segs.iter().enumerate() {
-                let len = if k == 10 { (s.mss / 2).max(1) } else { s.mss };
+                let len = match k {
+                    10 => (s.mss / 2).max(1),
+                    11 if s.udp => s.mss + 1 + i,
+                    _ => s.mss,
+                };
                 let data = bytes(seed.wrapping_add((fi * 100 + i) as u64), len);
                 let id = ((fi as u16) << 12).wrapping_add(i as u16);
                 let flags = if k == 11 { ACK | PSH } else { ACK };
                 let mut p = if k == 14 { f.packet_partial(seq, id, flags, &data) } else { f.packet(seq, id, flags, &data) };
-                if k == 15 {
+                let mut spoiled = k == 14;
+                if k == 15 && s.udp {
+                    // A zero ("no") UDP checksum: never merged.
+                    let at = f.ip_hdr_len() + 6;
+                    p[at..at + 2].fill(0);
+                    spoiled = true;
+                } else if k == 15 {
                     // A window change: a valid packet that must not join the group.
                     let w = f.ip_hdr_len() + 14;
                     p[w] ^= 0x40;
                     p = refix(&f, &p);
                 }
-                let mut spoiled = k == 14;
                 if k == 12 {
                     let last = p.len() - 1;
                     p[last] ^= 0x21;
@@ -180,7 +253,7 @@ proptest! {
                 if k == 13 && i + 1 < pkts.len() { pkts.swap(i, i + 1); }
             }
             per_flow.push(pkts);
-            keys.push((s.v6, s.port));
+            keys.push((s.udp, s.v6, s.port));
         }
         // Interleave, keeping each flow's order.
         let mut cursor = vec![0usize; per_flow.len()];
@@ -197,6 +270,7 @@ proptest! {
         let pkts: Vec<Vec<u8>> = input.iter().map(|(p, _, _)| p.clone()).collect();
 
         let mut c = Coalescer::new(cap);
+        c.set_udp(udp_on);
         let mut out_order: Vec<u32> = Vec::new();
         let mut seen = vec![0u32; pkts.len()];
         let mut i = 0;
@@ -206,15 +280,20 @@ proptest! {
                 if i < pkts.len() { continue; }
             }
             for g in c.groups() {
-                let expanded = expand_group(&g, &pkts, l3);
-                let members: Vec<Vec<u8>> = g.members.iter().map(|m| pkts[m.id as usize].clone()).collect();
+                // UDP with DF: the IDs are not checked (as for TCP), and re-segmentation
+                // numbers them from the first member's.
+                let expanded: Vec<Vec<u8>> = expand_group(&g, &pkts, l3).iter().map(|p| without_df_id(p, l3)).collect();
+                let members: Vec<Vec<u8>> = g.members.iter().map(|m| without_df_id(&pkts[m.id as usize], l3)).collect();
                 prop_assert_eq!(expanded, members);
                 for m in g.members {
                     seen[m.id as usize] += 1;
                     out_order.push(m.id);
                     if g.is_merged() {
-                        prop_assert!(!input[m.id as usize].1, "spoiled packet merged");
+                        let (_, spoiled, fi) = input[m.id as usize];
+                        prop_assert!(!spoiled, "spoiled packet merged");
                         prop_assert_eq!(l4_checksum_state(&pkts[m.id as usize], l3), L4Checksum::Valid);
+                        prop_assert!(udp_on || !specs[fi].udp, "UDP merged while off");
+                        prop_assert_eq!(g.hdr.gso_type == GSO_UDP_L4, specs[fi].udp);
                     }
                 }
             }
@@ -228,6 +307,16 @@ proptest! {
             prop_assert_eq!(arrival, output);
         }
     }
+}
+
+/// The packet with its IPv4 ID and header checksum zeroed when DF is set (IPv6 as it is).
+fn without_df_id(p: &[u8], l3: usize) -> Vec<u8> {
+    let mut q = p.to_vec();
+    if q[l3] >> 4 == 4 && q[l3 + 6] & 0x40 != 0 {
+        q[l3 + 4..l3 + 6].fill(0);
+        q[l3 + 10..l3 + 12].fill(0);
+    }
+    q
 }
 
 /// Recomputes a packet's L4 checksum after a header edit (via a partial + finish).

@@ -223,7 +223,23 @@ pub fn expand_group(g: &Group<'_>, pkts: &[Vec<u8>], l3: usize) -> Vec<Vec<u8>> 
     let hdr = g.hdr;
     assert!(hdr.needs_csum());
     assert_eq!(usize::from(hdr.hdr_len), g.header.len());
-    assert_eq!(hdr.csum_offset, 16);
+    let udp = hdr.gso_type == super::vnet::GSO_UDP_L4;
+    assert_eq!(hdr.csum_offset, if udp { 6 } else { 16 });
+    let ip_hdr = if bytes[l3] >> 4 == 4 { 20 } else { 40 };
+    assert_eq!(usize::from(hdr.csum_start), l3 + ip_hdr);
+    if udp {
+        // UDP length = merged L4 length.
+        let at = l3 + ip_hdr + 4;
+        let ulen = usize::from(u16::from_be_bytes([bytes[at], bytes[at + 1]]));
+        assert_eq!(ulen, bytes.len() - l3 - ip_hdr);
+        assert_eq!(usize::from(hdr.hdr_len), l3 + ip_hdr + 8);
+    }
+    // Every member but the last carries gso_size payload bytes; the last no more.
+    let sizes: Vec<usize> = g.members.iter().map(|m| m.range.len()).collect();
+    let gso_size = usize::from(hdr.gso_size);
+    assert_eq!(sizes[0], gso_size);
+    assert!(sizes[..sizes.len() - 1].iter().all(|&n| n == gso_size));
+    assert!(sizes[sizes.len() - 1] <= gso_size);
     assert_eq!(l4_checksum_state(&bytes, l3), L4Checksum::Partial);
     let mut fin = bytes.clone();
     finish_checksum(&mut fin, hdr.csum_start.into(), hdr.csum_offset.into()).unwrap();
@@ -241,7 +257,13 @@ pub fn expand_group(g: &Group<'_>, pkts: &[Vec<u8>], l3: usize) -> Vec<Vec<u8>> 
 /// Pushes `pkts` (ids = indices) into a fresh coalescer and returns the groups' member ids
 /// and the expanded output, checking that every group re-segments into its members.
 pub fn coalesce_all(pkts: &[Vec<u8>], l3: usize) -> Vec<Vec<u32>> {
+    coalesce_with(pkts, l3, false)
+}
+
+/// [`coalesce_all`] with UDP merging enabled (`udp`) or not.
+pub fn coalesce_with(pkts: &[Vec<u8>], l3: usize, udp: bool) -> Vec<Vec<u32>> {
     let mut c = Coalescer::new(pkts.len());
+    c.set_udp(udp);
     for (i, p) in pkts.iter().enumerate() {
         assert!(c.push(i as u32, p, l3));
     }
