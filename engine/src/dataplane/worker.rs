@@ -725,6 +725,8 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 continue;
             }
             self.coalescer.clear();
+            // UDP datagrams merge only where the kernel takes UDP super-packets (USO).
+            self.coalescer.set_udp(slot.offload.uso);
             let l3 = slot.offload.l3_offset;
             for (k, del) in self.deliveries.iter().enumerate() {
                 if del.device != d {
