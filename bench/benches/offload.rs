@@ -1,0 +1,107 @@
+//! Micro-benchmarks of the offload code (`weft_encap::offload`): what a 64 KB TCP
+//! super-packet costs in userspace on each path.
+//!
+//! - `offload/split`: a TSO super-packet (44 segments of 1,432 bytes, as a TUN hands it
+//!   over) cut into 44 datagrams with their headers and TCP checksums, behind a 22-byte
+//!   VXLAN + Ethernet prefix (the transmit path);
+//! - `offload/coalesce`: the same 44 segments offered to a `Coalescer` (each checksum
+//!   verified) and merged into one super-packet's header and payload list (the receive
+//!   path);
+//! - `offload/checksum_64k`: one Internet checksum over 63,008 bytes, for scale.
+//!
+//! Full run: `cargo bench -p weft-bench --bench offload`.
+#![allow(missing_docs)] // criterion_group! / criterion_main! generate undocumented items.
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use weft_encap::offload::coalesce::Coalescer;
+use weft_encap::offload::split::{split, split_layout};
+use weft_encap::offload::vnet::{Gso, GsoKind};
+use weft_encap::wire::checksum;
+
+const MSS: usize = 1432;
+const SEGMENTS: usize = 44;
+const PREFIX: usize = 22;
+
+/// A 22-byte prefix, then one IPv4 + TCP header whose length covers the whole super-packet
+/// (with the pseudo-header sum in the checksum field, as the kernel leaves it), then the
+/// payload.
+fn super_packet() -> Vec<u8> {
+    let payload = MSS * SEGMENTS;
+    let mut p = vec![0u8; PREFIX + 40 + payload];
+    let ip = &mut p[PREFIX..PREFIX + 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&[100, 96, 1, 5]);
+    ip[16..20].copy_from_slice(&[100, 96, 2, 7]);
+    let sum = checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let tcp = &mut p[PREFIX + 20..PREFIX + 40];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10;
+    let pseudo = checksum::pseudo_header_v4(
+        Ipv4Addr::new(100, 96, 1, 5),
+        Ipv4Addr::new(100, 96, 2, 7),
+        6,
+        (20 + payload) as u32,
+    );
+    tcp[16..18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+    for (i, b) in p[PREFIX + 40..].iter_mut().enumerate() {
+        *b = (i * 7 + 3) as u8;
+    }
+    p
+}
+
+fn offload(c: &mut Criterion) {
+    let pkt = super_packet();
+    let gso = Gso {
+        kind: GsoKind::TcpV4,
+        size: MSS as u16,
+    };
+    let layout = split_layout(&pkt, PREFIX, gso).expect("a valid super-packet");
+    let mut out = vec![0u8; layout.total_len];
+    let payload_bytes = (MSS * SEGMENTS) as u64;
+
+    let mut group = c.benchmark_group("offload");
+    group.throughput(Throughput::Bytes(payload_bytes));
+    group.bench_function("split", |b| {
+        b.iter(|| split(black_box(&pkt), PREFIX, gso, black_box(&mut out)).unwrap())
+    });
+
+    // The segments as they arrive on the other side: each a valid packet (prefix stripped).
+    split(&pkt, PREFIX, gso, &mut out).unwrap();
+    let segments: Vec<&[u8]> = out
+        .chunks(layout.segment_len)
+        .map(|s| &s[PREFIX..])
+        .collect();
+    let mut coalescer = Coalescer::new(SEGMENTS);
+    coalescer.clear();
+    for (i, s) in segments.iter().enumerate() {
+        assert!(coalescer.push(i as u32, s, 0));
+    }
+    assert_eq!(coalescer.groups().count(), 1, "the segments merge into one packet");
+    group.bench_function("coalesce", |b| {
+        b.iter(|| {
+            coalescer.clear();
+            for (i, s) in segments.iter().enumerate() {
+                coalescer.push(i as u32, black_box(s), 0);
+            }
+            black_box(coalescer.groups().count())
+        })
+    });
+    group.bench_function("checksum_64k", |b| {
+        b.iter(|| checksum::sum(black_box(&pkt[PREFIX + 40..]), 0))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, offload);
+criterion_main!(benches);
