@@ -24,7 +24,7 @@ use std::io::{self, IoSlice};
 use std::ops::Range;
 
 use weft_encap::backend::DeviceLayer;
-use weft_encap::offload::coalesce::{Coalescer, MAX_MEMBERS};
+use weft_encap::offload::coalesce::{Coalescer, Member, MAX_MEMBERS};
 use weft_encap::offload::split::split;
 use weft_encap::offload::vnet::{
     gso_header_for, OffloadError, VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN,
@@ -401,12 +401,7 @@ pub(crate) fn write_groups<T: WriteTarget>(
     for group in coalescer.groups() {
         let packet_of = |id: u32| deliveries.get(id as usize);
         if !group.is_merged() || !target.offload().gso_write {
-            for member in group.members {
-                if let Some(del) = packet_of(member.id) {
-                    let pkt = &mut rx_bufs[del.buf][del.range.clone()];
-                    write_single(target, pkt, local, scratch);
-                }
-            }
+            write_alone(target, group.members, deliveries, rx_bufs, local, scratch);
             continue;
         }
         let hdr = group.hdr.emit();
@@ -440,17 +435,29 @@ pub(crate) fn write_groups<T: WriteTarget>(
             }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 refuse_gso_writes(target, local, &e);
-                for member in group.members {
-                    if let Some(del) = packet_of(member.id) {
-                        let pkt = &mut rx_bufs[del.buf][del.range.clone()];
-                        write_single(target, pkt, local, scratch);
-                    }
-                }
+                write_alone(target, group.members, deliveries, rx_bufs, local, scratch);
             }
             Err(e) => {
                 log::debug!("device write of a {bytes}-byte super-packet failed: {e}");
                 local.drop(DropReason::IoError);
             }
+        }
+    }
+}
+
+/// Writes each of `members` on its own ([`write_single`]).
+fn write_alone<T: WriteTarget>(
+    target: &mut T,
+    members: &[Member],
+    deliveries: &[Delivery],
+    rx_bufs: &mut [Box<[u8]>],
+    local: &mut LocalCounters,
+    scratch: &mut [u8],
+) {
+    for member in members {
+        if let Some(del) = deliveries.get(member.id as usize) {
+            let pkt = &mut rx_bufs[del.buf][del.range.clone()];
+            write_single(target, pkt, local, scratch);
         }
     }
 }
