@@ -87,7 +87,11 @@ fn offload(c: &mut Criterion) {
     for (i, s) in segments.iter().enumerate() {
         assert!(coalescer.push(i as u32, s, 0));
     }
-    assert_eq!(coalescer.groups().count(), 1, "the segments merge into one packet");
+    assert_eq!(
+        coalescer.groups().count(),
+        1,
+        "the segments merge into one packet"
+    );
     group.bench_function("coalesce", |b| {
         b.iter(|| {
             coalescer.clear();
