@@ -779,6 +779,27 @@ mod tests {
     }
 
     #[test]
+    fn trains_longer_than_the_path_allows_are_recut_down_to_single_datagrams() {
+        // The loopback's MTU below what the engines were told (1,500): every 1,472-byte
+        // datagram of a train is too big for the path (EMSGSIZE), while a single one is
+        // still sent (fragmented by the kernel).
+        let (a, b) = offload_pair(|_| {
+            let mut nl = crate::sys::Netlink::open().unwrap();
+            let lo = nl.link_by_name("lo").unwrap().unwrap();
+            nl.set_mtu(lo.index, 1400).unwrap();
+        });
+        let (sent, got, _) = carry_super_packets(&a, &b, 3);
+        assert!(sent == got, "the payload arrives intact and in order");
+        wait_for("A's counters", || {
+            a.engine.stats().get("device_rx_super") == Some(3)
+        });
+        let sa = a.engine.stats();
+        assert!(sa.get("gso_recuts").unwrap() >= 1, "{sa}");
+        assert_eq!(sa.get("tx_packets"), Some(3 * 44), "{sa}");
+        assert_eq!(sa.drops(DropReason::IoError), 0, "{sa}");
+    }
+
+    #[test]
     fn shutdown_stops_the_worker_and_releases_the_socket() {
         let (a, _b) = pair();
         let addr = a.addr;

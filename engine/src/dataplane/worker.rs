@@ -957,9 +957,43 @@ fn resend_cut(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
-                local.drop(DropReason::IoError);
+                // A shorter train refused too: its datagrams one by one, as a last resort.
+                let refused = singles[sent].clone();
                 sent += 1;
+                match refused.segment {
+                    Some(segment) => send_one_by_one(socket, mmsg, bufs, local, &refused, segment),
+                    None => local.drop(DropReason::IoError),
+                }
             }
+        }
+    }
+}
+
+/// Sends the datagrams of the train `m` one `sendmmsg` entry each; drops and counts what the
+/// socket refuses.
+fn send_one_by_one(
+    socket: &UdpSocket,
+    mmsg: &mut Mmsg,
+    bufs: &[Box<[u8]>],
+    local: &mut LocalCounters,
+    m: &SendMsg,
+    segment: u16,
+) {
+    let step = usize::from(segment).max(1);
+    for start in m.range.clone().step_by(step) {
+        let one = SendMsg {
+            buf: m.buf,
+            range: start..(start + step).min(m.range.end),
+            dest: m.dest,
+            segment: None,
+        };
+        loop {
+            match mmsg.send(socket, bufs, std::slice::from_ref(&one)) {
+                Ok(_) => count_sent(local, &one),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => local.drop(DropReason::IoError),
+            }
+            break;
         }
     }
 }
