@@ -7,15 +7,17 @@
 //!
 //! ## Embedding
 //! Bring your own device (a TUN you opened, a descriptor from elsewhere, or the in-memory
-//! [`MemoryDevice`] in tests), a bound UDP socket and routes; the engine runs one worker
-//! thread with a mio loop and batched `recvmmsg`/`sendmmsg`:
+//! [`MemoryDevice`] in tests), a bound UDP socket and routes; the engine runs a worker
+//! thread with a mio loop and batched `recvmmsg`/`sendmmsg` (more workers with
+//! [`EngineBuilder::worker`], one queue of a multi-queue device and one `SO_REUSEPORT`
+//! socket each):
 //!
 //! ```no_run
 //! use std::net::UdpSocket;
 //! use weft::{Engine, RouteTable, Tun, TunOptions};
 //! use weft_encap::table::Route;
 //!
-//! let tun = Tun::open("vpn0", &TunOptions::default())?;   // configure it with `ip` or weft::setup
+//! let tun = Tun::open("vpn0", &TunOptions::default())?;   // configure it with `ip` or weft::control::provision
 //! let socket = UdpSocket::bind("198.18.0.1:8285")?;
 //! let routes = RouteTable::new([Route {
 //!     subnet: "100.96.2.0/24".parse()?,
@@ -33,6 +35,15 @@
 //! The UDP backend is the default; `.backend(weft_encap::vxlan::VxlanBackend::new(...))`
 //! selects VXLAN, `.device(...)` adds a device per further VNI, and `.source_sockets(...)`
 //! gives VXLAN its per-flow source ports.
+//!
+//! ## Offloads
+//! A device opened with vnet headers (`TunOptions { vnet_hdr: true, .. }` and
+//! [`Tun::set_offload`], or [`control::provision::create_tun`], which negotiates them) hands
+//! the engine TCP super-packets of up to 64 KB; the engine judges each once, on its first
+//! segment, and sends it as UDP GSO trains; received GRO trains are coalesced and written
+//! back as one super-packet with `writev`. [`OffloadMode::Off`] turns all of that off;
+//! [`Engine::status`] says what is in use. The pure parts (split, coalesce, checksums) are
+//! in `weft_encap::offload`.
 //!
 //! ## Modules
 //! - [`dataplane`]: the engine and its workers, devices, routes and counters.
