@@ -111,6 +111,33 @@ fn layout(pkt: &[u8], l3_offset: usize, gso: Gso) -> Result<Layout, OffloadError
     })
 }
 
+/// Rewrites the length field of the IP packet at `pkt[l3_offset..]` so that the packet
+/// ends at `pkt[..end]` (IPv4: total length and header checksum; IPv6: payload length):
+/// how a super-packet's header is made to describe its first segment alone. Returns false,
+/// changing nothing, if the header is not there or `end` does not fit.
+pub fn set_ip_len(pkt: &mut [u8], l3_offset: usize, end: usize) -> bool {
+    let Some(len) = end
+        .checked_sub(l3_offset)
+        .filter(|_| end <= pkt.len())
+        .and_then(|len| u16::try_from(len).ok())
+    else {
+        return false;
+    };
+    let bytes = &mut pkt[l3_offset..];
+    match ip::parse_ip(bytes) {
+        Some(h) if !h.v6 => {
+            ip::wr16(bytes, 2, len);
+            ip::fill_ipv4_checksum(bytes, h.hdr_len);
+            true
+        }
+        Some(_) => match len.checked_sub(40) {
+            Some(payload) => ip::wr16(bytes, 4, payload),
+            None => false,
+        },
+        None => false,
+    }
+}
+
 /// What [`split`] would write for these arguments (use `total_len` to size `out`), without
 /// writing anything. Same errors as [`split`], except [`OffloadError::OutputTooSmall`].
 pub fn split_layout(pkt: &[u8], l3_offset: usize, gso: Gso) -> Result<Split, OffloadError> {
@@ -409,5 +436,29 @@ mod tests {
             Err(OffloadError::Malformed)
         );
         assert!(split_layout(&big, 0, gso(GsoKind::TcpV4, 65495)).is_ok());
+    }
+
+    #[test]
+    fn ip_length_is_rewritten_with_a_valid_header_checksum() {
+        use crate::wire::ipv4;
+        let mut pkt = vec![0u8; 100];
+        ipv4::Repr {
+            src_addr: [100, 96, 1, 5].into(),
+            dst_addr: [100, 96, 2, 7].into(),
+            protocol: crate::wire::PROTO_TCP,
+            payload_len: 80,
+            ttl: 64,
+        }
+        .emit(&mut ipv4::Packet::new_unchecked(&mut pkt[..]));
+        assert!(set_ip_len(&mut pkt, 0, 60));
+        let ip = ipv4::Packet::new_unchecked(&pkt[..]);
+        assert_eq!(ip.total_len(), 60);
+        assert!(ip.verify_checksum());
+        assert!(!set_ip_len(&mut pkt, 0, 101), "past the end");
+        assert!(!set_ip_len(&mut [0x45u8; 10], 0, 10), "no header");
+        let mut v6 = vec![0u8; 80];
+        v6[0] = 0x60;
+        assert!(set_ip_len(&mut v6, 0, 70));
+        assert_eq!(u16::from_be_bytes([v6[4], v6[5]]), 30);
     }
 }

@@ -294,6 +294,23 @@ pub fn l4_checksum_state(pkt: &[u8], l3_offset: usize) -> L4Checksum {
     L4Checksum::Invalid
 }
 
+/// Whether the checksum field of the TCP/UDP packet at `pkt[l3_offset..]` holds the bare
+/// pseudo-header sum, as a Linux sender leaves a `CHECKSUM_PARTIAL` packet: a look at the
+/// headers only, so that ordinary packets are not summed twice on the way to a device (the
+/// kernel verifies them). A valid checksum that happens to have that value is told apart by
+/// [`l4_checksum_state`], which a `true` should be followed by.
+pub fn maybe_partial(pkt: &[u8], l3_offset: usize) -> bool {
+    let Some(p) = pkt.get(l3_offset..).and_then(parse_l4) else {
+        return false;
+    };
+    let ip_bytes = &pkt[l3_offset..];
+    let field = ip::rd16(&ip_bytes[p.ip.hdr_len..], p.csum_off).unwrap_or(0);
+    ip::csum_eq(
+        field,
+        fold(ip::pseudo_sum(ip_bytes, p.ip.v6, p.ip.proto, p.l4_len)),
+    )
+}
+
 /// Prepares the TCP/UDP packet at `pkt[l3_offset..]` to be written to a TUN/TAP device with
 /// [`F_NEEDS_CSUM`], and with GSO when the IP packet is longer than `mtu` (the device MTU,
 /// counted from the IP header). Use it for a packet whose checksum is
@@ -630,5 +647,17 @@ mod tests {
             gso_header_for(&mut ack, 0, 30),
             Err(OffloadError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_partial_checksum_is_recognised_from_the_headers() {
+        let flow = crate::offload::testpkt::Flow::v4_tcp();
+        let partial = flow.packet_partial(1, 1, crate::offload::testpkt::ACK, &[7u8; 40]);
+        assert!(maybe_partial(&partial, 0));
+        assert_eq!(l4_checksum_state(&partial, 0), L4Checksum::Partial);
+        let valid = flow.packet(1, 1, crate::offload::testpkt::ACK, &[7u8; 40]);
+        assert!(!maybe_partial(&valid, 0));
+        assert!(!maybe_partial(&partial[..10], 0));
+        assert!(!maybe_partial(&partial, 70));
     }
 }

@@ -27,11 +27,11 @@ use weft_encap::backend::DeviceLayer;
 use weft_encap::offload::coalesce::{Coalescer, Member, MAX_MEMBERS};
 use weft_encap::offload::split::split;
 use weft_encap::offload::vnet::{
-    gso_header_for, OffloadError, VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN,
+    gso_header_for, maybe_partial, OffloadError, VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN,
 };
 use weft_encap::verdict::DropReason;
 use weft_encap::wire::checksum::{self, fold};
-use weft_encap::wire::{ipv4, ipv6, PROTO_TCP, PROTO_UDP};
+use weft_encap::wire::{ipv4, PROTO_TCP};
 
 use crate::dataplane::counters::LocalCounters;
 use crate::dataplane::device::Device;
@@ -136,101 +136,6 @@ fn probe_gso_write<D: Device>(device: &mut D) -> bool {
             true
         }
     }
-}
-
-/// Rewrites the length field of the IP packet at `pkt[l3..]` so that the packet ends at
-/// `pkt[..end]` (IPv4: total length and header checksum; IPv6: payload length). Returns false
-/// if the header is not there.
-pub(crate) fn set_ip_len(pkt: &mut [u8], l3: usize, end: usize) -> bool {
-    let Some(ip_len) = end.checked_sub(l3).filter(|_| end <= pkt.len()) else {
-        return false;
-    };
-    let Ok(ip_len) = u16::try_from(ip_len) else {
-        return false;
-    };
-    let bytes = &mut pkt[l3..];
-    match bytes.first().map(|b| b >> 4) {
-        Some(4) if bytes.len() >= 20 => {
-            let ihl = usize::from(bytes[0] & 0x0f) * 4;
-            if ihl < 20 || bytes.len() < ihl {
-                return false;
-            }
-            bytes[2..4].copy_from_slice(&ip_len.to_be_bytes());
-            bytes[10..12].copy_from_slice(&[0, 0]);
-            let sum = checksum::checksum(&bytes[..ihl]);
-            bytes[10..12].copy_from_slice(&sum.to_be_bytes());
-            true
-        }
-        Some(6) if bytes.len() >= 40 => match ip_len.checked_sub(40) {
-            Some(payload) => {
-                bytes[4..6].copy_from_slice(&payload.to_be_bytes());
-                true
-            }
-            None => false,
-        },
-        _ => false,
-    }
-}
-
-/// Whether the TCP/UDP checksum field of the packet at `pkt[l3..]` holds the bare
-/// pseudo-header sum, as a Linux sender leaves a `CHECKSUM_PARTIAL` packet: a check of the
-/// headers only, so that ordinary packets are not summed twice (the kernel verifies them).
-/// A valid checksum that happens to have that value is told apart by the full check that
-/// follows a `true`.
-pub(crate) fn maybe_partial(pkt: &[u8], l3: usize) -> bool {
-    let Some(bytes) = pkt.get(l3..) else {
-        return false;
-    };
-    let (pseudo, proto, l4_at) = match bytes.first().map(|b| b >> 4) {
-        Some(4) => {
-            let Ok(ip) = ipv4::Packet::new_checked(bytes) else {
-                return false;
-            };
-            if ip.more_frags() || ip.frag_offset() != 0 {
-                return false;
-            }
-            let hl = ip.header_len();
-            let l4_len = usize::from(ip.total_len()).saturating_sub(hl);
-            (
-                checksum::pseudo_header_v4(
-                    ip.src_addr(),
-                    ip.dst_addr(),
-                    ip.protocol(),
-                    l4_len as u32,
-                ),
-                ip.protocol(),
-                hl,
-            )
-        }
-        Some(6) => {
-            let Ok(ip) = ipv6::Packet::new_checked(bytes) else {
-                return false;
-            };
-            let l4_len = usize::from(ip.payload_len());
-            (
-                checksum::pseudo_header_v6(
-                    &ip.src_addr(),
-                    &ip.dst_addr(),
-                    ip.next_header(),
-                    l4_len as u32,
-                ),
-                ip.next_header(),
-                40,
-            )
-        }
-        _ => return false,
-    };
-    let field_at = match proto {
-        PROTO_TCP => l4_at + 16,
-        PROTO_UDP => l4_at + 6,
-        _ => return false,
-    };
-    let Some(field) = bytes.get(field_at..field_at + 2) else {
-        return false;
-    };
-    let field = u16::from_be_bytes([field[0], field[1]]);
-    let partial = fold(pseudo);
-    field == partial || (field == 0 && partial == 0xffff) || (field == 0xffff && partial == 0)
 }
 
 /// Writes `parts` as one packet, retrying an interrupted call.
@@ -459,59 +364,5 @@ fn write_alone<T: WriteTarget>(
             let pkt = &mut rx_bufs[del.buf][del.range.clone()];
             write_single(target, pkt, local, scratch);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ip_length_is_rewritten_with_a_valid_header_checksum() {
-        let mut pkt = vec![0u8; 100];
-        ipv4::Repr {
-            src_addr: [100, 96, 1, 5].into(),
-            dst_addr: [100, 96, 2, 7].into(),
-            protocol: PROTO_TCP,
-            payload_len: 80,
-            ttl: 64,
-        }
-        .emit(&mut ipv4::Packet::new_unchecked(&mut pkt[..]));
-        assert!(set_ip_len(&mut pkt, 0, 60));
-        let ip = ipv4::Packet::new_unchecked(&pkt[..]);
-        assert_eq!(ip.total_len(), 60);
-        assert!(ip.verify_checksum());
-        assert!(!set_ip_len(&mut pkt, 0, 101), "past the end");
-        assert!(!set_ip_len(&mut [0x45u8; 10], 0, 10), "no header");
-        let mut v6 = vec![0u8; 80];
-        v6[0] = 0x60;
-        assert!(set_ip_len(&mut v6, 0, 70));
-        assert_eq!(u16::from_be_bytes([v6[4], v6[5]]), 30);
-    }
-
-    #[test]
-    fn a_partial_checksum_is_recognised_from_the_headers() {
-        let mut pkt = vec![0u8; 60];
-        ipv4::Repr {
-            src_addr: [100, 96, 1, 5].into(),
-            dst_addr: [100, 96, 2, 7].into(),
-            protocol: PROTO_TCP,
-            payload_len: 40,
-            ttl: 64,
-        }
-        .emit(&mut ipv4::Packet::new_unchecked(&mut pkt[..]));
-        pkt[32] = 5 << 4;
-        let pseudo = checksum::pseudo_header_v4(
-            [100, 96, 1, 5].into(),
-            [100, 96, 2, 7].into(),
-            PROTO_TCP,
-            40,
-        );
-        pkt[36..38].copy_from_slice(&fold(pseudo).to_be_bytes());
-        assert!(maybe_partial(&pkt, 0));
-        pkt[36] ^= 0x55;
-        assert!(!maybe_partial(&pkt, 0));
-        assert!(!maybe_partial(&pkt[..10], 0));
-        assert!(!maybe_partial(&pkt, 70));
     }
 }

@@ -16,7 +16,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use weft_encap::backend::{Backend, DeviceLayer, PacketBuf};
 use weft_encap::offload::coalesce::Coalescer;
-use weft_encap::offload::split::{split, split_layout, Split};
+use weft_encap::offload::split::{set_ip_len, split, split_layout, Split};
 use weft_encap::offload::vnet::{finish_checksum, Gso, VnetHdr, VNET_HDR_LEN};
 use weft_encap::table::SubnetTable;
 use weft_encap::verdict::{DropReason, Verdict};
@@ -435,7 +435,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
         };
         self.local.device_rx_super += 1;
         let first_len = layout.segment_len.min(len);
-        if !offload::set_ip_len(&mut self.tx_bufs[i][whole], l3, first_len) {
+        if !set_ip_len(&mut self.tx_bufs[i][whole], l3, first_len) {
             self.local.drop(DropReason::BadOffload);
             return;
         }
