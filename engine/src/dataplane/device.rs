@@ -94,7 +94,10 @@ impl Device for Tun {
         Some(Tun::name(self))
     }
     fn mtu(&self) -> Option<usize> {
-        crate::sys::interface_mtu(Tun::name(self)).ok()
+        let link = crate::sys::Netlink::open()
+            .and_then(|mut nl| nl.link_by_name(Tun::name(self)))
+            .ok()??;
+        usize::try_from(link.mtu).ok()
     }
 }
 

@@ -175,20 +175,6 @@ pub fn writev(fd: impl AsFd, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
     }
 }
 
-/// The MTU of the interface `name` in the calling thread's network namespace
-/// (`SIOCGIFMTU`).
-pub fn interface_mtu(name: &str) -> io::Result<usize> {
-    let socket =
-        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
-    let mut req = tun::ifreq_for(name)?;
-    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into one `struct ifreq`,
-    // which `req` is, valid and writable for the call.
-    cvt(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut req) })?;
-    // SAFETY: SIOCGIFMTU succeeded, so it wrote `ifru_mtu`; any int is a valid value.
-    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
-    usize::try_from(mtu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
 /// Moves the calling thread (only) into the network namespace named by `path`, e.g.
 /// `/run/netns/<name>` (as created by `ip netns add`) or `/proc/<pid>/ns/net`.
 ///

@@ -92,13 +92,6 @@ fn name_from_ifreq(raw: &[libc::c_char; libc::IFNAMSIZ]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// An all-zero `ifreq` naming the interface `name`.
-pub(crate) fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
-    let mut req = zeroed_ifreq();
-    req.ifr_name = interface_name(name)?;
-    Ok(req)
-}
-
 /// An all-zero `ifreq`.
 fn zeroed_ifreq() -> libc::ifreq {
     // SAFETY: `ifreq` is a C struct of integers, arrays and a union of such (and one raw
