@@ -141,7 +141,6 @@ fn probe_gso_write<D: Device>(device: &mut D) -> bool {
 /// Writes `parts` as one packet, retrying an interrupted call.
 pub(crate) fn write_device_raw<D: Device>(
     device: &mut D,
-    _local: &mut LocalCounters,
     parts: &[IoSlice<'_>],
 ) -> io::Result<usize> {
     loop {
@@ -158,7 +157,7 @@ pub(crate) fn write_device<D: Device>(
     local: &mut LocalCounters,
     parts: &[IoSlice<'_>],
 ) -> bool {
-    match write_device_raw(device, local, parts) {
+    match write_device_raw(device, parts) {
         Ok(_) => true,
         Err(e) => {
             let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -177,7 +176,7 @@ pub(crate) trait WriteTarget {
     /// The same, to turn GSO writes off.
     fn offload_mut(&mut self) -> &mut DeviceOffload;
     /// Writes one packet gathered from `parts`.
-    fn write(&mut self, local: &mut LocalCounters, parts: &[IoSlice<'_>]) -> io::Result<usize>;
+    fn write(&mut self, parts: &[IoSlice<'_>]) -> io::Result<usize>;
 }
 
 /// A packet the receive path delivers to device `device`: `rx_bufs[buf][range]`.
@@ -227,7 +226,7 @@ pub(crate) fn write_single<T: WriteTarget>(
     let with_hdr = [IoSlice::new(&emitted), IoSlice::new(pkt)];
     let without = [IoSlice::new(pkt)];
     let parts: &[IoSlice<'_>] = if off.vnet { &with_hdr } else { &without };
-    match target.write(local, parts) {
+    match target.write(parts) {
         Ok(_) => {
             local.rx_packets += 1;
             local.rx_bytes += len as u64;
@@ -278,7 +277,7 @@ fn write_cut<T: WriteTarget>(
         let with_hdr = [IoSlice::new(&ZERO_VNET_HDR), IoSlice::new(segment)];
         let without = [IoSlice::new(segment)];
         let parts: &[IoSlice<'_>] = if off.vnet { &with_hdr } else { &without };
-        match target.write(local, parts) {
+        match target.write(parts) {
             Ok(_) => {
                 local.rx_packets += 1;
                 local.rx_bytes += segment.len() as u64;
@@ -331,7 +330,7 @@ pub(crate) fn write_groups<T: WriteTarget>(
             local.drop(DropReason::BadVerdict);
             continue;
         }
-        match target.write(local, &parts[..count]) {
+        match target.write(&parts[..count]) {
             Ok(_) => {
                 local.rx_packets += group.members.len() as u64;
                 local.rx_bytes += bytes;

@@ -481,11 +481,11 @@ impl<D: Device, B: Backend> Worker<D, B> {
         self.local.device_rx_segments += split.segments as u64;
         let buf = self.batch + i;
         match (flood, dest) {
-            (_, Some(dest)) => queue_train(&mut self.sockets, buf, split, dest, flow),
+            (_, Some(dest)) => queue_train(&mut self.sockets, buf, 0, split, dest, flow),
             (Some(device), None) => {
                 if let Some(table) = self.tables.get(device) {
                     for &dest in table.flood_peers() {
-                        queue_train(&mut self.sockets, buf, split, dest, flow);
+                        queue_train(&mut self.sockets, buf, 0, split, dest, flow);
                     }
                 }
             }
@@ -509,23 +509,25 @@ impl<D: Device, B: Backend> Worker<D, B> {
         };
         let sockets = &mut self.sockets;
         let replies = &mut self.reply_msgs;
-        let mut push = |msg: SendMsg, flow: Option<u32>| match path {
-            Path::Transmit => {
-                let n = sockets.len();
-                sockets[socket_for(flow, n)].queue.msgs.push(msg)
+        // One datagram of buffer `i` to `dest`: on the transmit path into the queue of the
+        // flow's socket, on the receive path among the replies.
+        let mut push = |range: Range<usize>, dest, flow: Option<u32>| {
+            let msg = SendMsg {
+                buf: i,
+                range: shift(range),
+                dest,
+                segment: None,
+            };
+            match path {
+                Path::Transmit => {
+                    let n = sockets.len();
+                    sockets[socket_for(flow, n)].queue.msgs.push(msg)
+                }
+                Path::Receive => replies.push(msg),
             }
-            Path::Receive => replies.push(msg),
         };
         match verdict {
-            Verdict::SendToPeer { dest, range, flow } => push(
-                SendMsg {
-                    buf: i,
-                    range: shift(range),
-                    dest,
-                    segment: None,
-                },
-                flow,
-            ),
+            Verdict::SendToPeer { dest, range, flow } => push(range, dest, flow),
             Verdict::SendTrain {
                 dest,
                 range,
@@ -541,7 +543,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 };
                 match path {
                     Path::Transmit => {
-                        queue_train_at(sockets, i, range.start, split, dest, flow);
+                        queue_train(sockets, i, range.start, split, dest, flow);
                     }
                     // Trains on the receive path are rare: one datagram at a time.
                     Path::Receive => {
@@ -563,15 +565,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
             } => {
                 if let Some(table) = self.tables.get(device) {
                     for &dest in table.flood_peers() {
-                        push(
-                            SendMsg {
-                                buf: i,
-                                range: shift(range.clone()),
-                                dest,
-                                segment: None,
-                            },
-                            flow,
-                        );
+                        push(range.clone(), dest, flow);
                     }
                 } else {
                     self.local.drop(DropReason::BadVerdict);
@@ -585,15 +579,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
                     }
                     None => self.local.neigh_replies += 1,
                 }
-                push(
-                    SendMsg {
-                        buf: i,
-                        range: shift(range),
-                        dest,
-                        segment: None,
-                    },
-                    None,
-                );
+                push(range, dest, None);
             }
             Verdict::ReplyToDevice {
                 device,
@@ -798,26 +784,15 @@ impl<D: Device> offload::WriteTarget for DeviceSlot<D> {
     fn offload_mut(&mut self) -> &mut DeviceOffload {
         &mut self.offload
     }
-    fn write(&mut self, local: &mut LocalCounters, parts: &[IoSlice<'_>]) -> io::Result<usize> {
-        offload::write_device_raw(&mut self.device, local, parts)
+    fn write(&mut self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        offload::write_device_raw(&mut self.device, parts)
     }
-}
-
-/// Queues the train `split` in `tx_bufs[buf]` (from its start) for `dest`.
-fn queue_train(
-    sockets: &mut [SocketSlot],
-    buf: usize,
-    split: Split,
-    dest: SocketAddr,
-    flow: Option<u32>,
-) {
-    queue_train_at(sockets, buf, 0, split, dest, flow);
 }
 
 /// Queues `split`'s datagrams, which start at `start` in `tx_bufs[buf]`, for `dest`, cut
 /// into UDP GSO trains at the socket's and the kernel's limits (a train carries at most
 /// 65,507 bytes over IPv4, 65,527 over IPv6).
-fn queue_train_at(
+fn queue_train(
     sockets: &mut [SocketSlot],
     buf: usize,
     start: usize,
