@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{require_root, weft_exe, COUNTER_TIMEOUT};
+use common::{daemon_report, require_root, weft_exe, COUNTER_TIMEOUT};
 use weft_testbed::{
     add_kernel_flannel_device, add_kernel_flannel_peer, overlay_addr, tcp_transfer, tcp_transfers,
     vtep_mac, wait_until, ConfigFile, EngineConfig, KernelNeighbour, Netns, StatsOutput, Testbed,
@@ -244,19 +244,6 @@ fn start(
         let text = std::fs::read_to_string(config.path()).unwrap_or_default();
         panic!("start weft on host {index} (env {env:?}): {error}\nits configuration:\n{text}")
     })
-}
-
-/// A daemon's log and counters.
-fn daemon_report(label: &str, daemon: &WeftDaemon) -> String {
-    let stats = daemon
-        .stats()
-        .map(|stats| stats.to_string())
-        .unwrap_or_else(|error| format!("(no stats: {error})\n"));
-    format!(
-        "--- weft on {label} ({}): log ---\n{}\n--- counters ---\n{stats}",
-        daemon.netns(),
-        daemon.log().trim_end()
-    )
 }
 
 /// One snapshot of `daemon`'s counters.

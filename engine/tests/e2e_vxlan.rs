@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{link_counter, require_root, stat, wait_stat, weft_exe};
+use common::{daemon_report, link_counter, require_root, stat, wait_stat, weft_exe};
 use weft_testbed::{
     add_bridge, add_kernel_flannel_device, add_kernel_flannel_peer, add_kernel_vxlan_bridge_port,
     l2_pod_addr, l2_pod_mac, overlay_addr, overlay_subnet, ping, tcp_transfer, underlay_addr,
@@ -229,19 +229,6 @@ fn start(bed: &Testbed, index: u8, config: &ConfigFile, device: &str) -> WeftDae
             let text = std::fs::read_to_string(config.path()).unwrap_or_default();
             panic!("start weft on host {index}: {error}\nits configuration:\n{text}")
         },
-    )
-}
-
-/// A daemon's log and counters.
-fn daemon_report(label: &str, daemon: &WeftDaemon) -> String {
-    let stats = daemon
-        .stats()
-        .map(|stats| stats.to_string())
-        .unwrap_or_else(|error| format!("(no stats: {error})\n"));
-    format!(
-        "--- weft on {label} ({}): log ---\n{}\n--- counters ---\n{stats}",
-        daemon.netns(),
-        daemon.log().trim_end()
     )
 }
 

@@ -216,3 +216,16 @@ pub fn send_datagram(netns: &Netns, bind: Ipv4Addr, destination: Ipv4Addr, paylo
         .exec_ok(&argv)
         .unwrap_or_else(|error| panic!("send a forged datagram from {}: {error}", netns.name()));
 }
+
+/// A daemon's log and counters.
+pub fn daemon_report(label: &str, daemon: &WeftDaemon) -> String {
+    let stats = daemon
+        .stats()
+        .map(|stats| stats.to_string())
+        .unwrap_or_else(|error| format!("(no stats: {error})\n"));
+    format!(
+        "--- weft on {label} ({}): log ---\n{}\n--- counters ---\n{stats}",
+        daemon.netns(),
+        daemon.log().trim_end()
+    )
+}
