@@ -32,25 +32,22 @@ fn add_carry(a: u64, b: u64) -> u64 {
 /// Adds the bytes of `data` (big-endian 16-bit words, an odd last byte padded with zero) to
 /// the partial sum `initial`.
 ///
-/// The bulk is summed as native-endian 32-bit words into eight independent 64-bit lanes (no
-/// carries to chase: a lane overflows only after 2^32 words, and the compiler turns the loop
-/// into vector adds), folded, and byte-swapped into big-endian order: the one's complement
-/// sum does not depend on byte order except for that final swap (RFC 1071 section 2(B)), and
-/// folding 32-bit words to 16 bits gives the sum of their 16-bit halves since
-/// 2^16 = 1 (mod 2^16 - 1). The last 0-3 bytes are added as a zero-padded big-endian word.
+/// The bulk is summed as native-endian 16-bit words into 32 independent 32-bit lanes, one
+/// word per lane per 64-byte block: no carries to chase (a lane cannot overflow within
+/// [`LANE_BLOCKS`] blocks), and the compiler turns the loop into vector widen-and-add
+/// instructions, which on x86-64's baseline (SSE2) measured about 1.4x faster than 32-bit
+/// words in 64-bit lanes. The lanes are folded and byte-swapped into big-endian order: the
+/// one's complement sum does not depend on byte order except for that final swap (RFC 1071
+/// section 2(B)). The tail (under 64 bytes) is added as 32-bit words, whose fold to 16 bits is
+/// the sum of their halves since 2^16 = 1 (mod 2^16 - 1), and the last 0-3 bytes as a
+/// zero-padded big-endian word.
 pub fn sum(data: &[u8], initial: Sum) -> Sum {
-    let mut chunks = data.chunks_exact(32);
-    let mut lanes = [0u64; 8];
-    for chunk in &mut chunks {
-        for (lane, word) in lanes.iter_mut().zip(chunk.chunks_exact(4)) {
-            *lane += u64::from(u32::from_ne_bytes([word[0], word[1], word[2], word[3]]));
-        }
-    }
+    let bulk = data.len() - data.len() % 64;
     let mut native = 0u64;
-    for lane in lanes {
-        native = add_carry(native, lane);
+    for span in data[..bulk].chunks(64 * LANE_BLOCKS) {
+        native = add_carry(native, sum_blocks(span));
     }
-    let mut words = chunks.remainder().chunks_exact(4);
+    let mut words = data[bulk..].chunks_exact(4);
     for word in &mut words {
         let w = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]);
         native = add_carry(native, u64::from(w));
@@ -65,6 +62,23 @@ pub fn sum(data: &[u8], initial: Sum) -> Sum {
         acc = add_carry(acc, u64::from_be_bytes(word));
     }
     acc
+}
+
+/// Blocks of 64 bytes a 32-bit lane of [`sum`] takes before it must be drained: each adds at
+/// most 0xffff, and 65,536 x 0xffff < 2^32.
+const LANE_BLOCKS: usize = 65_536;
+
+/// The native-endian sum of `span`'s 16-bit words: a multiple of 64 bytes, at most
+/// [`LANE_BLOCKS`] blocks. A loop of its own, with nothing else in it, so that it vectorizes.
+#[inline]
+fn sum_blocks(span: &[u8]) -> u64 {
+    let mut lanes = [0u32; 32];
+    for block in span.chunks_exact(64) {
+        for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(2)) {
+            *lane += u32::from(u16::from_ne_bytes([word[0], word[1]]));
+        }
+    }
+    lanes.iter().map(|&lane| u64::from(lane)).sum()
 }
 
 /// Folds a partial sum to 16 bits (one's complement), without complementing it.
@@ -156,6 +170,21 @@ mod tests {
         assert_eq!(checksum(&all_ff), reference(&all_ff));
         let big = bytes(99, 65536);
         assert_eq!(checksum(&big), reference(&big));
+        for n in [128, 129, 130, 131, 190, 1500, 9001] {
+            let d = bytes(n as u64, n);
+            assert_eq!(checksum(&d), reference(&d), "len {n}");
+        }
+    }
+
+    #[test]
+    fn lanes_are_drained_before_they_can_overflow() {
+        // All-ones words fill every lane fastest: past LANE_BLOCKS blocks, an undrained
+        // 32-bit lane would wrap.
+        let n = 64 * LANE_BLOCKS * 2 + 70;
+        let all_ff = vec![0xffu8; n];
+        assert_eq!(checksum(&all_ff), reference(&all_ff));
+        let mixed = bytes(5, n);
+        assert_eq!(checksum(&mixed), reference(&mixed));
     }
 
     #[test]
