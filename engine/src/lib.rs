@@ -58,5 +58,7 @@ mod sys;
 
 pub use dataplane::counters::Stats;
 pub use dataplane::device::{Device, DeviceKind, MemoryDevice, Tun, TunOptions};
-pub use dataplane::engine::{Engine, EngineBuilder, EngineError, OffloadMode, OffloadStatus};
+pub use dataplane::engine::{
+    Engine, EngineBuilder, EngineError, OffloadMode, OffloadStatus, MAX_BUSY_POLL,
+};
 pub use dataplane::routes::{RouteEdit, RouteTable};

@@ -10,10 +10,13 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use weft_encap::table::{Cidr, Route};
 use weft_encap::wire::EthernetAddress;
+
+use crate::dataplane::engine::MAX_BUSY_POLL;
 
 /// The default UDP port of the flannel UDP backend.
 pub const DEFAULT_UDP_PORT: u16 = 8285;
@@ -158,6 +161,9 @@ pub struct Config {
     pub workers: usize,
     /// `[engine] offload`: whether to use TUN offloads and UDP GSO/GRO.
     pub offload: OffloadMode,
+    /// `[engine] busy_poll_us`: how long a worker keeps polling after its last packet
+    /// before it sleeps (default 0: never busy-polls).
+    pub busy_poll: Duration,
     /// `[[peer]]` with a subnet: the static routes.
     pub peers: Vec<Route>,
     /// `[[peer]]` without a subnet (VXLAN L2): VTEPs that get flooded frames.
@@ -316,6 +322,7 @@ struct RawEngine {
     batch: Option<i64>,
     workers: Option<i64>,
     offload: Option<String>,
+    busy_poll_us: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -918,6 +925,14 @@ impl Config {
             }
         };
 
+        let max_us = i64::try_from(MAX_BUSY_POLL.as_micros()).unwrap_or(i64::MAX);
+        let busy_poll = match raw.engine.busy_poll_us {
+            Some(us) => {
+                Duration::from_micros(ctx.ranged("[engine] busy_poll_us", us, 0, max_us)? as u64)
+            }
+            None => Duration::ZERO,
+        };
+
         // [[peer]], [[fdb]]
         let mut local: Vec<IpAddr> = address.map(IpAddr::V4).into_iter().collect();
         local.extend(address6.map(IpAddr::V6));
@@ -972,6 +987,7 @@ impl Config {
             batch,
             workers,
             offload,
+            busy_poll,
             peers,
             vteps,
             fdb,
@@ -1099,6 +1115,14 @@ endpoint = "198.18.0.2:9999"
         let e = err_line(&format!("{ISSUE_EXAMPLE}\n[engine]\nworkers = 0\n"));
         assert!(
             e.contains("[engine] workers = \"0\"") || e.contains("[engine] workers"),
+            "{e}"
+        );
+        assert_eq!(c.busy_poll, Duration::ZERO);
+        let c = parse(&format!("{ISSUE_EXAMPLE}\n[engine]\nbusy_poll_us = 250\n")).unwrap();
+        assert_eq!(c.busy_poll, Duration::from_micros(250));
+        let e = err_line(&format!("{ISSUE_EXAMPLE}\n[engine]\nbusy_poll_us = -1\n"));
+        assert!(
+            e.contains("[engine] busy_poll_us = \"-1\"") && e.contains("between 0 and 1000000"),
             "{e}"
         );
     }

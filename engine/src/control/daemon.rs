@@ -348,7 +348,8 @@ fn spawn<B: Backend + Clone>(
         .routes(plans[0].routes.clone())
         .source_sockets(first.source_sockets)
         .batch_size(config.batch)
-        .offload(config.offload);
+        .offload(config.offload)
+        .busy_poll(config.busy_poll);
     for (device, plan) in devices.zip(&plans[1..]) {
         builder = builder.device(device, plan.routes.clone());
     }

@@ -24,7 +24,7 @@ use weft_encap::verdict::{DropReason, Verdict};
 use crate::dataplane::counters::{Counters, LocalCounters};
 use crate::dataplane::device::Device;
 use crate::dataplane::engine::{
-    EngineError, OffloadMode, OffloadStatus, HEADROOM, MAX_BATCHES_PER_WAKE, MAX_PACKET,
+    EngineError, OffloadMode, OffloadStatus, Tuning, HEADROOM, MAX_BATCHES_PER_WAKE, MAX_PACKET,
 };
 use crate::dataplane::offload::{self, Delivery, DeviceOffload, ZERO_VNET_HDR};
 use crate::dataplane::routes::RouteTable;
@@ -129,6 +129,10 @@ pub(crate) struct Worker<D, B> {
     epoch: Instant,
     next_tick: u64,
     batch: usize,
+    /// How long to keep polling without sleeping after `last_work`.
+    busy_poll: Duration,
+    /// When the last batch moved (or tried to move) packets.
+    last_work: Instant,
 }
 
 /// Which socket sends a flow: the listening socket without a flow hash, else one of the
@@ -155,9 +159,13 @@ impl<D: Device, B: Backend> Worker<D, B> {
         backend: B,
         counters: Arc<Counters>,
         control: Receiver<Control>,
-        batch: usize,
-        mode: OffloadMode,
+        tuning: Tuning,
     ) -> Result<(Worker<D, B>, Arc<Waker>, OffloadStatus), EngineError> {
+        let Tuning {
+            batch,
+            mode,
+            busy_poll,
+        } = tuning;
         let setup = |what| move |source| EngineError::Setup { what, source };
         let poll = Poll::new().map_err(setup("create the poll instance"))?;
         let waker =
@@ -246,6 +254,8 @@ impl<D: Device, B: Backend> Worker<D, B> {
             epoch: Instant::now(),
             next_tick: 0,
             batch,
+            busy_poll,
+            last_work: Instant::now(),
         };
         Ok((worker, waker, status))
     }
@@ -265,7 +275,14 @@ impl<D: Device, B: Backend> Worker<D, B> {
         loop {
             let device_ready = self.devices.iter().any(|d| d.ready);
             let busy = (device_ready && !self.tx_pending()) || socket_ready;
-            let timeout = if busy {
+            let spinning =
+                !busy && !self.busy_poll.is_zero() && self.last_work.elapsed() < self.busy_poll;
+            if spinning {
+                // Busy-polling, not busy: let whatever else wants this CPU (the applications
+                // the packets are for, the other workers) run first.
+                std::thread::yield_now();
+            }
+            let timeout = if busy || spinning {
                 Some(Duration::ZERO)
             } else {
                 Some(TICK)
@@ -316,6 +333,9 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 }
                 if !worked {
                     break;
+                }
+                if !self.busy_poll.is_zero() {
+                    self.last_work = Instant::now();
                 }
             }
             let now = self.now_ms();

@@ -50,7 +50,15 @@ pub enum Setup {
     /// `weft run` with the UDP backend and `[engine] batch = 1` (offloads left to the engine).
     #[value(name = "weft-udp-batch1")]
     WeftUdpBatch1,
+    /// `weft run` with the UDP backend and `[engine] busy_poll_us` (workers keep polling for
+    /// a while after each packet instead of sleeping): latency bought with CPU time.
+    #[value(name = "weft-udp-busy-poll")]
+    WeftUdpBusyPoll,
 }
+
+/// The `busy_poll_us` of [`Setup::WeftUdpBusyPoll`]: longer than the 10 ms between the
+/// latency measurement's pings, so the workers that carry them never go to sleep.
+pub const BUSY_POLL_US: u32 = 20_000;
 
 /// The `[engine]` keys of a weft configuration; only the keys that are set are written, so
 /// a weft that does not know a key yet is only asked about it by the setups that need it.
@@ -62,6 +70,8 @@ pub struct EngineKeys {
     pub batch: Option<u32>,
     /// `workers = N`: worker threads (the engine's default is the number of CPUs).
     pub workers: Option<u32>,
+    /// `busy_poll_us = N`: how long a worker polls after its last packet.
+    pub busy_poll_us: Option<u32>,
 }
 
 impl EngineKeys {
@@ -78,6 +88,9 @@ impl EngineKeys {
         if let Some(workers) = self.workers {
             keys.push_str(&format!("workers = {workers}\n"));
         }
+        if let Some(us) = self.busy_poll_us {
+            keys.push_str(&format!("busy_poll_us = {us}\n"));
+        }
         if keys.is_empty() {
             keys
         } else {
@@ -88,13 +101,14 @@ impl EngineKeys {
 
 impl Setup {
     /// Every setup, in report order.
-    pub const ALL: [Setup; 6] = [
+    pub const ALL: [Setup; 7] = [
         Setup::Direct,
         Setup::KernelVxlan,
         Setup::WeftUdp,
         Setup::WeftVxlan,
         Setup::WeftUdpOffBatch1,
         Setup::WeftUdpBatch1,
+        Setup::WeftUdpBusyPoll,
     ];
 
     /// The name used on the command line (`--only`) and in the JSON.
@@ -106,6 +120,7 @@ impl Setup {
             Setup::WeftVxlan => "weft-vxlan",
             Setup::WeftUdpOffBatch1 => "weft-udp-off-batch1",
             Setup::WeftUdpBatch1 => "weft-udp-batch1",
+            Setup::WeftUdpBusyPoll => "weft-udp-busy-poll",
         }
     }
 
@@ -118,6 +133,7 @@ impl Setup {
             Setup::WeftVxlan => "weft vxlan",
             Setup::WeftUdpOffBatch1 => "weft udp, offload off, batch 1",
             Setup::WeftUdpBatch1 => "weft udp, batch 1",
+            Setup::WeftUdpBusyPoll => "weft udp, busy poll",
         }
     }
 
@@ -147,6 +163,10 @@ impl Setup {
                 "`weft run` UDP with `[engine] batch = 1` (one packet per recvmmsg/sendmmsg; \
                  offloads as the engine decides)"
             }
+            Setup::WeftUdpBusyPoll => {
+                "`weft run` UDP with `[engine] busy_poll_us = 20000`: a worker keeps polling \
+                 for 20 ms after its last packet instead of sleeping (CPU time for latency)"
+            }
         }
     }
 
@@ -170,9 +190,15 @@ impl Setup {
                 offload: Some("off"),
                 batch: Some(1),
                 workers: Some(1),
+                busy_poll_us: None,
             },
             Setup::WeftUdpBatch1 => EngineKeys {
                 batch: Some(1),
+                workers,
+                ..EngineKeys::default()
+            },
+            Setup::WeftUdpBusyPoll => EngineKeys {
+                busy_poll_us: Some(BUSY_POLL_US),
                 workers,
                 ..EngineKeys::default()
             },
@@ -193,9 +219,10 @@ impl Setup {
     ) -> Option<(String, &'static str)> {
         let (mut config, device) = match self {
             Setup::Direct | Setup::KernelVxlan => return None,
-            Setup::WeftUdp | Setup::WeftUdpOffBatch1 | Setup::WeftUdpBatch1 => {
-                (WeftConfig::udp(host, &[peer]).to_toml(), DEFAULT_DEVICE)
-            }
+            Setup::WeftUdp
+            | Setup::WeftUdpOffBatch1
+            | Setup::WeftUdpBatch1
+            | Setup::WeftUdpBusyPoll => (WeftConfig::udp(host, &[peer]).to_toml(), DEFAULT_DEVICE),
             Setup::WeftVxlan => (VxlanConfig::l3(host, &[peer]).to_toml(), VXLAN_DEVICE),
         };
         config.push_str(&self.engine_keys(workers).to_toml());
