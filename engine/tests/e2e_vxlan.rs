@@ -416,6 +416,27 @@ fn vxlan_l2_weft_and_weft_pods_ping_and_fdb_learns_the_remote_pod() {
     bed.assert_ping(pod_b.netns(), pod_a.address(), 3);
     assert_learned(&bed, &bed.b, pod_a.mac(), underlay_addr(1));
     assert_learned(&bed, bed.weft_a(), pod_b.mac(), underlay_addr(2));
+    // TCP through both TAPs with offloads: host 1 reads the bridge's super-frames and
+    // splits them, host 2 writes coalesced super-frames into its TAP.
+    bed.assert_transfer(
+        "L2 pod A (weft) -> pod B (weft)",
+        pod_a.netns(),
+        pod_b.netns(),
+        pod_b.address(),
+        5003,
+    );
+    let sender = bed.weft_a();
+    for name in ["device_rx_super", "gso_trains"] {
+        wait_stat(sender, name, 1);
+    }
+    for name in ["gro_trains", "coalesced_packets", "device_tx_super"] {
+        wait_stat(&bed.b, name, 1);
+    }
+    for daemon in [sender, &bed.b] {
+        for drop in ["drop_bad_checksum", "drop_bad_offload", "drop_bad_verdict"] {
+            assert_eq!(stat(daemon, drop), 0, "{drop}\n{}", bed.logs());
+        }
+    }
 }
 
 #[test]

@@ -67,10 +67,12 @@ impl DeviceOffload {
     pub(crate) fn detect<D: Device>(device: &mut D, layer: DeviceLayer, allowed: bool) -> Self {
         let vnet = device.vnet_hdr();
         let flags = device.offload();
-        let l3_offset = if layer == DeviceLayer::L2 { 14 } else { 0 };
-        // Coalesced writes to a TAP would need their own Ethernet header per merge; TAPs get
-        // the other offloads (super-packets read and split, partial checksums).
-        let gso_write = vnet && allowed && layer == DeviceLayer::L3 && probe_gso_write(device);
+        let l3_offset = if layer == DeviceLayer::L2 {
+            ETHERNET_HEADER
+        } else {
+            0
+        };
+        let gso_write = vnet && allowed && probe_gso_write(device, l3_offset);
         DeviceOffload {
             vnet,
             tso: flags & (libc::TUN_F_TSO4 | libc::TUN_F_TSO6) != 0,
@@ -82,15 +84,42 @@ impl DeviceOffload {
     }
 }
 
+/// Bytes of the Ethernet header in front of a TAP's IP packets.
+const ETHERNET_HEADER: usize = 14;
+
+/// Whether `pkt` is an IP packet behind the device's `l3_offset`-byte prefix: always on a
+/// TUN; on a TAP, when the Ethernet type is IPv4 or IPv6 and the version field agrees. Frames
+/// that are not (ARP, VLAN-tagged, anything else) are written as they are, never parsed as
+/// IP at offset 14, merged or given a checksum offload.
+pub(crate) fn carries_ip(pkt: &[u8], l3_offset: usize) -> bool {
+    if l3_offset != ETHERNET_HEADER {
+        return l3_offset == 0;
+    }
+    let version = pkt.get(ETHERNET_HEADER).map(|b| b >> 4);
+    match pkt.get(12..14) {
+        Some([0x08, 0x00]) => version == Some(4),
+        Some([0x86, 0xdd]) => version == Some(6),
+        _ => false,
+    }
+}
+
 /// Writes a two-segment TCP super-packet from and to 0.0.0.0 with TTL 0 (a martian the
-/// stack drops right after the TUN accepted it) and reports whether the kernel took it.
-fn probe_gso_write<D: Device>(device: &mut D) -> bool {
+/// stack drops right after the device accepted it) and reports whether the kernel took it.
+/// On a TAP (`l3_offset` 14) it goes in an Ethernet frame from and to the all-zero MAC: a
+/// bridge drops a frame with an invalid source address, and the TAP's own stack one that is
+/// not addressed to it, so nothing is forwarded or flooded.
+fn probe_gso_write<D: Device>(device: &mut D, l3_offset: usize) -> bool {
     if std::env::var_os(FAULT_REFUSE_GSO_WRITE).is_some() {
         log::info!("{FAULT_REFUSE_GSO_WRITE} is set: treating GSO writes as refused");
         return false;
     }
     const PAYLOAD: usize = 200;
-    let mut pkt = [0u8; 40 + PAYLOAD];
+    let mut frame = [0u8; ETHERNET_HEADER + 40 + PAYLOAD];
+    let l3_offset = l3_offset.min(ETHERNET_HEADER);
+    if l3_offset == ETHERNET_HEADER {
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    }
+    let (prefix, pkt) = frame.split_at_mut(ETHERNET_HEADER);
     let total = pkt.len() as u16;
     {
         let mut ip = ipv4::Packet::new_unchecked(&mut pkt[..]);
@@ -115,13 +144,14 @@ fn probe_gso_write<D: Device>(device: &mut D) -> bool {
     let hdr = VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type: GSO_TCPV4,
-        hdr_len: 40,
+        hdr_len: (l3_offset + 40) as u16,
         gso_size: (PAYLOAD / 2) as u16,
-        csum_start: 20,
+        csum_start: (l3_offset + 20) as u16,
         csum_offset: 16,
     }
     .emit();
-    match device.send_vectored(&[IoSlice::new(&hdr), IoSlice::new(&pkt)]) {
+    let prefix = &prefix[ETHERNET_HEADER - l3_offset..];
+    match device.send_vectored(&[IoSlice::new(&hdr), IoSlice::new(prefix), IoSlice::new(pkt)]) {
         Ok(_) => true,
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             log::warn!(
@@ -200,7 +230,8 @@ pub(crate) fn write_single<T: WriteTarget>(
     let len = pkt.len();
     let oversize = len.saturating_sub(off.l3_offset) > off.mtu;
     let mut hdr = VnetHdr::default();
-    if oversize || maybe_partial(pkt, off.l3_offset) {
+    let ip = carries_ip(pkt, off.l3_offset);
+    if ip && (oversize || maybe_partial(pkt, off.l3_offset)) {
         match gso_header_for(pkt, off.l3_offset, off.mtu) {
             Ok(h) => hdr = h,
             Err(OffloadError::BadChecksum) => {
@@ -291,6 +322,48 @@ fn write_cut<T: WriteTarget>(
     }
 }
 
+/// Writes what a receive batch delivered to `device`, whose target takes GSO writes: runs of
+/// IP packets through `coalescer` (UDP only where the device takes USO), anything else alone,
+/// everything in the order it arrived.
+pub(crate) fn write_coalesced<T: WriteTarget>(
+    target: &mut T,
+    device: usize,
+    coalescer: &mut Coalescer,
+    deliveries: &[Delivery],
+    rx_bufs: &mut [Box<[u8]>],
+    local: &mut LocalCounters,
+    scratch: &mut [u8],
+) {
+    coalescer.clear();
+    coalescer.set_udp(target.offload().uso);
+    let l3 = target.offload().l3_offset;
+    for (k, del) in deliveries.iter().enumerate() {
+        if del.device != device {
+            continue;
+        }
+        let Some(pkt) = rx_bufs.get(del.buf).and_then(|b| b.get(del.range.clone())) else {
+            local.drop(DropReason::BadVerdict);
+            continue;
+        };
+        if !carries_ip(pkt, l3) {
+            // Not IP behind a TAP's Ethernet header: written alone, after what came before.
+            write_groups(target, coalescer, deliveries, rx_bufs, local, scratch);
+            coalescer.clear();
+            let pkt = &mut rx_bufs[del.buf][del.range.clone()];
+            write_single(target, pkt, local, scratch);
+            continue;
+        }
+        if !coalescer.push(k as u32, pkt, l3) {
+            write_groups(target, coalescer, deliveries, rx_bufs, local, scratch);
+            coalescer.clear();
+            let pkt = &rx_bufs[del.buf][del.range.clone()];
+            coalescer.push(k as u32, pkt, l3);
+        }
+    }
+    write_groups(target, coalescer, deliveries, rx_bufs, local, scratch);
+    coalescer.clear();
+}
+
 /// Writes the groups the coalescer made of `deliveries`: a merged group as one super-packet
 /// gathered with `writev` (vnet header, the merged headers, every member's payload in place),
 /// a single packet with [`write_single`].
@@ -363,5 +436,65 @@ fn write_alone<T: WriteTarget>(
             let pkt = &mut rx_bufs[del.buf][del.range.clone()];
             write_single(target, pkt, local, scratch);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::device::MemoryDevice;
+
+    fn frame(ethertype: [u8; 2], first: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[12..14].copy_from_slice(&ethertype);
+        f[14] = first;
+        f
+    }
+
+    #[test]
+    fn only_ip_behind_the_ethernet_header_counts_as_ip() {
+        assert!(carries_ip(&frame([0x08, 0x00], 0x45), 14));
+        assert!(carries_ip(&frame([0x86, 0xdd], 0x60), 14));
+        // A version that contradicts the Ethernet type, ARP, a VLAN tag whose priority bits
+        // look like an IPv4 version nibble, a frame cut before its type.
+        assert!(!carries_ip(&frame([0x08, 0x00], 0x60), 14));
+        assert!(!carries_ip(&frame([0x86, 0xdd], 0x45), 14));
+        assert!(!carries_ip(&frame([0x08, 0x06], 0x45), 14));
+        assert!(!carries_ip(&frame([0x81, 0x00], 0x45), 14));
+        assert!(!carries_ip(&[0u8; 13], 14));
+        assert!(!carries_ip(&[0u8; 14], 14));
+        // A TUN has no prefix: its packets are IP (checked where they are parsed).
+        assert!(carries_ip(&[0x45], 0));
+    }
+
+    #[test]
+    fn the_tap_probe_is_a_gso_frame_between_all_zero_macs() {
+        let (device, kernel) = MemoryDevice::pair().unwrap();
+        let mut device = device.with_vnet_hdr(1500).with_layer(DeviceLayer::L2);
+        let offload = DeviceOffload::detect(&mut device, DeviceLayer::L2, true);
+        assert!(offload.gso_write && offload.l3_offset == 14, "{offload:?}");
+        let mut buf = [0u8; 2048];
+        let n = kernel.recv(&mut buf).expect("the probe");
+        let hdr = VnetHdr::parse(&buf[..VNET_HDR_LEN]).unwrap();
+        assert_eq!(
+            (hdr.gso_type, hdr.hdr_len, hdr.csum_start),
+            (GSO_TCPV4, 54, 34)
+        );
+        let eth = &buf[VNET_HDR_LEN..VNET_HDR_LEN + 14];
+        assert_eq!(&eth[..12], &[0u8; 12], "from and to the all-zero MAC");
+        assert_eq!(&eth[12..], &[0x08, 0x00]);
+        let ip = &buf[VNET_HDR_LEN + 14..n];
+        assert_eq!((ip[0], ip[8]), (0x45, 0), "IPv4, TTL 0");
+        assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), ip.len());
+
+        // A TUN's probe has no Ethernet header.
+        let (device, kernel) = MemoryDevice::pair().unwrap();
+        let mut device = device.with_vnet_hdr(1500);
+        assert!(DeviceOffload::detect(&mut device, DeviceLayer::L3, true).gso_write);
+        let n = kernel.recv(&mut buf).expect("the probe");
+        let hdr = VnetHdr::parse(&buf[..VNET_HDR_LEN]).unwrap();
+        assert_eq!((hdr.hdr_len, hdr.csum_start), (40, 20));
+        assert_eq!(buf[VNET_HDR_LEN], 0x45);
+        assert_eq!(n, VNET_HDR_LEN + 240);
     }
 }

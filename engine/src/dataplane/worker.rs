@@ -730,32 +730,10 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 }
                 continue;
             }
-            self.coalescer.clear();
-            // UDP datagrams merge only where the kernel takes UDP super-packets (USO).
-            self.coalescer.set_udp(slot.offload.uso);
-            let l3 = slot.offload.l3_offset;
-            for (k, del) in self.deliveries.iter().enumerate() {
-                if del.device != d {
-                    continue;
-                }
-                let pkt = &self.rx_bufs[del.buf][del.range.clone()];
-                if !self.coalescer.push(k as u32, pkt, l3) {
-                    offload::write_groups(
-                        slot,
-                        &self.coalescer,
-                        &self.deliveries,
-                        &mut self.rx_bufs,
-                        &mut self.local,
-                        &mut self.scratch,
-                    );
-                    self.coalescer.clear();
-                    let pkt = &self.rx_bufs[del.buf][del.range.clone()];
-                    self.coalescer.push(k as u32, pkt, l3);
-                }
-            }
-            offload::write_groups(
+            offload::write_coalesced(
                 slot,
-                &self.coalescer,
+                d,
+                &mut self.coalescer,
                 &self.deliveries,
                 &mut self.rx_bufs,
                 &mut self.local,
