@@ -34,7 +34,7 @@ fn add_carry(a: u64, b: u64) -> u64 {
 ///
 /// The bulk is summed as native-endian 16-bit words into 16 independent 32-bit lanes, one
 /// word per lane per 32-byte block: no carries to chase (a lane cannot overflow within
-/// [`LANE_BLOCKS`] blocks), and the compiler turns the loop into vector widen-and-add
+/// 65,536 blocks), and the compiler turns the loop into vector widen-and-add
 /// instructions (four SSE2 registers of lanes on x86-64's baseline; 32 lanes spilled some to
 /// scalar code), which measured 1.6x faster than the earlier 32-bit words in 64-bit lanes
 /// (`cargo bench -p weft-bench --bench offload -- checksum`: 64 KB in 2.9 us, from 4.9). The lanes are folded and byte-swapped into big-endian order: the
