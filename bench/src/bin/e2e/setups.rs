@@ -411,7 +411,8 @@ mod tests {
                 Setup::WeftUdp,
                 Setup::WeftVxlan,
                 Setup::WeftUdpOffBatch1,
-                Setup::WeftUdpBatch1
+                Setup::WeftUdpBatch1,
+                Setup::WeftUdpBusyPoll
             ]
         );
     }
@@ -430,6 +431,10 @@ mod tests {
         assert_eq!(
             Setup::WeftVxlan.engine_keys(Some(2)).to_toml(),
             "\n[engine]\nworkers = 2\n"
+        );
+        assert_eq!(
+            Setup::WeftUdpBusyPoll.engine_keys(None).to_toml(),
+            "\n[engine]\nbusy_poll_us = 20000\n"
         );
     }
 
