@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -183,6 +184,33 @@ struct DevicePlan {
 /// Runs the daemon described by the configuration file at `path` until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(path)?;
+    run_config(
+        config,
+        RunOptions {
+            reload_on_sighup: true,
+            feed: None,
+        },
+    )
+}
+
+/// A thread body that keeps a running daemon's routes in step with something outside its
+/// configuration file (the flannel subnet manager): it gets the first device's route table
+/// once the engine is up, and must return soon after the flag turns true (the daemon is
+/// stopping).
+pub type RouteFeed = Box<dyn FnOnce(RouteTable, Arc<AtomicBool>) + Send>;
+
+/// How [`run_config`] runs a configuration.
+pub struct RunOptions {
+    /// SIGHUP re-reads `config.path` and applies its `[[peer]]` changes (a configuration
+    /// file); otherwise SIGHUP is logged and ignored.
+    pub reload_on_sighup: bool,
+    /// Started on its own thread once the engine is up; stopped and joined before the engine.
+    pub feed: Option<RouteFeed>,
+}
+
+/// Runs the daemon for an already built configuration (from a file, or made by the flannel
+/// subnet manager) until SIGINT/SIGTERM or the engine stops.
+pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError> {
     let file = config.path.display().to_string();
     let mtus = mtus(&config);
     let setup_err = |key: String| {
@@ -319,7 +347,23 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         config.control_socket
     );
 
-    let result = wait_for_signals(&engine, &first.routes, &config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let feed = match options.feed {
+        Some(feed) => {
+            let (routes, stop) = (first.routes.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name("weft-routes".into())
+                .spawn(move || feed(routes, stop))
+                .map_err(DaemonError::Signals)?;
+            Some(thread)
+        }
+        None => None,
+    };
+    let result = wait_for_signals(&engine, &first.routes, &config, options.reload_on_sighup);
+    stop.store(true, Ordering::SeqCst);
+    if let Some(thread) = feed {
+        let _ = thread.join();
+    }
     drop(control);
     let stopped = engine.shutdown();
     log::info!("stopped; device {} removed", config.device.name);
@@ -545,6 +589,7 @@ fn wait_for_signals(
     engine: &Engine,
     routes: &RouteTable,
     config: &Config,
+    reload_on_sighup: bool,
 ) -> Result<(), DaemonError> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(DaemonError::Signals)?;
@@ -566,7 +611,8 @@ fn wait_for_signals(
     };
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(SIGHUP) => reload(&config.path, config, routes, &mut file_peers),
+            Ok(SIGHUP) if reload_on_sighup => reload(&config.path, config, routes, &mut file_peers),
+            Ok(SIGHUP) => log::info!("SIGHUP: nothing to reload (no configuration file)"),
             Ok(sig) => {
                 log::info!("signal {sig}: shutting down");
                 break Ok(());

@@ -4,8 +4,11 @@
 //! - [`provision`]: creating and configuring the devices and sockets a config describes.
 //! - [`socket`]: the control socket (`weft peer`, `weft fdb`, `weft stats`).
 //! - [`daemon`]: `weft run`, the assembly of all of the above, signals and SIGHUP reload.
+//! - [`etcd`]: a small blocking etcd v3 client over etcd's JSON gateway (for `weft flannel`).
 
 pub mod config;
 pub mod daemon;
+pub mod etcd;
+pub mod flannel;
 pub mod provision;
 pub mod socket;

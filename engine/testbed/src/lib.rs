@@ -23,6 +23,10 @@
 //! of either backend's configuration. [`tcp_transfer`] sends one TCP flow and checks its
 //! SHA-256; [`tcp_transfers`] runs many such flows at once, each with data of its own.
 //!
+//! [`EtcdServer`] runs a real single-member etcd inside a namespace (stop, restart,
+//! compaction, auth), and [`Netns::run_inside`] runs a closure on a thread inside a namespace,
+//! so a test's own client talks to it without touching the root namespace.
+//!
 //! For the VXLAN backend, [`VxlanConfig`] writes weft's L3 (`flannel.1` as a TUN) and L2 (a
 //! TAP in a bridge) configurations, [`add_kernel_flannel_device`] and
 //! [`add_kernel_flannel_peer`] program the kernel's `flannel.1` exactly as flanneld does
@@ -45,7 +49,8 @@
 //!   a deadline and name what they awaited when it passes. Every command runs with a timeout.
 //!
 //! Everything here shells out to `ip`, `sysctl`, `ping`, `nc`, `ss`, `kill` and `sha256sum`
-//! (the VXLAN helpers also to `bridge` and `tcpdump`), and needs root.
+//! (the VXLAN helpers also to `bridge` and `tcpdump`, [`EtcdServer`] to `etcd`), and needs
+//! root.
 //!
 //! # Example
 //!
@@ -77,6 +82,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
+
+mod etcd;
+pub use etcd::{EtcdServer, EtcdTls};
 
 /// The flannel UDP backend's port, used as both source and destination.
 pub const UDP_PORT: u16 = 8285;
@@ -419,6 +427,36 @@ impl Netns {
     /// The namespace's name (as listed by `ip netns list`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Runs `f` on a new thread that has entered the namespace (`setns(2)` of that thread
+    /// only; the calling thread and the rest of the process stay where they are), and returns
+    /// what `f` returns; a panic in `f` is resumed on the calling thread.
+    ///
+    /// Sockets `f` opens live in the namespace, so a test can talk to a server inside it
+    /// without any traffic in the root namespace; processes `f` starts inherit it too.
+    pub fn run_inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let path = Path::new("/run/netns").join(&self.name);
+        let file = File::open(&path).map_err(|source| TestbedError::Io {
+            what: format!("opening {}", path.display()),
+            source,
+        })?;
+        let name = &self.name;
+        thread::scope(|scope| {
+            let inside = scope.spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
+                    |errno| TestbedError::Io {
+                        what: format!("entering namespace {name}"),
+                        source: io::Error::from(errno),
+                    },
+                )?;
+                Ok(f())
+            });
+            match inside.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
     }
 
     /// Runs `ip -n <name> <args>` and returns its stdout; fails if `ip` fails.
