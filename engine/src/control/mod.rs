@@ -5,10 +5,13 @@
 //! - [`socket`]: the control socket (`weft peer`, `weft fdb`, `weft stats`).
 //! - [`daemon`]: `weft run`, the assembly of all of the above, signals and SIGHUP reload.
 //! - [`etcd`]: a small blocking etcd v3 client over etcd's JSON gateway (for `weft flannel`).
+//! - [`flannel`]: flanneld's formats (network config, leases, subnet.env, subnet choice), pure.
+//! - [`flanneld`]: `weft flannel`, the subnet manager that runs the daemon from etcd leases.
 
 pub mod config;
 pub mod daemon;
 pub mod etcd;
 pub mod flannel;
+pub mod flanneld;
 pub mod provision;
 pub mod socket;

@@ -4,6 +4,7 @@
 //! non-zero exit; never a backtrace.
 
 mod demo;
+mod flannel;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Join a flannel network as flanneld does: network config and subnet leases in etcd,
+    /// subnet.env for the CNI plugin, routes kept in step with the other hosts' leases.
+    Flannel(Box<flannel::FlannelArgs>),
     /// Check a configuration file and print what it sets up, without running anything.
     Check {
         /// The configuration file (TOML).
@@ -233,6 +237,16 @@ fn main() -> ExitCode {
         Command::Run { config } => match weft::control::daemon::run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
+        },
+        Command::Flannel(args) => match args.options() {
+            Ok(options) => match weft::control::flanneld::run(options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            },
+            Err(flannel::FlagError(line)) => {
+                let _ = writeln!(std::io::stderr(), "weft: flannel: {line}");
+                ExitCode::from(2)
+            }
         },
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {

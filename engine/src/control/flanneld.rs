@@ -1,0 +1,1010 @@
+//! `weft flannel`: joining a flannel network the way flanneld does in etcd mode.
+//!
+//! The order follows flanneld's (FLANNEL.md §1, §3): pick the interface and the public IP,
+//! read `<prefix>/config` from etcd (retried every second while it is missing, invalid or
+//! etcd is unreachable, saying so in the log), lease a subnet (reuse the lease that holds our
+//! public IP, else the subnet of the previous `subnet.env` if free, else a random free one;
+//! created only if absent, bound to a 24 h etcd lease), write `subnet.env`, then run the
+//! same daemon as `weft run` ([`daemon::run_config`]) with a route feed that keeps the
+//! routing table in step with the other hosts' leases.
+//!
+//! The feed (`Follower`) applies the initial listing as one batch of route edits, then
+//! watches `<prefix>/subnets/` from the listing's revision + 1 and applies each batch of
+//! changes as one batch of edits. A compacted revision is recovered by listing again and
+//! diffing (attributes included, so a new VTEP MAC is not missed); a lost connection is
+//! retried with backoff from the last revision seen, and forwarding goes on with the last
+//! table meanwhile. The host's own lease is renewed ahead of expiry (a new 24 h lease and a
+//! put, as flanneld), and taken back if an operator deletes it (flanneld exits there).
+//!
+//! Where weft differs from flanneld on purpose: a lost creation race lists again and
+//! retries (flanneld exits); a reservation (a key without an etcd lease) is rewritten
+//! without one; the own lease deleted at runtime is re-created.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, BufRead, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weft_encap::table::Route;
+use weft_encap::wire::EthernetAddress;
+
+use crate::control::config::Config;
+use crate::control::daemon::{self, DaemonError, RunOptions};
+use crate::control::etcd::{Client, EtcdConfig, EtcdError, Kv, WatchEvent};
+use crate::control::flannel::{
+    choose_subnet, random_index, subnet_env, BackendConfig, Choice, LeaseAttrs, ListedLease,
+    NetworkConfig, SubnetEnv, SubnetKey,
+};
+use crate::dataplane::routes::{RouteEdit, RouteTable};
+use crate::sys::Netlink;
+
+/// flanneld's lease time: every lease is bound to an etcd lease of 24 hours.
+pub const SUBNET_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How often a lost creation race is retried (flanneld's `raceRetries`).
+const RACE_RETRIES: usize = 10;
+/// The longest wait between two attempts to reach etcd.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What `weft flannel` is told: flanneld's flags that weft serves.
+#[derive(Debug, Clone)]
+pub struct FlannelOptions {
+    /// `--etcd-endpoints`, `--etcd-cafile/certfile/keyfile`, `--etcd-username/password`.
+    pub etcd: EtcdConfig,
+    /// `--etcd-prefix` (default `/coreos.com/network`).
+    pub prefix: String,
+    /// `--iface`: interface names or addresses, tried in order.
+    pub iface: Vec<String>,
+    /// `--public-ip`: the address to publish (default: the interface's).
+    pub public_ip: Option<Ipv4Addr>,
+    /// `--subnet-file` (default `/run/flannel/subnet.env`).
+    pub subnet_file: PathBuf,
+    /// `--subnet-lease-renew-margin`: renew this long before the lease expires.
+    pub renew_margin: Duration,
+    /// `--healthz-ip`/`--healthz-port`: where to answer `/healthz` and `/readyz`.
+    pub healthz: Option<SocketAddr>,
+    /// Where weft keeps its state (the VXLAN VTEP MAC).
+    pub state_dir: PathBuf,
+    /// `[engine] workers` for the data plane (default: the number of CPUs).
+    pub workers: Option<usize>,
+}
+
+/// Why `weft flannel` could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FlannelError {
+    /// A flag's value cannot work.
+    #[error("{flag} = {value:?}: {reason}")]
+    Flag {
+        /// The flag, e.g. `--iface`.
+        flag: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The etcd client could not be built (TLS files, endpoints).
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    /// The network config asks for something `weft flannel` does not serve yet.
+    #[error("{prefix}/config: {reason}")]
+    Unsupported {
+        /// The etcd prefix.
+        prefix: String,
+        /// What is not served.
+        reason: String,
+    },
+    /// No free subnet is left in the network.
+    #[error(
+        "{prefix}/subnets: out of subnets: no free /{len} left between SubnetMin and SubnetMax"
+    )]
+    OutOfSubnets {
+        /// The etcd prefix.
+        prefix: String,
+        /// The subnet length.
+        len: u8,
+    },
+    /// A creation race was lost too many times in a row.
+    #[error("{prefix}/subnets: lost the race for a subnet {RACE_RETRIES} times in a row")]
+    Races {
+        /// The etcd prefix.
+        prefix: String,
+    },
+    /// `subnet.env` could not be written.
+    #[error(transparent)]
+    SubnetEnv(#[from] subnet_env::SubnetEnvError),
+    /// The VTEP MAC could not be kept.
+    #[error("{path}: cannot keep the VTEP MAC: {source}")]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon built from the lease failed.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The health endpoint could not listen.
+    #[error("--healthz-ip/--healthz-port {addr}: {source}")]
+    Healthz {
+        /// The address.
+        addr: SocketAddr,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The interface weft sends from: its name, IPv4 address and MTU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// The interface name.
+    pub name: String,
+    /// Its first IPv4 address.
+    pub addr: Ipv4Addr,
+    /// Its MTU.
+    pub mtu: u32,
+}
+
+/// Picks the interface as flanneld does: the first `--iface` (name or address) that has an
+/// IPv4 address, else the interface of the default route, else the one that holds
+/// `--public-ip`.
+pub fn choose_interface(options: &FlannelOptions) -> Result<Interface, FlannelError> {
+    let netlink_err = |e: io::Error| FlannelError::Flag {
+        flag: "--iface",
+        value: options.iface.join(","),
+        reason: format!("cannot list the interfaces: {e}"),
+    };
+    let mut nl = Netlink::open().map_err(netlink_err)?;
+    let links = nl.links().map_err(netlink_err)?;
+    let addrs = nl.addresses().map_err(netlink_err)?;
+    let first_v4 = |index: u32| {
+        addrs.iter().find_map(|a| match a.addr {
+            IpAddr::V4(v4) if a.index == index => Some(v4),
+            _ => None,
+        })
+    };
+    let found = |index: u32, addr: Ipv4Addr| {
+        links.iter().find(|l| l.index == index).map(|l| Interface {
+            name: l.name.clone(),
+            addr,
+            mtu: l.mtu,
+        })
+    };
+    for wanted in &options.iface {
+        let hit = match wanted.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => addrs
+                .iter()
+                .find(|a| a.addr == IpAddr::V4(ip))
+                .and_then(|a| found(a.index, ip)),
+            Ok(IpAddr::V6(_)) => None,
+            Err(_) => links
+                .iter()
+                .find(|l| &l.name == wanted)
+                .and_then(|l| first_v4(l.index).and_then(|a| found(l.index, a))),
+        };
+        if let Some(iface) = hit {
+            return Ok(iface);
+        }
+    }
+    if !options.iface.is_empty() {
+        return Err(FlannelError::Flag {
+            flag: "--iface",
+            value: options.iface.join(","),
+            reason: "no such interface with an IPv4 address".into(),
+        });
+    }
+    if let Some(name) = default_route_interface() {
+        if let Some(l) = links.iter().find(|l| l.name == name) {
+            if let Some(iface) = first_v4(l.index).and_then(|a| found(l.index, a)) {
+                return Ok(iface);
+            }
+        }
+    }
+    if let Some(ip) = options.public_ip {
+        if let Some(iface) = addrs
+            .iter()
+            .find(|a| a.addr == IpAddr::V4(ip))
+            .and_then(|a| found(a.index, ip))
+        {
+            return Ok(iface);
+        }
+    }
+    Err(FlannelError::Flag {
+        flag: "--iface",
+        value: String::new(),
+        reason: "no interface given, no IPv4 default route, and no interface holds --public-ip: \
+                 name one with --iface"
+            .into(),
+    })
+}
+
+/// The interface of the IPv4 default route, from `/proc/net/route` (this namespace's).
+fn default_route_interface() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/net/route").ok()?;
+    text.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [iface, "00000000", _, _, _, _, _, "00000000", ..] => Some((*iface).to_owned()),
+            _ => None,
+        }
+    })
+}
+
+/// Backoff between attempts to reach etcd: 100 ms doubling to [`MAX_BACKOFF`].
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(100))
+    }
+
+    fn wait(&mut self, stop: &AtomicBool) {
+        sleep_unless(stop, self.0);
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+    }
+
+    fn reset(&mut self) {
+        self.0 = Duration::from_millis(100);
+    }
+}
+
+/// Sleeps `total` in short steps, returning early when `stop` turns true.
+fn sleep_unless(stop: &AtomicBool, total: Duration) {
+    let end = Instant::now() + total;
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(100)));
+    }
+}
+
+/// Logs `message` unless it is the same as the last one logged through `last`.
+fn log_once(last: &mut String, message: String) {
+    if *last != message {
+        log::warn!("{message}");
+        *last = message;
+    }
+}
+
+/// Reads `<prefix>/config` until it exists and is valid, retrying every second (flanneld's
+/// `getConfig`), with one log line per distinct problem.
+fn wait_for_config(client: &Client, prefix: &str, stop: &AtomicBool) -> Option<NetworkConfig> {
+    let key = format!("{prefix}/config");
+    let mut last = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        match client.get(&key) {
+            Ok(Some(kv)) => match NetworkConfig::parse(&kv.value) {
+                Ok(config) => return Some(config),
+                Err(e) => log_once(&mut last, format!("{key}: {e}; retrying")),
+            },
+            Ok(None) => log_once(
+                &mut last,
+                format!("{key}: not found in etcd (create it with the etcd v3 API); retrying"),
+            ),
+            Err(e) => log_once(&mut last, format!("{e}; retrying")),
+        }
+        sleep_unless(stop, Duration::from_secs(1));
+    }
+    None
+}
+
+/// What this host holds in etcd.
+#[derive(Debug, Clone)]
+struct OwnLease {
+    key: SubnetKey,
+    attrs: LeaseAttrs,
+    /// The etcd lease id, 0 for a reservation.
+    lease_id: i64,
+    /// When the etcd lease expires (`None` for a reservation).
+    expires: Option<Instant>,
+}
+
+/// The etcd side of `weft flannel`: the network, this host's identity and its lease.
+struct Manager {
+    client: Arc<Client>,
+    prefix: String,
+    network: NetworkConfig,
+    public_ip: Ipv4Addr,
+    /// Our attributes (public IP, and for vxlan the VNI and VTEP MAC).
+    attrs: LeaseAttrs,
+}
+
+impl Manager {
+    fn subnets_prefix(&self) -> String {
+        format!("{}/subnets/", self.prefix)
+    }
+
+    fn key_path(&self, key: &SubnetKey) -> String {
+        format!("{}{key}", self.subnets_prefix())
+    }
+
+    /// Every parsable lease under `<prefix>/subnets/`, and the listing's revision.
+    fn list(&self) -> Result<(Vec<(ListedLease, Kv)>, i64), EtcdError> {
+        let listing = self.client.range_prefix(self.subnets_prefix())?;
+        let prefix = self.subnets_prefix();
+        let mut leases = Vec::with_capacity(listing.kvs.len());
+        for kv in listing.kvs {
+            let Some(parsed) = parse_lease(&prefix, &kv) else {
+                continue;
+            };
+            leases.push((parsed, kv));
+        }
+        Ok((leases, listing.revision))
+    }
+
+    /// Takes a subnet (FLANNEL.md §1.4), retrying etcd errors with backoff and a lost race
+    /// by listing again.
+    fn acquire(
+        &self,
+        previous: Option<(
+            crate::control::flannel::Ipv4Net,
+            Option<crate::control::flannel::Ipv6Net>,
+        )>,
+        stop: &AtomicBool,
+    ) -> Result<Option<OwnLease>, FlannelError> {
+        let mut backoff = Backoff::new();
+        let mut races = 0;
+        let mut last = String::new();
+        while !stop.load(Ordering::SeqCst) {
+            match self.try_acquire(previous) {
+                Ok(Some(own)) => return Ok(Some(own)),
+                Ok(None) => {
+                    races += 1;
+                    log::info!("another host took the subnet first; listing again");
+                    if races >= RACE_RETRIES {
+                        return Err(FlannelError::Races {
+                            prefix: self.prefix.clone(),
+                        });
+                    }
+                }
+                Err(AcquireError::OutOfSubnets) => {
+                    return Err(FlannelError::OutOfSubnets {
+                        prefix: self.prefix.clone(),
+                        len: self.network.subnet_len,
+                    })
+                }
+                Err(AcquireError::Etcd(e)) => {
+                    log_once(&mut last, format!("acquiring a subnet: {e}; retrying"));
+                    backoff.wait(stop);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// One attempt: `Ok(None)` when the race for a new subnet was lost.
+    fn try_acquire(
+        &self,
+        previous: Option<(
+            crate::control::flannel::Ipv4Net,
+            Option<crate::control::flannel::Ipv6Net>,
+        )>,
+    ) -> Result<Option<OwnLease>, AcquireError> {
+        let (leases, _) = self.list()?;
+        let listed: Vec<ListedLease> = leases.iter().map(|(l, _)| l.clone()).collect();
+        let allocation = choose_subnet(
+            &self.network,
+            &listed,
+            self.public_ip,
+            previous,
+            &mut random_index,
+        );
+        for key in &allocation.delete {
+            log::info!("deleting our lease {key}: it no longer fits the network config");
+            self.client.delete(self.key_path(key))?;
+        }
+        match allocation.choice {
+            Choice::Reuse { key, reservation } => {
+                let own = self.write_own(key, reservation)?;
+                log::info!(
+                    "reusing {} {key} (it holds our public IP {})",
+                    if reservation { "reservation" } else { "lease" },
+                    self.public_ip
+                );
+                Ok(Some(own))
+            }
+            Choice::Previous(key) | Choice::New(key) => {
+                let lease = self.client.lease_grant(SUBNET_TTL.as_secs() as i64)?;
+                let created = self.client.create_if_absent(
+                    self.key_path(&key),
+                    self.attrs.to_json(),
+                    lease.id,
+                )?;
+                if !created {
+                    let _ = self.client.lease_revoke(lease.id);
+                    return Ok(None);
+                }
+                log::info!(
+                    "leased {key} for {} s{}",
+                    lease.ttl,
+                    if matches!(allocation.choice, Choice::Previous(_)) {
+                        " (the subnet of the previous subnet.env)"
+                    } else {
+                        ""
+                    }
+                );
+                Ok(Some(OwnLease {
+                    key,
+                    attrs: self.attrs.clone(),
+                    lease_id: lease.id,
+                    expires: Some(Instant::now() + Duration::from_secs(lease.ttl.max(0) as u64)),
+                }))
+            }
+            Choice::OutOfSubnets => Err(AcquireError::OutOfSubnets),
+        }
+    }
+
+    /// Writes our value at `key`: bound to a fresh 24 h lease, or without a lease for a
+    /// reservation.
+    fn write_own(&self, key: SubnetKey, reservation: bool) -> Result<OwnLease, EtcdError> {
+        if reservation {
+            self.client
+                .put(self.key_path(&key), self.attrs.to_json(), 0)?;
+            return Ok(OwnLease {
+                key,
+                attrs: self.attrs.clone(),
+                lease_id: 0,
+                expires: None,
+            });
+        }
+        let lease = self.client.lease_grant(SUBNET_TTL.as_secs() as i64)?;
+        self.client
+            .put(self.key_path(&key), self.attrs.to_json(), lease.id)?;
+        Ok(OwnLease {
+            key,
+            attrs: self.attrs.clone(),
+            lease_id: lease.id,
+            expires: Some(Instant::now() + Duration::from_secs(lease.ttl.max(0) as u64)),
+        })
+    }
+
+    /// The route to the host of a lease, if it is one this host should route to.
+    fn route_for(&self, own: &SubnetKey, key: &SubnetKey, attrs: &LeaseAttrs) -> Option<Route> {
+        if key.ipv4 == own.ipv4 || !self.network.network.contains(key.ipv4.addr()) {
+            return None;
+        }
+        let ip = attrs.public_ip;
+        if ip.is_unspecified()
+            || ip.is_loopback()
+            || ip.is_multicast()
+            || ip.is_broadcast()
+            || ip == self.public_ip
+        {
+            log::warn!("lease {key}: PublicIP {ip} cannot be a peer; ignored");
+            return None;
+        }
+        match self.network.backend {
+            BackendConfig::Udp { port } => Some(Route {
+                subnet: key.ipv4.cidr(),
+                endpoint: SocketAddr::new(IpAddr::V4(ip), port),
+                vtep_mac: None,
+            }),
+            BackendConfig::Vxlan(v) => {
+                if attrs.backend_type.as_deref() != Some("vxlan") {
+                    return None;
+                }
+                let data = match attrs.vxlan_data() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        log::warn!("lease {key}: {e}; ignored");
+                        return None;
+                    }
+                };
+                Some(Route {
+                    subnet: key.ipv4.cidr(),
+                    endpoint: SocketAddr::new(IpAddr::V4(ip), v.port),
+                    vtep_mac: Some(data.vtep_mac),
+                })
+            }
+        }
+    }
+}
+
+/// Why one acquisition attempt failed.
+enum AcquireError {
+    OutOfSubnets,
+    Etcd(EtcdError),
+}
+
+impl From<EtcdError> for AcquireError {
+    fn from(e: EtcdError) -> Self {
+        AcquireError::Etcd(e)
+    }
+}
+
+/// A lease listed or watched under `prefix`, if its key and value parse (others are logged
+/// and skipped, as flanneld does).
+fn parse_lease(prefix: &str, kv: &Kv) -> Option<ListedLease> {
+    let name = kv.key_str()?.strip_prefix(prefix)?;
+    let Some(key) = SubnetKey::parse(name) else {
+        log::warn!("{prefix}{name}: not a subnet key; ignored");
+        return None;
+    };
+    match LeaseAttrs::parse(&kv.value) {
+        Ok(attrs) => Some(ListedLease {
+            key,
+            attrs,
+            reservation: kv.lease == 0,
+        }),
+        Err(e) => {
+            log::warn!("{prefix}{name}: {e}; ignored");
+            None
+        }
+    }
+}
+
+/// The route feed: keeps the routing table in step with `<prefix>/subnets/`, renews and
+/// defends our own lease.
+struct Follower {
+    manager: Manager,
+    own: OwnLease,
+    renew_margin: Duration,
+    /// What the table holds, by subnet key: the lease values last applied.
+    known: BTreeMap<SubnetKey, LeaseAttrs>,
+}
+
+/// What the watch thread reports.
+enum Watched {
+    Batch(i64, Vec<WatchEvent>),
+    Failed(EtcdError),
+}
+
+impl Follower {
+    fn run(mut self, routes: RouteTable, stop: Arc<AtomicBool>) {
+        let mut backoff = Backoff::new();
+        let mut revision = loop {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            match self.resync(&routes) {
+                Ok(rev) => break rev,
+                Err(e) => {
+                    log::warn!("listing the leases: {e}; retrying");
+                    backoff.wait(&stop);
+                }
+            }
+        };
+        let mut last = String::new();
+        while !stop.load(Ordering::SeqCst) {
+            let (tx, rx) = mpsc::channel();
+            let watch = match self
+                .manager
+                .client
+                .watch_prefix(self.manager.subnets_prefix(), revision + 1)
+            {
+                Ok(w) => w,
+                Err(e) => {
+                    log_once(&mut last, format!("watching the leases: {e}; retrying"));
+                    self.maintain_own(&stop);
+                    backoff.wait(&stop);
+                    if e.is_compacted() {
+                        if let Ok(rev) = self.resync(&routes) {
+                            revision = rev;
+                        }
+                    }
+                    continue;
+                }
+            };
+            if !last.is_empty() {
+                log::info!("watching the leases again from revision {}", revision + 1);
+                last.clear();
+            }
+            backoff.reset();
+            let spawned = std::thread::Builder::new()
+                .name("weft-etcd-watch".into())
+                .spawn(move || {
+                    let mut watch = watch;
+                    loop {
+                        let msg = match watch.recv() {
+                            Ok(batch) => Watched::Batch(batch.revision, batch.events),
+                            Err(e) => Watched::Failed(e),
+                        };
+                        let failed = matches!(msg, Watched::Failed(_));
+                        if tx.send(msg).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            if spawned.is_err() {
+                backoff.wait(&stop);
+                continue;
+            }
+            // Until the watch fails or the daemon stops.
+            loop {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.maintain_own(&stop);
+                match rx.recv_timeout(Duration::from_millis(250)) {
+                    Ok(Watched::Batch(rev, events)) => {
+                        self.apply_events(&routes, &events, &stop);
+                        revision = revision.max(rev);
+                    }
+                    Ok(Watched::Failed(e)) if e.is_compacted() => {
+                        log::warn!("{e}: listing the leases again");
+                        match self.resync(&routes) {
+                            Ok(rev) => revision = rev,
+                            Err(e) => log::warn!("listing the leases: {e}"),
+                        }
+                        break;
+                    }
+                    Ok(Watched::Failed(e)) => {
+                        log_once(&mut last, format!("the lease watch ended: {e}; retrying"));
+                        backoff.wait(&stop);
+                        break;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+    }
+
+    /// Lists every lease and applies the difference from what is known (added, changed,
+    /// gone) as one batch; returns the listing's revision.
+    fn resync(&mut self, routes: &RouteTable) -> Result<i64, EtcdError> {
+        let (leases, revision) = self.manager.list()?;
+        let listed: BTreeMap<SubnetKey, LeaseAttrs> =
+            leases.into_iter().map(|(l, _)| (l.key, l.attrs)).collect();
+        let mut edits = Vec::new();
+        for (key, attrs) in &self.known {
+            if listed.get(key) != Some(attrs) {
+                if let Some(route) = self.manager.route_for(&self.own.key, key, attrs) {
+                    edits.push(RouteEdit::Remove(route.subnet));
+                }
+            }
+        }
+        for (key, attrs) in &listed {
+            if self.known.get(key) != Some(attrs) {
+                if let Some(route) = self.manager.route_for(&self.own.key, key, attrs) {
+                    edits.push(RouteEdit::Insert(route));
+                }
+            }
+        }
+        let n = edits.len();
+        if let Err(e) = routes.apply(edits) {
+            log::error!("applying {n} lease change(s): {e}");
+        } else if n > 0 {
+            log::info!("{n} route change(s) from {} lease(s)", listed.len());
+        }
+        self.known = listed;
+        Ok(revision)
+    }
+
+    /// Applies one watch batch as one batch of route edits; takes our own lease back if it
+    /// was deleted.
+    fn apply_events(&mut self, routes: &RouteTable, events: &[WatchEvent], stop: &AtomicBool) {
+        let prefix = self.manager.subnets_prefix();
+        let mut edits = Vec::new();
+        let mut own_deleted = false;
+        for event in events {
+            match event {
+                WatchEvent::Put(kv) => {
+                    let Some(lease) = parse_lease(&prefix, kv) else {
+                        continue;
+                    };
+                    if lease.key == self.own.key {
+                        continue;
+                    }
+                    let old = self.known.insert(lease.key, lease.attrs.clone());
+                    if old.as_ref() == Some(&lease.attrs) {
+                        continue;
+                    }
+                    if let Some(old) = old {
+                        if let Some(route) = self.manager.route_for(&self.own.key, &lease.key, &old)
+                        {
+                            edits.push(RouteEdit::Remove(route.subnet));
+                        }
+                    }
+                    if let Some(route) =
+                        self.manager
+                            .route_for(&self.own.key, &lease.key, &lease.attrs)
+                    {
+                        edits.push(RouteEdit::Insert(route));
+                    }
+                }
+                WatchEvent::Delete { key, .. } => {
+                    let Some(name) = std::str::from_utf8(key)
+                        .ok()
+                        .and_then(|k| k.strip_prefix(&prefix))
+                    else {
+                        continue;
+                    };
+                    let Some(key) = SubnetKey::parse(name) else {
+                        continue;
+                    };
+                    if key == self.own.key {
+                        own_deleted = true;
+                        continue;
+                    }
+                    if let Some(old) = self.known.remove(&key) {
+                        if let Some(route) = self.manager.route_for(&self.own.key, &key, &old) {
+                            edits.push(RouteEdit::Remove(route.subnet));
+                        }
+                    }
+                }
+            }
+        }
+        let n = edits.len();
+        if n > 0 {
+            match routes.apply(edits) {
+                Ok(_) => log::info!("{n} route change(s) from the lease watch"),
+                Err(e) => log::error!("applying {n} lease change(s): {e}"),
+            }
+        }
+        if own_deleted {
+            log::warn!("our lease {} was deleted; taking it back", self.own.key);
+            self.take_back(stop);
+        }
+    }
+
+    /// Re-creates our deleted lease (same subnet and value) if nobody else took it.
+    fn take_back(&mut self, stop: &AtomicBool) {
+        let mut backoff = Backoff::new();
+        while !stop.load(Ordering::SeqCst) {
+            let attempt = (|| -> Result<bool, EtcdError> {
+                let client = &self.manager.client;
+                let lease = client.lease_grant(SUBNET_TTL.as_secs() as i64)?;
+                let created = client.create_if_absent(
+                    self.manager.key_path(&self.own.key),
+                    self.own.attrs.to_json(),
+                    lease.id,
+                )?;
+                if created {
+                    self.own.lease_id = lease.id;
+                    self.own.expires =
+                        Some(Instant::now() + Duration::from_secs(lease.ttl.max(0) as u64));
+                } else {
+                    let _ = client.lease_revoke(lease.id);
+                }
+                Ok(created)
+            })();
+            match attempt {
+                Ok(true) => {
+                    log::info!("took our lease {} back", self.own.key);
+                    return;
+                }
+                Ok(false) => {
+                    log::error!(
+                        "our subnet {} was taken by another host; keeping to it until restart",
+                        self.own.key
+                    );
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("taking our lease back: {e}; retrying");
+                    backoff.wait(stop);
+                }
+            }
+        }
+    }
+
+    /// Renews our lease when it is within the renewal margin of expiring (a new 24 h lease
+    /// and a put, as flanneld); retries a failure on the next call.
+    fn maintain_own(&mut self, _stop: &AtomicBool) {
+        let Some(expires) = self.own.expires else {
+            return;
+        };
+        if Instant::now() + self.renew_margin < expires {
+            return;
+        }
+        match self.manager.write_own(self.own.key, false) {
+            Ok(own) => {
+                log::info!("renewed our lease {}", own.key);
+                self.own = own;
+            }
+            Err(e) => {
+                log::warn!("renewing our lease {}: {e}; retrying", self.own.key);
+                // Do not hammer etcd: try again in a minute, as flanneld does.
+                self.own.expires = Some(
+                    Instant::now() + self.renew_margin
+                        - Duration::from_secs(60).min(self.renew_margin),
+                );
+            }
+        }
+    }
+}
+
+/// Readiness for `/readyz`: set once `subnet.env` is written.
+type Ready = Arc<AtomicBool>;
+
+/// Answers `GET /healthz` (always 200 "flanneld is running") and `GET /readyz` (503 "flanneld
+/// is not ready yet" until ready, then 200 "flanneld is ready") as flanneld does, one short
+/// connection at a time with a deadline.
+fn serve_health(addr: SocketAddr, ready: Ready) -> Result<(), FlannelError> {
+    let listener =
+        TcpListener::bind(addr).map_err(|source| FlannelError::Healthz { addr, source })?;
+    std::thread::Builder::new()
+        .name("weft-healthz".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = answer_health(stream, &ready);
+            }
+        })
+        .map_err(|source| FlannelError::Healthz { addr, source })?;
+    Ok(())
+}
+
+fn answer_health(stream: TcpStream, ready: &AtomicBool) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    io::BufReader::new((&stream).take(4096)).read_line(&mut line)?;
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let (status, body) = match path {
+        "/healthz" => ("200 OK", "flanneld is running"),
+        "/readyz" if ready.load(Ordering::SeqCst) => ("200 OK", "flanneld is ready"),
+        "/readyz" => ("503 Service Unavailable", "flanneld is not ready yet"),
+        _ => ("404 Not Found", "not found"),
+    };
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    (&stream).write_all(out.as_bytes())
+}
+
+/// The `weft run` configuration for our lease: the device, the listening address, the
+/// backend; no peers (the route feed adds them).
+fn daemon_config(
+    prefix: &str,
+    network: &NetworkConfig,
+    iface: &Interface,
+    own: &OwnLease,
+    vtep_mac: Option<EthernetAddress>,
+    workers: Option<usize>,
+) -> Result<Config, DaemonError> {
+    let mut text = String::new();
+    let address = own.key.ipv4.addr();
+    let (backend, device, port) = match network.backend {
+        BackendConfig::Udp { port } => ("udp", "flannel0".to_owned(), port),
+        BackendConfig::Vxlan(v) => ("vxlan", format!("flannel.{}", v.vni), v.port),
+    };
+    let _ = writeln!(text, "backend = \"{backend}\"");
+    let _ = writeln!(text, "network = \"{}\"", network.network);
+    if let BackendConfig::Vxlan(v) = network.backend {
+        if let Some(mtu) = v.mtu {
+            let _ = writeln!(text, "underlay_mtu = {mtu}");
+        }
+    }
+    let _ = writeln!(
+        text,
+        "\n[device]\nname = \"{device}\"\naddress = \"{address}\""
+    );
+    let _ = writeln!(
+        text,
+        "\n[listen]\naddress = \"{}\"\nport = {port}",
+        iface.addr
+    );
+    if let (BackendConfig::Vxlan(v), Some(mac)) = (network.backend, vtep_mac) {
+        let _ = writeln!(
+            text,
+            "\n[vxlan]\nvni = {}\nmode = \"l3\"\nvtep_mac = \"{mac}\"",
+            v.vni
+        );
+    }
+    if let Some(w) = workers {
+        let _ = writeln!(text, "\n[engine]\nworkers = {w}");
+    }
+    let path = PathBuf::from(format!("etcd:{prefix}/config"));
+    Ok(Config::parse(&path, &text)?)
+}
+
+/// Runs `weft flannel` until SIGINT/SIGTERM.
+pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready: Ready = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = options.healthz {
+        serve_health(addr, ready.clone())?;
+    }
+    let iface = choose_interface(&options)?;
+    let public_ip = options.public_ip.unwrap_or(iface.addr);
+    log::info!(
+        "using interface {} ({}, mtu {}), public IP {public_ip}",
+        iface.name,
+        iface.addr,
+        iface.mtu
+    );
+    let client = Arc::new(Client::new(options.etcd.clone())?);
+    let prefix = options.prefix.trim_end_matches('/').to_owned();
+    let Some(network) = wait_for_config(&client, &prefix, &stop) else {
+        return Ok(());
+    };
+    if network.ipv6.is_some() {
+        return Err(FlannelError::Unsupported {
+            prefix,
+            reason: "EnableIPv6 = true: weft flannel serves IPv4 networks only so far".into(),
+        });
+    }
+    // A vxlan host keeps its VTEP MAC: the one in our old lease, else the state file.
+    let mac_file = options.state_dir.join("vtep-mac");
+    let vtep_mac = match network.backend {
+        BackendConfig::Udp { .. } => None,
+        BackendConfig::Vxlan(_) => Some(previous_mac(&client, &prefix, public_ip, &mac_file)?),
+    };
+    let attrs = match (network.backend, vtep_mac) {
+        (BackendConfig::Vxlan(v), Some(mac)) => LeaseAttrs::vxlan(public_ip, v.vni, mac),
+        _ => LeaseAttrs::udp(public_ip),
+    };
+    let manager = Manager {
+        client,
+        prefix: prefix.clone(),
+        network: network.clone(),
+        public_ip,
+        attrs,
+    };
+    let previous = subnet_env::read_previous(&options.subnet_file);
+    let Some(own) = manager.acquire(previous, &stop)? else {
+        return Ok(());
+    };
+    let overhead = match network.backend {
+        BackendConfig::Udp { .. } => 28,
+        BackendConfig::Vxlan(_) => 50,
+    };
+    let underlay_mtu = match network.backend {
+        BackendConfig::Vxlan(v) => v.mtu.unwrap_or(iface.mtu),
+        BackendConfig::Udp { .. } => iface.mtu,
+    };
+    SubnetEnv {
+        network: network.network,
+        subnet: own.key.ipv4,
+        ipv6: None,
+        mtu: underlay_mtu.saturating_sub(overhead),
+        ipmasq: false,
+    }
+    .write_atomic(&options.subnet_file)?;
+    log::info!("wrote {}", options.subnet_file.display());
+    let config = daemon_config(&prefix, &network, &iface, &own, vtep_mac, options.workers)?;
+    ready.store(true, Ordering::SeqCst);
+    let follower = Follower {
+        manager,
+        own,
+        renew_margin: options.renew_margin,
+        known: BTreeMap::new(),
+    };
+    daemon::run_config(
+        config,
+        RunOptions {
+            reload_on_sighup: false,
+            feed: Some(Box::new(move |routes, stop| follower.run(routes, stop))),
+        },
+    )?;
+    Ok(())
+}
+
+/// The VTEP MAC of our previous lease (the one with our public IP), else the one kept in
+/// `file` (generated there the first time).
+fn previous_mac(
+    client: &Client,
+    prefix: &str,
+    public_ip: Ipv4Addr,
+    file: &Path,
+) -> Result<EthernetAddress, FlannelError> {
+    let subnets = format!("{prefix}/subnets/");
+    if let Ok(listing) = client.range_prefix(&subnets) {
+        for kv in &listing.kvs {
+            if let Some(lease) = parse_lease(&subnets, kv) {
+                if lease.attrs.public_ip == public_ip {
+                    if let Ok(data) = lease.attrs.vxlan_data() {
+                        let _ = std::fs::create_dir_all(file.parent().unwrap_or(Path::new("/")));
+                        let _ = std::fs::write(file, format!("{}\n", data.vtep_mac));
+                        return Ok(data.vtep_mac);
+                    }
+                }
+            }
+        }
+    }
+    daemon::vtep_mac(None, file).map_err(|source| FlannelError::State {
+        path: file.to_owned(),
+        source,
+    })
+}

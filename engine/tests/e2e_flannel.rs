@@ -1,0 +1,260 @@
+//! End-to-end tests of `weft flannel`: two hosts join one flannel network through a real etcd
+//! (Debian's etcd-server, started by the test inside host 1's namespace and reached over the
+//! underlay), lease distinct subnets, write subnet.env, route to each other, and keep their
+//! tables in step with leases that come and go, an own lease deleted by an operator, and an
+//! etcd that goes away and comes back. All need root.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{require_root, weft_exe};
+use weft::control::etcd::{Client, EtcdConfig};
+use weft_testbed::{
+    ping, underlay_addr, wait_for, wait_until, EtcdServer, Netns, NsChild, TempDir, Testbed,
+};
+
+/// How long a host may take to lease a subnet and come up.
+const UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a lease change may take to reach the other host's table.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+const PREFIX: &str = "/coreos.com/network";
+const CONFIG_UDP: &str = r#"{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}"#;
+
+/// Runs `f` with an etcd client inside `netns` (no traffic in the root namespace).
+fn with_client<T: Send>(netns: &Netns, endpoint: &str, f: impl FnOnce(&Client) -> T + Send) -> T {
+    netns
+        .run_inside(|| {
+            let client = Client::new(EtcdConfig::new([endpoint])).expect("an etcd client");
+            f(&client)
+        })
+        .expect("run inside the namespace")
+}
+
+/// `weft flannel` on host `index`, with its subnet file and state in `dir`.
+fn start_flannel(bed: &Testbed, index: u8, endpoint: &str, dir: &Path) -> NsChild {
+    let subnet_file = subnet_file(dir, index);
+    let state = dir.join(format!("state{index}"));
+    bed.host(index)
+        .netns()
+        .spawn_with_env(
+            &[
+                weft_exe().to_str().unwrap(),
+                "flannel",
+                "--etcd-endpoints",
+                endpoint,
+                "--iface",
+                "u0",
+                "--subnet-file",
+                subnet_file.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--workers",
+                "1",
+            ],
+            &[("WEFT_LOG", "info")],
+        )
+        .expect("start weft flannel")
+}
+
+fn subnet_file(dir: &Path, index: u8) -> PathBuf {
+    dir.join(format!("run{index}/subnet.env"))
+}
+
+/// The subnet.env of host `index` once it exists, as `KEY=value` lines.
+fn wait_subnet_env(dir: &Path, index: u8, daemon: &NsChild) -> Vec<String> {
+    let path = subnet_file(dir, index);
+    wait_for(UP_TIMEOUT, &format!("{}", path.display()), || {
+        std::fs::read_to_string(&path)
+            .ok()
+            .map(|t| t.lines().map(str::to_owned).collect())
+    })
+    .unwrap_or_else(|e| panic!("{e}\nhost {index}'s log:\n{}", daemon.stderr()))
+}
+
+/// `FLANNEL_SUBNET`'s network address: `100.96.X.1/24` -> `100.96.X.0`.
+fn leased_subnet(env: &[String]) -> Ipv4Addr {
+    let line = env
+        .iter()
+        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
+        .expect("FLANNEL_SUBNET");
+    let addr: Ipv4Addr = line.split('/').next().unwrap().parse().unwrap();
+    Ipv4Addr::from(u32::from(addr) - 1)
+}
+
+/// `weft peer list` on host `index`.
+fn peers(bed: &Testbed, index: u8) -> String {
+    bed.host(index)
+        .netns()
+        .exec(&[weft_exe().to_str().unwrap(), "peer", "list"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn wait_peers(bed: &Testbed, index: u8, what: &str, daemon: &NsChild, ok: impl Fn(&str) -> bool) {
+    let mut last = String::new();
+    if wait_until(CHANGE_TIMEOUT, what, || {
+        last = peers(bed, index);
+        ok(&last)
+    })
+    .is_err()
+    {
+        panic!(
+            "host {index}: {what}; peer list:\n{last}\nlog:\n{}",
+            daemon.stderr()
+        );
+    }
+}
+
+#[test]
+fn two_weft_hosts_lease_route_and_follow_changes_through_etcd() {
+    require_root();
+    let bed = Testbed::two_hosts("fl-udp").expect("two hosts");
+    let dir = TempDir::new("weft-flannel").expect("a temp dir");
+    let h1 = bed.host(1).netns();
+    let mut etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
+    let endpoint = etcd.endpoint();
+
+    // Host 2 starts before the config exists: it waits for it (and says so).
+    let d2 = start_flannel(&bed, 2, &endpoint, dir.path());
+    wait_until(UP_TIMEOUT, "host 2 to say the config is missing", || {
+        d2.stderr().contains("not found in etcd")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d2.stderr()));
+    with_client(h1, &endpoint, |c| {
+        c.put(format!("{PREFIX}/config"), CONFIG_UDP, 0).unwrap()
+    });
+    let d1 = start_flannel(&bed, 1, &endpoint, dir.path());
+    let env1 = wait_subnet_env(dir.path(), 1, &d1);
+    let env2 = wait_subnet_env(dir.path(), 2, &d2);
+    for env in [&env1, &env2] {
+        assert_eq!(env[0], "FLANNEL_NETWORK=100.96.0.0/16", "{env:?}");
+        assert!(env[1].starts_with("FLANNEL_SUBNET=100.96."), "{env:?}");
+        assert!(env[1].ends_with(".1/24"), "{env:?}");
+        assert_eq!(&env[2..], ["FLANNEL_MTU=1472", "FLANNEL_IPMASQ=false"]);
+    }
+    let (s1, s2) = (leased_subnet(&env1), leased_subnet(&env2));
+    assert_ne!(s1, s2, "two hosts, two subnets");
+
+    // The leases as flanneld writes them: a udp lease has no BackendType, and is bound to
+    // a 24 h etcd lease.
+    let leases = with_client(h1, &endpoint, |c| {
+        c.range_prefix(format!("{PREFIX}/subnets/")).unwrap().kvs
+    });
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    for (subnet, host) in [(s1, 1), (s2, 2)] {
+        let key = format!("{PREFIX}/subnets/{subnet}-24");
+        let kv = leases
+            .iter()
+            .find(|kv| kv.key_str() == Some(&key))
+            .unwrap_or_else(|| panic!("no {key} in {leases:?}"));
+        assert_eq!(
+            kv.value_str().unwrap(),
+            format!(
+                r#"{{"PublicIP":"{}","PublicIPv6":null}}"#,
+                underlay_addr(host)
+            )
+        );
+        assert_ne!(kv.lease, 0, "{key} is bound to an etcd lease");
+        let ttl = with_client(h1, &endpoint, |c| c.lease_time_to_live(kv.lease).unwrap());
+        assert!(
+            ttl.is_some_and(|t| t > 86_000 && t <= 86_400),
+            "{key}: ttl {ttl:?}"
+        );
+    }
+
+    // Traffic between the two leased subnets.
+    let to2 = Ipv4Addr::from(u32::from(s2));
+    wait_until(
+        UP_TIMEOUT,
+        "a ping from host 1 to host 2's flannel0",
+        || ping(h1, to2, 1).is_ok_and(|s| s.all_received()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", d1.stderr(), d2.stderr()));
+
+    // A third host's lease appears: both tables get its route; it goes: both lose it.
+    let third = "100.96.250.0-24";
+    with_client(h1, &endpoint, |c| {
+        c.put(
+            format!("{PREFIX}/subnets/{third}"),
+            r#"{"PublicIP":"198.18.0.9","PublicIPv6":null}"#,
+            0,
+        )
+        .unwrap()
+    });
+    for (index, daemon) in [(1, &d1), (2, &d2)] {
+        wait_peers(&bed, index, "the third host's route", daemon, |p| {
+            p.contains("100.96.250.0/24 198.18.0.9:8285")
+        });
+    }
+    with_client(h1, &endpoint, |c| {
+        c.delete(format!("{PREFIX}/subnets/{third}")).unwrap()
+    });
+    wait_peers(&bed, 2, "the third host's route removed", &d2, |p| {
+        !p.contains("100.96.250.0/24") && p.contains(&format!("{s1}/24"))
+    });
+
+    // An operator deletes host 1's lease: host 1 takes it back (same subnet).
+    let own = format!("{PREFIX}/subnets/{s1}-24");
+    with_client(h1, &endpoint, |c| c.delete(&own).unwrap());
+    wait_until(CHANGE_TIMEOUT, "host 1 to take its lease back", || {
+        with_client(h1, &endpoint, |c| c.get(&own).ok().flatten()).is_some()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d1.stderr()));
+
+    // etcd goes away: forwarding goes on with the last table; it comes back: the watch
+    // resumes and a new lease reaches host 2.
+    etcd.stop().expect("stop etcd");
+    let summary = ping(h1, to2, 3).expect("ping");
+    assert!(summary.all_received(), "without etcd: {summary}");
+    etcd.restart().expect("restart etcd");
+    with_client(h1, &endpoint, |c| {
+        c.put(
+            format!("{PREFIX}/subnets/100.96.251.0-24"),
+            r#"{"PublicIP":"198.18.0.10","PublicIPv6":null}"#,
+            0,
+        )
+        .unwrap()
+    });
+    wait_peers(&bed, 2, "a lease added after etcd came back", &d2, |p| {
+        p.contains("100.96.251.0/24 198.18.0.10:8285")
+    });
+    let (log1, log2) = (d1.stderr(), d2.stderr());
+    assert!(
+        log1.contains(&format!("took our lease {s1}-24 back")),
+        "{log1}"
+    );
+    assert!(log2.contains("watching the leases again"), "{log2}");
+    // Neither host restarted: one subnet.env write each.
+    for log in [&log1, &log2] {
+        assert_eq!(log.matches("wrote ").count(), 1, "{log}");
+    }
+}
+
+#[test]
+fn flags_weft_does_not_serve_get_one_clear_line() {
+    let out = std::process::Command::new(weft_exe())
+        .args(["flannel", "--ip-masq"])
+        .output()
+        .expect("run weft");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--ip-masq") && err.contains("not served"),
+        "{err}"
+    );
+    let out = std::process::Command::new(weft_exe())
+        .args(["flannel"])
+        .env("FLANNELD_SUBNET_LEASE_RENEW_MARGIN", "1440")
+        .output()
+        .expect("run weft");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--subnet-lease-renew-margin = \"1440\""),
+        "{err}"
+    );
+}
