@@ -33,10 +33,16 @@ fn with_client<T: Send>(netns: &Netns, endpoint: &str, f: impl FnOnce(&Client) -
         .expect("run inside the namespace")
 }
 
-/// `weft flannel` on host `index`, with its subnet file and state in `dir`.
+/// `weft flannel` on host `index`, with its subnet file and state in `dir`; host 1 finds
+/// the underlay interface with `--iface-regex`, host 2 with `--iface-can-reach`.
 fn start_flannel(bed: &Testbed, index: u8, endpoint: &str, dir: &Path) -> NsChild {
     let subnet_file = subnet_file(dir, index);
     let state = dir.join(format!("state{index}"));
+    let iface = if index == 1 {
+        ["--iface-regex", "^u0$"]
+    } else {
+        ["--iface-can-reach", "198.18.0.1"]
+    };
     bed.host(index)
         .netns()
         .spawn_with_env(
@@ -45,8 +51,8 @@ fn start_flannel(bed: &Testbed, index: u8, endpoint: &str, dir: &Path) -> NsChil
                 "flannel",
                 "--etcd-endpoints",
                 endpoint,
-                "--iface",
-                "u0",
+                iface[0],
+                iface[1],
                 "--subnet-file",
                 subnet_file.to_str().unwrap(),
                 "--state-dir",
@@ -137,6 +143,10 @@ fn two_weft_hosts_lease_route_and_follow_changes_through_etcd() {
     }
     let (s1, s2) = (leased_subnet(&env1), leased_subnet(&env2));
     assert_ne!(s1, s2, "two hosts, two subnets");
+    for (index, log) in [(1, d1.stderr()), (2, d2.stderr())] {
+        let want = format!("using interface u0 ({}, mtu 1500)", underlay_addr(index));
+        assert!(log.contains(&want), "host {index}: {want:?} not in:\n{log}");
+    }
 
     // The leases as flanneld writes them: a udp lease has no BackendType, and is bound to
     // a 24 h etcd lease.
@@ -255,6 +265,22 @@ fn flags_weft_does_not_serve_get_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--subnet-lease-renew-margin = \"1440\""),
+        "{err}"
+    );
+    let out = std::process::Command::new(weft_exe())
+        .args([
+            "flannel",
+            "--iface-regex",
+            "eth(",
+            "--etcd-endpoints",
+            "127.0.0.1:2379",
+        ])
+        .output()
+        .expect("run weft");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--iface-regex = \"eth(\": not a regular expression"),
         "{err}"
     );
 }

@@ -59,6 +59,11 @@ pub struct FlannelOptions {
     pub prefix: String,
     /// `--iface`: interface names or addresses, tried in order.
     pub iface: Vec<String>,
+    /// `--iface-regex`: tried after `--iface`, each on every interface's addresses, then on
+    /// the names.
+    pub iface_regex: Vec<regex::Regex>,
+    /// `--iface-can-reach`: the interface the kernel would send from to reach this address.
+    pub iface_can_reach: Option<IpAddr>,
     /// `--public-ip`: the address to publish (default: the interface's).
     pub public_ip: Option<Ipv4Addr>,
     /// `--subnet-file` (default `/run/flannel/subnet.env`).
@@ -150,9 +155,10 @@ pub struct Interface {
     pub mtu: u32,
 }
 
-/// Picks the interface as flanneld does: the first `--iface` (name or address) that has an
-/// IPv4 address, else the interface of the default route, else the one that holds
-/// `--public-ip`.
+/// Picks the interface as flanneld does (`pkg/ipmatch`): the first `--iface` (name or
+/// address) that has an IPv4 address, else the first `--iface-regex` match (on addresses,
+/// then names), else the interface `--iface-can-reach` routes through, else the interface of
+/// the default route, else the one that holds `--public-ip`.
 pub fn choose_interface(options: &FlannelOptions) -> Result<Interface, FlannelError> {
     let netlink_err = |e: io::Error| FlannelError::Flag {
         flag: "--iface",
@@ -191,11 +197,53 @@ pub fn choose_interface(options: &FlannelOptions) -> Result<Interface, FlannelEr
             return Ok(iface);
         }
     }
-    if !options.iface.is_empty() {
+    for regex in &options.iface_regex {
+        let by_addr = addrs.iter().find_map(|a| match a.addr {
+            IpAddr::V4(v4) if regex.is_match(&v4.to_string()) => found(a.index, v4),
+            _ => None,
+        });
+        let by_name = || {
+            links
+                .iter()
+                .filter(|l| regex.is_match(&l.name))
+                .find_map(|l| first_v4(l.index).and_then(|a| found(l.index, a)))
+        };
+        if let Some(iface) = by_addr.or_else(by_name) {
+            return Ok(iface);
+        }
+    }
+    if let Some(target) = options.iface_can_reach {
+        // The source address the kernel picks for `target` (a connected UDP socket sends
+        // nothing) names the interface, as `ip route get` would.
+        let source = std::net::UdpSocket::bind(match target {
+            IpAddr::V4(_) => "0.0.0.0:0",
+            IpAddr::V6(_) => "[::]:0",
+        })
+        .and_then(|s| s.connect((target, 9)).and_then(|()| s.local_addr()));
+        let hit = match source {
+            Ok(SocketAddr::V4(src)) => addrs
+                .iter()
+                .find(|a| a.addr == IpAddr::V4(*src.ip()))
+                .and_then(|a| found(a.index, *src.ip())),
+            _ => None,
+        };
+        return hit.ok_or_else(|| FlannelError::Flag {
+            flag: "--iface-can-reach",
+            value: target.to_string(),
+            reason: "no route to it from an interface with an IPv4 address".into(),
+        });
+    }
+    if !options.iface.is_empty() || !options.iface_regex.is_empty() {
+        let mut value = options.iface.clone();
+        value.extend(options.iface_regex.iter().map(|r| r.as_str().to_owned()));
         return Err(FlannelError::Flag {
-            flag: "--iface",
-            value: options.iface.join(","),
-            reason: "no such interface with an IPv4 address".into(),
+            flag: if options.iface.is_empty() {
+                "--iface-regex"
+            } else {
+                "--iface"
+            },
+            value: value.join(","),
+            reason: "no matching interface with an IPv4 address".into(),
         });
     }
     if let Some(name) = default_route_interface() {

@@ -44,10 +44,11 @@ pub struct FlannelArgs {
     /// Interface (name or IPv4 address) to use; repeatable, the first that matches wins.
     #[arg(long, env = "FLANNELD_IFACE")]
     iface: Vec<String>,
-    /// Not served by weft (an error if given).
+    /// Regular expression matched against interface addresses, then names; repeatable,
+    /// tried after --iface.
     #[arg(long, env = "FLANNELD_IFACE_REGEX")]
     iface_regex: Vec<String>,
-    /// Not served by weft (an error if given).
+    /// Use the interface that routes to this address.
     #[arg(long, env = "FLANNELD_IFACE_CAN_REACH")]
     iface_can_reach: Option<String>,
     /// The IP to publish in the lease (default: the interface's).
@@ -96,20 +97,24 @@ fn bad(flag: &str, value: impl std::fmt::Display, why: &str) -> FlagError {
 impl FlannelArgs {
     /// The options, or the first flag that cannot work.
     pub fn options(self) -> Result<FlannelOptions, FlagError> {
-        if let Some(regex) = self.iface_regex.first() {
-            return Err(bad(
-                "--iface-regex",
-                regex,
-                "not served by weft; name the interface with --iface",
-            ));
+        let mut iface_regex = Vec::with_capacity(self.iface_regex.len());
+        for text in &self.iface_regex {
+            let regex = regex::Regex::new(text).map_err(|e| {
+                bad(
+                    "--iface-regex",
+                    text,
+                    &format!("not a regular expression: {e}"),
+                )
+            })?;
+            iface_regex.push(regex);
         }
-        if let Some(reach) = &self.iface_can_reach {
-            return Err(bad(
-                "--iface-can-reach",
-                reach,
-                "not served by weft; name the interface with --iface",
-            ));
-        }
+        let iface_can_reach = match &self.iface_can_reach {
+            None => None,
+            Some(s) => Some(
+                s.parse::<IpAddr>()
+                    .map_err(|_| bad("--iface-can-reach", s, "not an IP address"))?,
+            ),
+        };
         if let Some(v6) = &self.public_ipv6 {
             return Err(bad(
                 "--public-ipv6",
@@ -188,6 +193,8 @@ impl FlannelArgs {
             },
             prefix: self.etcd_prefix,
             iface: self.iface,
+            iface_regex,
+            iface_can_reach,
             public_ip,
             subnet_file: self.subnet_file,
             renew_margin: Duration::from_secs(self.subnet_lease_renew_margin as u64 * 60),
