@@ -284,3 +284,115 @@ fn flags_weft_does_not_serve_get_one_clear_line() {
         "{err}"
     );
 }
+
+/// What flanneld's vxlan backend writes for a host (FLANNEL.md §1.3).
+fn vxlan_lease(public_ip: Ipv4Addr, mac: &str) -> String {
+    format!(
+        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+    )
+}
+
+/// The VtepMAC of a vxlan lease value as weft wrote it (checked against the exact form).
+fn vtep_mac_of(value: &str, public_ip: Ipv4Addr) -> String {
+    let head = format!(
+        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":""#
+    );
+    let mac = value
+        .strip_prefix(&head)
+        .and_then(|rest| rest.strip_suffix(r#""}}"#))
+        .unwrap_or_else(|| panic!("not flanneld's vxlan lease form: {value}"));
+    assert_eq!(mac.len(), 17, "{value}");
+    mac.to_owned()
+}
+
+#[test]
+fn a_weft_host_and_a_flanneld_style_kernel_vxlan_host_share_one_network() {
+    require_root();
+    let bed = Testbed::two_hosts("fl-vx").expect("two hosts");
+    let dir = TempDir::new("weft-flannel-vx").expect("a temp dir");
+    let (h1, h2) = (bed.host(1).netns(), bed.host(2).netns());
+    let etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
+    let endpoint = etcd.endpoint();
+    let config = r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}"#;
+    with_client(h1, &endpoint, |c| {
+        c.put(format!("{PREFIX}/config"), config, 0).unwrap()
+    });
+
+    // Host 2 is a flanneld vxlan host: the kernel's flannel.1, and its lease as flanneld
+    // writes it, bound to a 24 h etcd lease.
+    let mac2 = "02:00:00:00:02:00";
+    weft_testbed::add_kernel_flannel_device(h2, 2, mac2).expect("flannel.1 on host 2");
+    with_client(h1, &endpoint, |c| {
+        let lease = c.lease_grant(86_400).unwrap();
+        c.put(
+            format!("{PREFIX}/subnets/100.96.2.0-24"),
+            vxlan_lease(underlay_addr(2), mac2),
+            lease.id,
+        )
+        .unwrap()
+    });
+
+    // Host 1 is weft, whose previous subnet.env said 100.96.1.0/24.
+    let env_path = subnet_file(dir.path(), 1);
+    std::fs::create_dir_all(env_path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &env_path,
+        "FLANNEL_NETWORK=100.96.0.0/16\nFLANNEL_SUBNET=100.96.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+    )
+    .unwrap();
+    let modified = std::fs::metadata(&env_path).unwrap().modified().unwrap();
+    let d1 = start_flannel(&bed, 1, &endpoint, dir.path());
+    wait_until(UP_TIMEOUT, "host 1 to rewrite its subnet.env", || {
+        std::fs::metadata(&env_path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m > modified)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d1.stderr()));
+    let env = std::fs::read_to_string(&env_path).unwrap();
+    assert_eq!(
+        env,
+        "FLANNEL_NETWORK=100.96.0.0/16\nFLANNEL_SUBNET=100.96.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+    );
+    let own_key = format!("{PREFIX}/subnets/100.96.1.0-24");
+    let value = with_client(h1, &endpoint, |c| c.get(&own_key).unwrap())
+        .unwrap_or_else(|| panic!("no {own_key}\n{}", d1.stderr()));
+    let mac1 = vtep_mac_of(value.value_str().unwrap(), underlay_addr(1));
+
+    // The flanneld host programs weft's host from its lease, as flanneld would.
+    weft_testbed::add_kernel_flannel_peer(h2, 1, &mac1, weft_testbed::KernelNeighbour::Permanent)
+        .expect("host 2's route, neighbour and FDB entry for host 1");
+    let to2 = Ipv4Addr::new(100, 96, 2, 0);
+    wait_until(UP_TIMEOUT, "a ping from weft to the kernel host", || {
+        ping(h1, to2, 1).is_ok_and(|s| s.all_received())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", d1.stderr(), peers(&bed, 1)));
+    let transfer = weft_testbed::tcp_transfer(
+        h2,
+        h1,
+        Ipv4Addr::new(100, 96, 1, 0),
+        5001,
+        20 << 20,
+        Duration::from_secs(45),
+    )
+    .unwrap_or_else(|e| panic!("kernel -> weft: {e}\n{}", d1.stderr()));
+    assert!(transfer.intact(), "{transfer}");
+
+    // weft restarts: same subnet, same VTEP MAC, so the flanneld host's static entries still
+    // reach it without being reprogrammed.
+    drop(d1);
+    let d1 = start_flannel(&bed, 1, &endpoint, dir.path());
+    wait_until(UP_TIMEOUT, "host 1 to reuse its lease", || {
+        d1.stderr().contains("reusing lease 100.96.1.0-24")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d1.stderr()));
+    let value = with_client(h1, &endpoint, |c| c.get(&own_key).unwrap()).expect("own lease");
+    assert_eq!(
+        vtep_mac_of(value.value_str().unwrap(), underlay_addr(1)),
+        mac1,
+        "the VTEP MAC survived the restart"
+    );
+    wait_until(UP_TIMEOUT, "a ping after the restart", || {
+        ping(h1, to2, 1).is_ok_and(|s| s.all_received())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d1.stderr()));
+}
