@@ -6,11 +6,13 @@
 //! - [`daemon`]: `weft run`, the assembly of all of the above, signals and SIGHUP reload.
 //! - [`etcd`]: a small blocking etcd v3 client over etcd's JSON gateway (for `weft flannel`).
 //! - [`flannel`]: flanneld's formats (network config, leases, subnet.env, subnet choice), pure.
+//! - [`extension`]: `weft ext`, weft as flanneld's extension backend.
 //! - [`flanneld`]: `weft flannel`, the subnet manager that runs the daemon from etcd leases.
 
 pub mod config;
 pub mod daemon;
 pub mod etcd;
+pub mod extension;
 pub mod flannel;
 pub mod flanneld;
 pub mod provision;

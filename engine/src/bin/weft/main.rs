@@ -38,6 +38,22 @@ enum Command {
     /// Join a flannel network as flanneld does: network config and subnet leases in etcd,
     /// subnet.env for the CNI plugin, routes kept in step with the other hosts' leases.
     Flannel(Box<flannel::FlannelArgs>),
+    /// flanneld's extension backend hooks: point PreStartupCommand, PostStartupCommand,
+    /// SubnetAddCommand and SubnetRemoveCommand at `weft ext pre|post|add|remove`.
+    Ext {
+        /// Which hook flanneld is running.
+        #[arg(value_enum)]
+        hook: ExtHook,
+        /// Where the daemon's configuration, pid and log are kept.
+        #[arg(long, value_name = "DIR", default_value = "/run/weft-ext")]
+        state_dir: PathBuf,
+        /// The TUN device (and control socket @weft/DEVICE).
+        #[arg(long, value_name = "NAME", default_value = "flannel0")]
+        device: String,
+        /// The UDP port of the flannel wire format, the same on every host.
+        #[arg(long, value_name = "PORT", default_value_t = 8285)]
+        port: u16,
+    },
     /// Check a configuration file and print what it sets up, without running anything.
     Check {
         /// The configuration file (TOML).
@@ -62,6 +78,18 @@ enum Command {
     /// Build two hosts in network namespaces on this machine, run traffic through weft
     /// between them, show what went through, and clean up.
     Demo,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExtHook {
+    /// PreStartupCommand: prints the BackendData line.
+    Pre,
+    /// PostStartupCommand: starts the data plane for NETWORK, SUBNET, PUBLIC_IP.
+    Post,
+    /// SubnetAddCommand: routes SUBNET to PUBLIC_IP.
+    Add,
+    /// SubnetRemoveCommand: removes the route to SUBNET.
+    Remove,
 }
 
 #[derive(Subcommand)]
@@ -248,6 +276,36 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Ext {
+            hook,
+            state_dir,
+            device,
+            port,
+        } => {
+            use weft::control::extension::{run_hook, ExtOptions, Hook};
+            let hook = match hook {
+                ExtHook::Pre => Hook::Pre,
+                ExtHook::Post => Hook::Post,
+                ExtHook::Add => Hook::Add,
+                ExtHook::Remove => Hook::Remove,
+            };
+            let weft = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("weft"));
+            let options = ExtOptions {
+                state_dir,
+                device,
+                port,
+                weft,
+            };
+            match run_hook(hook, &options, &|name| std::env::var(name).ok()) {
+                Ok(line) => {
+                    if !line.is_empty() {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("ext: {e}")),
+            }
+        }
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 let mtus = weft::control::daemon::mtus(&c);
