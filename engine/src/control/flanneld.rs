@@ -949,7 +949,14 @@ fn daemon_config(
 
 /// Runs `weft flannel` until SIGINT/SIGTERM.
 pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
+    // SIGINT/SIGTERM before the daemon is up (waiting for the config, for etcd, for a
+    // lease) stop the waits and end cleanly, as flanneld's handler does; once the daemon
+    // runs, its own handler takes over.
     let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|source| FlannelError::Daemon(DaemonError::Signals(source)))?;
+    }
     let ready: Ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = options.healthz {
         serve_health(addr, ready.clone())?;
@@ -965,6 +972,7 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
     let client = Arc::new(Client::new(options.etcd.clone())?);
     let prefix = options.prefix.trim_end_matches('/').to_owned();
     let Some(network) = wait_for_config(&client, &prefix, &stop) else {
+        log::info!("stopped while waiting for the network config");
         return Ok(());
     };
     if network.ipv6.is_some() {
@@ -992,8 +1000,12 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
     };
     let previous = subnet_env::read_previous(&options.subnet_file);
     let Some(own) = manager.acquire(previous, &stop)? else {
+        log::info!("stopped before a subnet was leased");
         return Ok(());
     };
+    if stop.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     let overhead = match network.backend {
         BackendConfig::Udp { .. } => 28,
         BackendConfig::Vxlan(_) => 50,
