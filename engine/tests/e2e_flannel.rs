@@ -396,3 +396,57 @@ fn a_weft_host_and_a_flanneld_style_kernel_vxlan_host_share_one_network() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", d1.stderr()));
 }
+
+#[test]
+fn a_dual_stack_udp_network_leases_both_families_and_carries_ipv6() {
+    require_root();
+    let bed = Testbed::two_hosts("fl-ds").expect("two hosts");
+    let dir = TempDir::new("weft-flannel-ds").expect("a temp dir");
+    let h1 = bed.host(1).netns();
+    let etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
+    let endpoint = etcd.endpoint();
+    let config = r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:100:96::/48","Backend":{"Type":"udp"}}"#;
+    with_client(h1, &endpoint, |c| {
+        c.put(format!("{PREFIX}/config"), config, 0).unwrap()
+    });
+    let d1 = start_flannel(&bed, 1, &endpoint, dir.path());
+    let d2 = start_flannel(&bed, 2, &endpoint, dir.path());
+    let mut v6 = Vec::new();
+    for (index, daemon) in [(1, &d1), (2, &d2)] {
+        let env = wait_subnet_env(dir.path(), index, daemon);
+        assert_eq!(env.len(), 6, "{env:?}");
+        assert_eq!(env[0], "FLANNEL_NETWORK=100.96.0.0/16");
+        assert_eq!(env[2], "FLANNEL_IPV6_NETWORK=fd00:100:96::/48");
+        let subnet6 = env[3]
+            .strip_prefix("FLANNEL_IPV6_SUBNET=")
+            .and_then(|s| s.strip_suffix("::1/64"))
+            .unwrap_or_else(|| panic!("{env:?}"));
+        assert!(subnet6.starts_with("fd00:100:96:"), "{env:?}");
+        assert_eq!(&env[4..], ["FLANNEL_MTU=1472", "FLANNEL_IPMASQ=false"]);
+        // The key is flanneld's dual-stack form; a udp lease still carries only PublicIP.
+        let v4 = leased_subnet(&env);
+        let key = format!("{PREFIX}/subnets/{v4}-24&{subnet6}::-64");
+        let kv = with_client(h1, &endpoint, |c| c.get(&key).unwrap())
+            .unwrap_or_else(|| panic!("no {key}\n{}", daemon.stderr()));
+        assert_eq!(
+            kv.value_str().unwrap(),
+            format!(
+                r#"{{"PublicIP":"{}","PublicIPv6":null}}"#,
+                underlay_addr(index)
+            )
+        );
+        v6.push(format!("{subnet6}::"));
+    }
+    assert_ne!(v6[0], v6[1]);
+    // IPv6 between the hosts' overlay addresses, over the IPv4 underlay.
+    wait_until(UP_TIMEOUT, "an IPv6 ping from host 1 to host 2", || {
+        h1.exec(&["ping", "-6", "-n", "-c", "1", "-W", "1", &v6[1]])
+            .is_ok_and(|o| o.status.success())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", d1.stderr(), peers(&bed, 1)));
+    let list = peers(&bed, 1);
+    assert!(
+        list.contains(&format!("{}/64 198.18.0.2:8285", v6[1])),
+        "{list}"
+    );
+}

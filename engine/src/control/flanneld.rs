@@ -513,10 +513,12 @@ impl Manager {
         })
     }
 
-    /// The route to the host of a lease, if it is one this host should route to.
-    fn route_for(&self, own: &SubnetKey, key: &SubnetKey, attrs: &LeaseAttrs) -> Option<Route> {
+    /// The routes to the host of a lease, if it is one this host should route to: its IPv4
+    /// subnet, and on a dual-stack udp network its IPv6 subnet too (carried to the same
+    /// IPv4 endpoint).
+    fn route_for(&self, own: &SubnetKey, key: &SubnetKey, attrs: &LeaseAttrs) -> Vec<Route> {
         if key.ipv4 == own.ipv4 || !self.network.network.contains(key.ipv4.addr()) {
-            return None;
+            return Vec::new();
         }
         let ip = attrs.public_ip;
         if ip.is_unspecified()
@@ -526,30 +528,43 @@ impl Manager {
             || ip == self.public_ip
         {
             log::warn!("lease {key}: PublicIP {ip} cannot be a peer; ignored");
-            return None;
+            return Vec::new();
         }
         match self.network.backend {
-            BackendConfig::Udp { port } => Some(Route {
-                subnet: key.ipv4.cidr(),
-                endpoint: SocketAddr::new(IpAddr::V4(ip), port),
-                vtep_mac: None,
-            }),
+            BackendConfig::Udp { port } => {
+                let endpoint = SocketAddr::new(IpAddr::V4(ip), port);
+                let mut routes = vec![Route {
+                    subnet: key.ipv4.cidr(),
+                    endpoint,
+                    vtep_mac: None,
+                }];
+                if let (Some(v6), Some(net6)) = (key.ipv6, self.network.ipv6) {
+                    if Some(v6) != own.ipv6 && net6.network.contains(v6.addr()) {
+                        routes.push(Route {
+                            subnet: v6.cidr(),
+                            endpoint,
+                            vtep_mac: None,
+                        });
+                    }
+                }
+                routes
+            }
             BackendConfig::Vxlan(v) => {
                 if attrs.backend_type.as_deref() != Some("vxlan") {
-                    return None;
+                    return Vec::new();
                 }
                 let data = match attrs.vxlan_data() {
                     Ok(d) => d,
                     Err(e) => {
                         log::warn!("lease {key}: {e}; ignored");
-                        return None;
+                        return Vec::new();
                     }
                 };
-                Some(Route {
+                vec![Route {
                     subnet: key.ipv4.cidr(),
                     endpoint: SocketAddr::new(IpAddr::V4(ip), v.port),
                     vtep_mac: Some(data.vtep_mac),
-                })
+                }]
             }
         }
     }
@@ -704,14 +719,14 @@ impl Follower {
         let mut edits = Vec::new();
         for (key, attrs) in &self.known {
             if listed.get(key) != Some(attrs) {
-                if let Some(route) = self.manager.route_for(&self.own.key, key, attrs) {
+                for route in self.manager.route_for(&self.own.key, key, attrs) {
                     edits.push(RouteEdit::Remove(route.subnet));
                 }
             }
         }
         for (key, attrs) in &listed {
             if self.known.get(key) != Some(attrs) {
-                if let Some(route) = self.manager.route_for(&self.own.key, key, attrs) {
+                for route in self.manager.route_for(&self.own.key, key, attrs) {
                     edits.push(RouteEdit::Insert(route));
                 }
             }
@@ -746,14 +761,13 @@ impl Follower {
                         continue;
                     }
                     if let Some(old) = old {
-                        if let Some(route) = self.manager.route_for(&self.own.key, &lease.key, &old)
-                        {
+                        for route in self.manager.route_for(&self.own.key, &lease.key, &old) {
                             edits.push(RouteEdit::Remove(route.subnet));
                         }
                     }
-                    if let Some(route) =
-                        self.manager
-                            .route_for(&self.own.key, &lease.key, &lease.attrs)
+                    for route in self
+                        .manager
+                        .route_for(&self.own.key, &lease.key, &lease.attrs)
                     {
                         edits.push(RouteEdit::Insert(route));
                     }
@@ -773,7 +787,7 @@ impl Follower {
                         continue;
                     }
                     if let Some(old) = self.known.remove(&key) {
-                        if let Some(route) = self.manager.route_for(&self.own.key, &key, &old) {
+                        for route in self.manager.route_for(&self.own.key, &key, &old) {
                             edits.push(RouteEdit::Remove(route.subnet));
                         }
                     }
@@ -919,6 +933,9 @@ fn daemon_config(
     };
     let _ = writeln!(text, "backend = \"{backend}\"");
     let _ = writeln!(text, "network = \"{}\"", network.network);
+    if let Some(net6) = network.ipv6 {
+        let _ = writeln!(text, "network6 = \"{}\"", net6.network.cidr());
+    }
     if let BackendConfig::Vxlan(v) = network.backend {
         if let Some(mtu) = v.mtu {
             let _ = writeln!(text, "underlay_mtu = {mtu}");
@@ -928,6 +945,9 @@ fn daemon_config(
         text,
         "\n[device]\nname = \"{device}\"\naddress = \"{address}\""
     );
+    if let Some(v6) = own.key.ipv6 {
+        let _ = writeln!(text, "address6 = \"{}\"", v6.addr());
+    }
     let _ = writeln!(
         text,
         "\n[listen]\naddress = \"{}\"\nport = {port}",
@@ -975,10 +995,13 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
         log::info!("stopped while waiting for the network config");
         return Ok(());
     };
-    if network.ipv6.is_some() {
+    if network.ipv6.is_some() && matches!(network.backend, BackendConfig::Vxlan(_)) {
         return Err(FlannelError::Unsupported {
             prefix,
-            reason: "EnableIPv6 = true: weft flannel serves IPv4 networks only so far".into(),
+            reason: "EnableIPv6 = true with Backend.Type = \"vxlan\": weft flannel serves \
+                     dual stack with the udp backend only so far (flanneld's vxlan needs a \
+                     second, IPv6-underlay VTEP)"
+                .into(),
         });
     }
     // A vxlan host keeps its VTEP MAC: the one in our old lease, else the state file.
@@ -1017,7 +1040,10 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
     SubnetEnv {
         network: network.network,
         subnet: own.key.ipv4,
-        ipv6: None,
+        ipv6: network
+            .ipv6
+            .zip(own.key.ipv6)
+            .map(|(net6, v6)| (net6.network, v6)),
         mtu: underlay_mtu.saturating_sub(overhead),
         ipmasq: false,
     }
