@@ -90,6 +90,15 @@ fn leased_subnet(env: &[String]) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(addr) - 1)
 }
 
+/// Runs etcd's own `etcdctl` (v3 API) against `endpoint` inside `netns`; its stdout.
+fn etcdctl(netns: &Netns, endpoint: &str, args: &[&str]) -> String {
+    let mut argv = vec!["env", "ETCDCTL_API=3", "etcdctl", "--endpoints", endpoint];
+    argv.extend_from_slice(args);
+    netns
+        .exec_ok(&argv)
+        .unwrap_or_else(|e| panic!("etcdctl {args:?}: {e}"))
+}
+
 /// `weft peer list` on host `index`.
 fn peers(bed: &Testbed, index: u8) -> String {
     bed.host(index)
@@ -184,27 +193,62 @@ fn two_weft_hosts_lease_route_and_follow_changes_through_etcd() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", d1.stderr(), d2.stderr()));
 
-    // A third host's lease appears: both tables get its route; it goes: both lose it.
+    // Read back with etcdctl, our leases are byte for byte what flanneld writes.
+    for (subnet, host) in [(s1, 1), (s2, 2)] {
+        let value = etcdctl(
+            h1,
+            &endpoint,
+            &[
+                "get",
+                &format!("{PREFIX}/subnets/{subnet}-24"),
+                "--print-value-only",
+            ],
+        );
+        assert_eq!(
+            value.trim_end(),
+            format!(
+                r#"{{"PublicIP":"{}","PublicIPv6":null}}"#,
+                underlay_addr(host)
+            )
+        );
+    }
+
+    // A third host's lease written by hand as flanneld writes it (etcdctl, bound to an etcd
+    // lease): both tables get its route; the etcd lease revoked (as when it expires): both
+    // lose it.
     let third = "100.96.250.0-24";
-    with_client(h1, &endpoint, |c| {
-        c.put(
-            format!("{PREFIX}/subnets/{third}"),
+    let granted = etcdctl(h1, &endpoint, &["lease", "grant", "86400"]);
+    let lease_id = granted
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("etcdctl lease grant said {granted:?}"))
+        .to_owned();
+    etcdctl(
+        h1,
+        &endpoint,
+        &[
+            "put",
+            &format!("--lease={lease_id}"),
+            &format!("{PREFIX}/subnets/{third}"),
             r#"{"PublicIP":"198.18.0.9","PublicIPv6":null}"#,
-            0,
-        )
-        .unwrap()
-    });
+        ],
+    );
+    let written = std::time::Instant::now();
     for (index, daemon) in [(1, &d1), (2, &d2)] {
         wait_peers(&bed, index, "the third host's route", daemon, |p| {
             p.contains("100.96.250.0/24 198.18.0.9:8285")
         });
+        eprintln!(
+            "host {index}: the hand-written lease became a route after {:?}",
+            written.elapsed()
+        );
     }
-    with_client(h1, &endpoint, |c| {
-        c.delete(format!("{PREFIX}/subnets/{third}")).unwrap()
-    });
-    wait_peers(&bed, 2, "the third host's route removed", &d2, |p| {
-        !p.contains("100.96.250.0/24") && p.contains(&format!("{s1}/24"))
-    });
+    etcdctl(h1, &endpoint, &["lease", "revoke", &lease_id]);
+    for (index, daemon) in [(1, &d1), (2, &d2)] {
+        wait_peers(&bed, index, "the third host's route removed", daemon, |p| {
+            !p.contains("100.96.250.0/24")
+        });
+    }
 
     // An operator deletes host 1's lease: host 1 takes it back (same subnet).
     let own = format!("{PREFIX}/subnets/{s1}-24");
