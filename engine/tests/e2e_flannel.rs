@@ -494,3 +494,64 @@ fn a_dual_stack_udp_network_leases_both_families_and_carries_ipv6() {
         "{list}"
     );
 }
+
+#[test]
+fn the_own_lease_is_renewed_ahead_of_expiry() {
+    require_root();
+    let bed = Testbed::two_hosts("fl-renew").expect("two hosts");
+    let dir = TempDir::new("weft-flannel-renew").expect("a temp dir");
+    let h1 = bed.host(1).netns();
+    let etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
+    let endpoint = etcd.endpoint();
+    with_client(h1, &endpoint, |c| {
+        c.put(format!("{PREFIX}/config"), CONFIG_UDP, 0).unwrap()
+    });
+    // Leases of 64 s renewed 1 minute ahead: the first renewal is due after ~4 s.
+    let d1 = bed
+        .host(1)
+        .netns()
+        .spawn_with_env(
+            &[
+                weft_exe().to_str().unwrap(),
+                "flannel",
+                "--etcd-endpoints",
+                &endpoint,
+                "--iface",
+                "u0",
+                "--subnet-file",
+                subnet_file(dir.path(), 1).to_str().unwrap(),
+                "--state-dir",
+                dir.path().join("state1").to_str().unwrap(),
+                "--subnet-lease-renew-margin",
+                "1",
+                "--workers",
+                "1",
+            ],
+            &[("WEFT_TEST_FLANNEL_LEASE_TTL", "64")],
+        )
+        .expect("start weft flannel");
+    let env = wait_subnet_env(dir.path(), 1, &d1);
+    let key = format!("{PREFIX}/subnets/{}-24", leased_subnet(&env));
+    let first = with_client(h1, &endpoint, |c| c.get(&key).unwrap())
+        .expect("our lease")
+        .lease;
+    assert_ne!(first, 0);
+    let renewed = wait_for(
+        Duration::from_secs(30),
+        "a renewal (a new etcd lease)",
+        || {
+            let kv = with_client(h1, &endpoint, |c| c.get(&key).unwrap())?;
+            (kv.lease != 0 && kv.lease != first).then_some(kv)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", d1.stderr()));
+    assert_eq!(
+        renewed.value_str().unwrap(),
+        r#"{"PublicIP":"198.18.0.1","PublicIPv6":null}"#
+    );
+    let ttl = with_client(h1, &endpoint, |c| {
+        c.lease_time_to_live(renewed.lease).unwrap()
+    });
+    assert!(ttl.is_some_and(|t| t > 55), "the new lease's ttl: {ttl:?}");
+    assert!(d1.stderr().contains("renewed our lease"), "{}", d1.stderr());
+}

@@ -45,6 +45,9 @@ use crate::sys::Netlink;
 
 /// flanneld's lease time: every lease is bound to an etcd lease of 24 hours.
 pub const SUBNET_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Set to a number of seconds to bind leases to etcd leases that short instead of
+/// [`SUBNET_TTL`]: the end-to-end tests use it to see a renewal within seconds.
+pub const TEST_LEASE_TTL: &str = "WEFT_TEST_FLANNEL_LEASE_TTL";
 /// How often a lost creation race is retried (flanneld's `raceRetries`).
 const RACE_RETRIES: usize = 10;
 /// The longest wait between two attempts to reach etcd.
@@ -362,6 +365,8 @@ struct Manager {
     public_ip: Ipv4Addr,
     /// Our attributes (public IP, and for vxlan the VNI and VTEP MAC).
     attrs: LeaseAttrs,
+    /// The etcd lease time of our lease ([`SUBNET_TTL`]).
+    ttl: Duration,
 }
 
 impl Manager {
@@ -459,7 +464,7 @@ impl Manager {
                 Ok(Some(own))
             }
             Choice::Previous(key) | Choice::New(key) => {
-                let lease = self.client.lease_grant(SUBNET_TTL.as_secs() as i64)?;
+                let lease = self.client.lease_grant(self.ttl.as_secs() as i64)?;
                 let created = self.client.create_if_absent(
                     self.key_path(&key),
                     self.attrs.to_json(),
@@ -502,7 +507,7 @@ impl Manager {
                 expires: None,
             });
         }
-        let lease = self.client.lease_grant(SUBNET_TTL.as_secs() as i64)?;
+        let lease = self.client.lease_grant(self.ttl.as_secs() as i64)?;
         self.client
             .put(self.key_path(&key), self.attrs.to_json(), lease.id)?;
         Ok(OwnLease {
@@ -813,7 +818,7 @@ impl Follower {
         while !stop.load(Ordering::SeqCst) {
             let attempt = (|| -> Result<bool, EtcdError> {
                 let client = &self.manager.client;
-                let lease = client.lease_grant(SUBNET_TTL.as_secs() as i64)?;
+                let lease = client.lease_grant(self.manager.ttl.as_secs() as i64)?;
                 let created = client.create_if_absent(
                     self.manager.key_path(&self.own.key),
                     self.own.attrs.to_json(),
@@ -864,11 +869,10 @@ impl Follower {
             }
             Err(e) => {
                 log::warn!("renewing our lease {}: {e}; retrying", self.own.key);
-                // Do not hammer etcd: try again in a minute, as flanneld does.
-                self.own.expires = Some(
-                    Instant::now() + self.renew_margin
-                        - Duration::from_secs(60).min(self.renew_margin),
-                );
+                // Do not hammer etcd: try again in a minute, as flanneld does (the next
+                // attempt comes when `now + margin` reaches this).
+                self.own.expires =
+                    Some(Instant::now() + self.renew_margin + Duration::from_secs(60));
             }
         }
     }
@@ -967,6 +971,20 @@ fn daemon_config(
     Ok(Config::parse(&path, &text)?)
 }
 
+/// [`SUBNET_TTL`], unless [`TEST_LEASE_TTL`] says otherwise.
+fn lease_ttl() -> Duration {
+    match std::env::var(TEST_LEASE_TTL)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(secs) if secs > 0 => {
+            log::warn!("{TEST_LEASE_TTL} is set: leases last {secs} s instead of 24 h");
+            Duration::from_secs(secs)
+        }
+        _ => SUBNET_TTL,
+    }
+}
+
 /// Runs `weft flannel` until SIGINT/SIGTERM.
 pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
     // SIGINT/SIGTERM before the daemon is up (waiting for the config, for etcd, for a
@@ -1020,6 +1038,7 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
         network: network.clone(),
         public_ip,
         attrs,
+        ttl: lease_ttl(),
     };
     let previous = subnet_env::read_previous(&options.subnet_file);
     let Some(own) = manager.acquire(previous, &stop)? else {
