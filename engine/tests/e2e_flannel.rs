@@ -257,6 +257,11 @@ fn two_weft_hosts_lease_route_and_follow_changes_through_etcd() {
         with_client(h1, &endpoint, |c| c.get(&own).ok().flatten()).is_some()
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", d1.stderr()));
+    let summary = ping(h1, to2, 2).expect("ping");
+    assert!(
+        summary.all_received(),
+        "after the lease was taken back: {summary}"
+    );
 
     // etcd goes away: forwarding goes on with the last table; it comes back: the watch
     // resumes and a new lease reaches host 2.
@@ -275,6 +280,8 @@ fn two_weft_hosts_lease_route_and_follow_changes_through_etcd() {
     wait_peers(&bed, 2, "a lease added after etcd came back", &d2, |p| {
         p.contains("100.96.251.0/24 198.18.0.10:8285")
     });
+    let summary = ping(h1, to2, 2).expect("ping");
+    assert!(summary.all_received(), "after etcd came back: {summary}");
     let (log1, log2) = (d1.stderr(), d2.stderr());
     assert!(
         log1.contains(&format!("took our lease {s1}-24 back")),
