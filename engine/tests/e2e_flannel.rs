@@ -7,87 +7,27 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use common::flannel::{
+    leased_subnet, peers, start_flannel, vtep_mac_of, wait_peers, wait_written, with_client,
+    write_previous_env, CHANGE_TIMEOUT, CONFIG_UDP, PREFIX, UP_TIMEOUT,
+};
 use common::{require_root, weft_exe};
-use weft::control::etcd::{Client, EtcdConfig};
 use weft_testbed::{
     ping, underlay_addr, wait_for, wait_until, EtcdServer, Netns, NsChild, TempDir, Testbed,
 };
 
-/// How long a host may take to lease a subnet and come up.
-const UP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a lease change may take to reach the other host's table.
-const CHANGE_TIMEOUT: Duration = Duration::from_secs(15);
-const PREFIX: &str = "/coreos.com/network";
-const CONFIG_UDP: &str = r#"{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}"#;
-
-/// Runs `f` with an etcd client inside `netns` (no traffic in the root namespace).
-fn with_client<T: Send>(netns: &Netns, endpoint: &str, f: impl FnOnce(&Client) -> T + Send) -> T {
-    netns
-        .run_inside(|| {
-            let client = Client::new(EtcdConfig::new([endpoint])).expect("an etcd client");
-            f(&client)
-        })
-        .expect("run inside the namespace")
-}
-
-/// `weft flannel` on host `index`, with its subnet file and state in `dir`; host 1 finds
-/// the underlay interface with `--iface-regex`, host 2 with `--iface-can-reach`.
-fn start_flannel(bed: &Testbed, index: u8, endpoint: &str, dir: &Path) -> NsChild {
-    let subnet_file = subnet_file(dir, index);
-    let state = dir.join(format!("state{index}"));
-    let iface = if index == 1 {
-        ["--iface-regex", "^u0$"]
+/// `weft flannel` on host `index`; host 1 finds the underlay interface with
+/// `--iface-regex`, host 2 with `--iface-can-reach`.
+fn start(bed: &Testbed, index: u8, endpoint: &str, dir: &Path) -> NsChild {
+    let iface: &[&str] = if index == 1 {
+        &["--iface-regex", "^u0$"]
     } else {
-        ["--iface-can-reach", "198.18.0.1"]
+        &["--iface-can-reach", "198.18.0.1"]
     };
-    bed.host(index)
-        .netns()
-        .spawn_with_env(
-            &[
-                weft_exe().to_str().unwrap(),
-                "flannel",
-                "--etcd-endpoints",
-                endpoint,
-                iface[0],
-                iface[1],
-                "--subnet-file",
-                subnet_file.to_str().unwrap(),
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--workers",
-                "1",
-            ],
-            &[("WEFT_LOG", "info")],
-        )
-        .expect("start weft flannel")
-}
-
-fn subnet_file(dir: &Path, index: u8) -> PathBuf {
-    dir.join(format!("run{index}/subnet.env"))
-}
-
-/// The subnet.env of host `index` once it exists, as `KEY=value` lines.
-fn wait_subnet_env(dir: &Path, index: u8, daemon: &NsChild) -> Vec<String> {
-    let path = subnet_file(dir, index);
-    wait_for(UP_TIMEOUT, &format!("{}", path.display()), || {
-        std::fs::read_to_string(&path)
-            .ok()
-            .map(|t| t.lines().map(str::to_owned).collect())
-    })
-    .unwrap_or_else(|e| panic!("{e}\nhost {index}'s log:\n{}", daemon.stderr()))
-}
-
-/// `FLANNEL_SUBNET`'s network address: `100.96.X.1/24` -> `100.96.X.0`.
-fn leased_subnet(env: &[String]) -> Ipv4Addr {
-    let line = env
-        .iter()
-        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-        .expect("FLANNEL_SUBNET");
-    let addr: Ipv4Addr = line.split('/').next().unwrap().parse().unwrap();
-    Ipv4Addr::from(u32::from(addr) - 1)
+    start_flannel(bed, index, endpoint, dir, iface, &[], &[])
 }
 
 /// Runs etcd's own `etcdctl` (v3 API) against `endpoint` inside `netns`; its stdout.
@@ -97,30 +37,6 @@ fn etcdctl(netns: &Netns, endpoint: &str, args: &[&str]) -> String {
     netns
         .exec_ok(&argv)
         .unwrap_or_else(|e| panic!("etcdctl {args:?}: {e}"))
-}
-
-/// `weft peer list` on host `index`.
-fn peers(bed: &Testbed, index: u8) -> String {
-    bed.host(index)
-        .netns()
-        .exec(&[weft_exe().to_str().unwrap(), "peer", "list"])
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-fn wait_peers(bed: &Testbed, index: u8, what: &str, daemon: &NsChild, ok: impl Fn(&str) -> bool) {
-    let mut last = String::new();
-    if wait_until(CHANGE_TIMEOUT, what, || {
-        last = peers(bed, index);
-        ok(&last)
-    })
-    .is_err()
-    {
-        panic!(
-            "host {index}: {what}; peer list:\n{last}\nlog:\n{}",
-            daemon.stderr()
-        );
-    }
 }
 
 #[test]
@@ -133,7 +49,7 @@ fn two_weft_hosts_lease_route_and_follow_changes_through_etcd() {
     let endpoint = etcd.endpoint();
 
     // Host 2 starts before the config exists: it waits for it (and says so).
-    let d2 = start_flannel(&bed, 2, &endpoint, dir.path());
+    let d2 = start(&bed, 2, &endpoint, dir.path());
     wait_until(UP_TIMEOUT, "host 2 to say the config is missing", || {
         d2.stderr().contains("not found in etcd")
     })
@@ -141,9 +57,9 @@ fn two_weft_hosts_lease_route_and_follow_changes_through_etcd() {
     with_client(h1, &endpoint, |c| {
         c.put(format!("{PREFIX}/config"), CONFIG_UDP, 0).unwrap()
     });
-    let d1 = start_flannel(&bed, 1, &endpoint, dir.path());
-    let env1 = wait_subnet_env(dir.path(), 1, &d1);
-    let env2 = wait_subnet_env(dir.path(), 2, &d2);
+    let d1 = start(&bed, 1, &endpoint, dir.path());
+    let env1 = wait_written(dir.path(), 1, &d1);
+    let env2 = wait_written(dir.path(), 2, &d2);
     for env in [&env1, &env2] {
         assert_eq!(env[0], "FLANNEL_NETWORK=100.96.0.0/16", "{env:?}");
         assert!(env[1].starts_with("FLANNEL_SUBNET=100.96."), "{env:?}");
@@ -343,19 +259,6 @@ fn vxlan_lease(public_ip: Ipv4Addr, mac: &str) -> String {
     )
 }
 
-/// The VtepMAC of a vxlan lease value as weft wrote it (checked against the exact form).
-fn vtep_mac_of(value: &str, public_ip: Ipv4Addr) -> String {
-    let head = format!(
-        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":""#
-    );
-    let mac = value
-        .strip_prefix(&head)
-        .and_then(|rest| rest.strip_suffix(r#""}}"#))
-        .unwrap_or_else(|| panic!("not flanneld's vxlan lease form: {value}"));
-    assert_eq!(mac.len(), 17, "{value}");
-    mac.to_owned()
-}
-
 #[test]
 fn a_weft_host_and_a_flanneld_style_kernel_vxlan_host_share_one_network() {
     require_root();
@@ -383,26 +286,19 @@ fn a_weft_host_and_a_flanneld_style_kernel_vxlan_host_share_one_network() {
         .unwrap()
     });
 
-    // Host 1 is weft, whose previous subnet.env said 100.96.1.0/24.
-    let env_path = subnet_file(dir.path(), 1);
-    std::fs::create_dir_all(env_path.parent().unwrap()).unwrap();
-    std::fs::write(
-        &env_path,
-        "FLANNEL_NETWORK=100.96.0.0/16\nFLANNEL_SUBNET=100.96.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
-    )
-    .unwrap();
-    let modified = std::fs::metadata(&env_path).unwrap().modified().unwrap();
-    let d1 = start_flannel(&bed, 1, &endpoint, dir.path());
-    wait_until(UP_TIMEOUT, "host 1 to rewrite its subnet.env", || {
-        std::fs::metadata(&env_path)
-            .and_then(|m| m.modified())
-            .is_ok_and(|m| m > modified)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", d1.stderr()));
-    let env = std::fs::read_to_string(&env_path).unwrap();
+    // Host 1 is weft, whose previous subnet.env said 100.96.1.0/24 (with a stale MTU, so
+    // that the rewrite shows).
+    write_previous_env(dir.path(), 1, "100.96.1.1", 1);
+    let d1 = start(&bed, 1, &endpoint, dir.path());
+    let env = wait_written(dir.path(), 1, &d1);
     assert_eq!(
         env,
-        "FLANNEL_NETWORK=100.96.0.0/16\nFLANNEL_SUBNET=100.96.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+        [
+            "FLANNEL_NETWORK=100.96.0.0/16",
+            "FLANNEL_SUBNET=100.96.1.1/24",
+            "FLANNEL_MTU=1450",
+            "FLANNEL_IPMASQ=false"
+        ]
     );
     let own_key = format!("{PREFIX}/subnets/100.96.1.0-24");
     let value = with_client(h1, &endpoint, |c| c.get(&own_key).unwrap())
@@ -431,7 +327,7 @@ fn a_weft_host_and_a_flanneld_style_kernel_vxlan_host_share_one_network() {
     // weft restarts: same subnet, same VTEP MAC, so the flanneld host's static entries still
     // reach it without being reprogrammed.
     drop(d1);
-    let d1 = start_flannel(&bed, 1, &endpoint, dir.path());
+    let d1 = start(&bed, 1, &endpoint, dir.path());
     wait_until(UP_TIMEOUT, "host 1 to reuse its lease", || {
         d1.stderr().contains("reusing lease 100.96.1.0-24")
     })
@@ -460,11 +356,11 @@ fn a_dual_stack_udp_network_leases_both_families_and_carries_ipv6() {
     with_client(h1, &endpoint, |c| {
         c.put(format!("{PREFIX}/config"), config, 0).unwrap()
     });
-    let d1 = start_flannel(&bed, 1, &endpoint, dir.path());
-    let d2 = start_flannel(&bed, 2, &endpoint, dir.path());
+    let d1 = start(&bed, 1, &endpoint, dir.path());
+    let d2 = start(&bed, 2, &endpoint, dir.path());
     let mut v6 = Vec::new();
     for (index, daemon) in [(1, &d1), (2, &d2)] {
-        let env = wait_subnet_env(dir.path(), index, daemon);
+        let env = wait_written(dir.path(), index, daemon);
         assert_eq!(env.len(), 6, "{env:?}");
         assert_eq!(env[0], "FLANNEL_NETWORK=100.96.0.0/16");
         assert_eq!(env[2], "FLANNEL_IPV6_NETWORK=fd00:100:96::/48");
@@ -514,30 +410,16 @@ fn the_own_lease_is_renewed_ahead_of_expiry() {
         c.put(format!("{PREFIX}/config"), CONFIG_UDP, 0).unwrap()
     });
     // Leases of 64 s renewed 1 minute ahead: the first renewal is due after ~4 s.
-    let d1 = bed
-        .host(1)
-        .netns()
-        .spawn_with_env(
-            &[
-                weft_exe().to_str().unwrap(),
-                "flannel",
-                "--etcd-endpoints",
-                &endpoint,
-                "--iface",
-                "u0",
-                "--subnet-file",
-                subnet_file(dir.path(), 1).to_str().unwrap(),
-                "--state-dir",
-                dir.path().join("state1").to_str().unwrap(),
-                "--subnet-lease-renew-margin",
-                "1",
-                "--workers",
-                "1",
-            ],
-            &[("WEFT_TEST_FLANNEL_LEASE_TTL", "64")],
-        )
-        .expect("start weft flannel");
-    let env = wait_subnet_env(dir.path(), 1, &d1);
+    let d1 = start_flannel(
+        &bed,
+        1,
+        &endpoint,
+        dir.path(),
+        &["--iface", "u0"],
+        &["--subnet-lease-renew-margin", "1"],
+        &[("WEFT_TEST_FLANNEL_LEASE_TTL", "64")],
+    );
+    let env = wait_written(dir.path(), 1, &d1);
     let key = format!("{PREFIX}/subnets/{}-24", leased_subnet(&env));
     let first = with_client(h1, &endpoint, |c| c.get(&key).unwrap())
         .expect("our lease")

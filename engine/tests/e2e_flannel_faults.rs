@@ -8,140 +8,33 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use common::flannel::{
+    leased_subnet, put_config, start_flannel, subnet_file, udp_lease, wait_peers, wait_written,
+    with_client, write_previous_env, CHANGE_TIMEOUT, CONFIG_UDP, PREFIX, UP_TIMEOUT,
+};
 use common::{require_root, weft_exe};
-use weft::control::etcd::{Client, EtcdConfig};
 use weft_testbed::{
     underlay_addr, wait_for, wait_until, EtcdServer, Netns, NsChild, TempDir, Testbed,
     TERMINATE_GRACE,
 };
 
-/// How long a host may take to lease a subnet and come up.
-const UP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a lease change may take to reach a host's table.
-const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
-const PREFIX: &str = "/coreos.com/network";
-const CONFIG_UDP: &str = r#"{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}"#;
-
-/// Runs `f` with an etcd client inside `netns` (no traffic in the root namespace).
-fn with_client<T: Send>(netns: &Netns, endpoint: &str, f: impl FnOnce(&Client) -> T + Send) -> T {
-    netns
-        .run_inside(|| {
-            let client = Client::new(EtcdConfig::new([endpoint])).expect("an etcd client");
-            f(&client)
-        })
-        .expect("run inside the namespace")
+/// Puts the udp config at `<prefix>/config`.
+fn put_udp_config(netns: &Netns, endpoint: &str) {
+    put_config(netns, endpoint, CONFIG_UDP);
 }
 
-fn put_config(netns: &Netns, endpoint: &str) {
-    with_client(netns, endpoint, |c| {
-        c.put(format!("{PREFIX}/config"), CONFIG_UDP, 0)
-            .expect("put the config")
-    });
-}
-
-fn subnet_file(dir: &Path, index: u8) -> PathBuf {
-    dir.join(format!("run{index}/subnet.env"))
-}
-
-/// `weft flannel` on host `index` with its subnet file and state in `dir` and `extra` flags;
-/// host 1 finds the underlay interface with `--iface-regex`, host 2 with `--iface-can-reach`.
-fn start_flannel(bed: &Testbed, index: u8, endpoint: &str, dir: &Path, extra: &[&str]) -> NsChild {
-    let subnet_file = subnet_file(dir, index);
-    let state = dir.join(format!("state{index}"));
-    let iface = if index == 1 {
-        ["--iface-regex", "^u0$"]
+/// `weft flannel` on host `index` with `extra` flags; host 1 finds the underlay interface
+/// with `--iface-regex`, host 2 with `--iface-can-reach`.
+fn start(bed: &Testbed, index: u8, endpoint: &str, dir: &Path, extra: &[&str]) -> NsChild {
+    let iface: &[&str] = if index == 1 {
+        &["--iface-regex", "^u0$"]
     } else {
-        ["--iface-can-reach", "198.18.0.1"]
+        &["--iface-can-reach", "198.18.0.1"]
     };
-    let mut argv = vec![
-        weft_exe().to_str().unwrap(),
-        "flannel",
-        "--etcd-endpoints",
-        endpoint,
-        iface[0],
-        iface[1],
-        "--subnet-file",
-        subnet_file.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--workers",
-        "1",
-    ];
-    argv.extend_from_slice(extra);
-    bed.host(index)
-        .netns()
-        .spawn_with_env(&argv, &[("WEFT_LOG", "info")])
-        .expect("start weft flannel")
-}
-
-/// Waits until `daemon` logged that it wrote its subnet.env (so a file left by an earlier
-/// run does not count), and returns the file's `KEY=value` lines.
-fn wait_written(dir: &Path, index: u8, daemon: &NsChild) -> Vec<String> {
-    let path = subnet_file(dir, index);
-    let wrote = format!("wrote {}", path.display());
-    wait_until(
-        UP_TIMEOUT,
-        &format!("host {index} to write {wrote}"),
-        || daemon.stderr().contains(&wrote),
-    )
-    .unwrap_or_else(|e| panic!("{e}\nhost {index}'s log:\n{}", daemon.stderr()));
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// `FLANNEL_SUBNET`'s network address: `100.96.X.1/24` -> `100.96.X.0`.
-fn leased_subnet(env: &[String]) -> Ipv4Addr {
-    let line = env
-        .iter()
-        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-        .unwrap_or_else(|| panic!("no FLANNEL_SUBNET in {env:?}"));
-    assert!(line.ends_with("/24"), "{env:?}");
-    let addr: Ipv4Addr = line.split('/').next().unwrap().parse().unwrap();
-    Ipv4Addr::from(u32::from(addr) - 1)
-}
-
-/// A subnet.env as flanneld leaves it, with `FLANNEL_SUBNET=<subnet>.1/24`.
-fn write_previous_env(dir: &Path, index: u8, subnet_dot_one: &str) {
-    let path = subnet_file(dir, index);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "FLANNEL_NETWORK=100.96.0.0/16\nFLANNEL_SUBNET={subnet_dot_one}/24\n\
-             FLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n"
-        ),
-    )
-    .unwrap();
-}
-
-/// `weft peer list` on host `index`.
-fn peers(bed: &Testbed, index: u8) -> String {
-    bed.host(index)
-        .netns()
-        .exec(&[weft_exe().to_str().unwrap(), "peer", "list"])
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-fn wait_peers(bed: &Testbed, index: u8, what: &str, daemon: &NsChild, ok: impl Fn(&str) -> bool) {
-    let mut last = String::new();
-    if wait_until(CHANGE_TIMEOUT, what, || {
-        last = peers(bed, index);
-        ok(&last)
-    })
-    .is_err()
-    {
-        panic!(
-            "host {index}: {what}; peer list:\n{last}\nlog:\n{}",
-            daemon.stderr()
-        );
-    }
+    start_flannel(bed, index, endpoint, dir, iface, extra, &[])
 }
 
 /// Waits until the daemon on host `index` is up: it logged `up:` and `weft peer list`
@@ -166,11 +59,6 @@ host {index}'s log:
             daemon.stderr()
         )
     });
-}
-
-/// The lease value flanneld's udp backend writes for `public_ip`.
-fn udp_lease(public_ip: Ipv4Addr) -> String {
-    format!(r#"{{"PublicIP":"{public_ip}","PublicIPv6":null}}"#)
 }
 
 /// Every key under `<prefix>/subnets/`: (key without the prefix, value, etcd lease id).
@@ -200,14 +88,14 @@ fn racing_hosts_get_distinct_subnets() {
     let h1 = bed.host(1).netns();
     let etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
     let endpoint = etcd.endpoint();
-    put_config(h1, &endpoint);
+    put_udp_config(h1, &endpoint);
 
     // Both hosts' previous subnet.env name the same subnet, and they start together.
     for index in [1, 2] {
-        write_previous_env(dir.path(), index, "100.96.7.1");
+        write_previous_env(dir.path(), index, "100.96.7.1", 1472);
     }
-    let d1 = start_flannel(&bed, 1, &endpoint, dir.path(), &[]);
-    let d2 = start_flannel(&bed, 2, &endpoint, dir.path(), &[]);
+    let d1 = start(&bed, 1, &endpoint, dir.path(), &[]);
+    let d2 = start(&bed, 2, &endpoint, dir.path(), &[]);
     let env1 = wait_written(dir.path(), 1, &d1);
     let env2 = wait_written(dir.path(), 2, &d2);
     let (s1, s2) = (leased_subnet(&env1), leased_subnet(&env2));
@@ -270,10 +158,10 @@ fn a_restarted_host_takes_back_its_subnet_and_a_reservation_stays_without_lease(
     let h1 = bed.host(1).netns();
     let etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
     let endpoint = etcd.endpoint();
-    put_config(h1, &endpoint);
+    put_udp_config(h1, &endpoint);
 
     // (a) Host 1 comes up, stops, comes back: same subnet, its lease reused.
-    let mut d1 = start_flannel(&bed, 1, &endpoint, dir.path(), &[]);
+    let mut d1 = start(&bed, 1, &endpoint, dir.path(), &[]);
     let s1 = leased_subnet(&wait_written(dir.path(), 1, &d1));
     wait_engine_up(&bed, 1, &d1);
     let first_log = d1.stderr();
@@ -283,7 +171,7 @@ fn a_restarted_host_takes_back_its_subnet_and_a_reservation_stays_without_lease(
         "weft flannel exited {status}:\n{first_log}"
     );
     drop(d1);
-    let d1 = start_flannel(&bed, 1, &endpoint, dir.path(), &[]);
+    let d1 = start(&bed, 1, &endpoint, dir.path(), &[]);
     let again = leased_subnet(&wait_written(dir.path(), 1, &d1));
     let log1 = d1.stderr();
     assert_eq!(again, s1, "first run:\n{first_log}\nsecond run:\n{log1}");
@@ -308,7 +196,7 @@ fn a_restarted_host_takes_back_its_subnet_and_a_reservation_stays_without_lease(
         )
         .unwrap()
     });
-    let d2 = start_flannel(&bed, 2, &endpoint, dir.path(), &[]);
+    let d2 = start(&bed, 2, &endpoint, dir.path(), &[]);
     let s2 = leased_subnet(&wait_written(dir.path(), 2, &d2));
     let log2 = d2.stderr();
     assert_eq!(s2, Ipv4Addr::new(100, 96, 42, 0), "{log2}");
@@ -347,9 +235,9 @@ fn a_compacted_watch_is_recovered_by_listing_again() {
     let h1 = bed.host(1).netns();
     let mut etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
     let endpoint = etcd.endpoint();
-    put_config(h1, &endpoint);
-    let d1 = start_flannel(&bed, 1, &endpoint, dir.path(), &[]);
-    let mut d2 = start_flannel(&bed, 2, &endpoint, dir.path(), &[]);
+    put_udp_config(h1, &endpoint);
+    let d1 = start(&bed, 1, &endpoint, dir.path(), &[]);
+    let mut d2 = start(&bed, 2, &endpoint, dir.path(), &[]);
     let s1 = leased_subnet(&wait_written(dir.path(), 1, &d1));
     let s2 = leased_subnet(&wait_written(dir.path(), 2, &d2));
     let route_to_1 = format!("{s1}/24 198.18.0.1:8285");
@@ -421,7 +309,7 @@ fn etcd_unreachable_at_start_is_retried() {
     let dir = TempDir::new("weft-flf-unr").expect("a temp dir");
     let h1 = bed.host(1).netns();
     let endpoint = format!("http://{}:{}", underlay_addr(1), EtcdServer::CLIENT_PORT);
-    let mut d1 = start_flannel(&bed, 1, &endpoint, dir.path(), &[]);
+    let mut d1 = start(&bed, 1, &endpoint, dir.path(), &[]);
     wait_until(UP_TIMEOUT, "host 1 to say it is retrying", || {
         d1.stderr().contains("retrying")
     })
@@ -431,7 +319,7 @@ fn etcd_unreachable_at_start_is_retried() {
 
     let etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
     assert_eq!(etcd.endpoint(), endpoint);
-    put_config(h1, &endpoint);
+    put_udp_config(h1, &endpoint);
     let env = wait_written(dir.path(), 1, &d1);
     assert_eq!(env[0], "FLANNEL_NETWORK=100.96.0.0/16", "{env:?}");
     let s1 = leased_subnet(&env);
@@ -479,7 +367,7 @@ fn health_endpoints_answer_as_flanneld() {
     let etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
     let endpoint = etcd.endpoint();
     let health = SocketAddr::new(underlay_addr(2).into(), 8099);
-    let d2 = start_flannel(
+    let d2 = start(
         &bed,
         2,
         &endpoint,
@@ -503,7 +391,7 @@ fn health_endpoints_answer_as_flanneld() {
     let elsewhere = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 8099);
     assert_eq!(http_get(h2, elsewhere, "/healthz"), None);
 
-    put_config(h1, &endpoint);
+    put_udp_config(h1, &endpoint);
     wait_written(dir.path(), 2, &d2);
     let mut last = None;
     wait_until(CHANGE_TIMEOUT, "/readyz to answer 200", || {
@@ -527,7 +415,7 @@ fn sigterm_while_waiting_for_the_config_exits_cleanly() {
     let dir = TempDir::new("weft-flf-term").expect("a temp dir");
     let h1 = bed.host(1).netns();
     let etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
-    let mut d1 = start_flannel(&bed, 1, &etcd.endpoint(), dir.path(), &[]);
+    let mut d1 = start(&bed, 1, &etcd.endpoint(), dir.path(), &[]);
     wait_until(UP_TIMEOUT, "host 1 to say the config is missing", || {
         d1.stderr().contains("not found in etcd")
     })

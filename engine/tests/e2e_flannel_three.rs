@@ -7,23 +7,23 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{require_root, weft_exe};
-use weft::control::etcd::{Client, EtcdConfig};
+use common::flannel::{
+    peers, start_flannel, subnet_file, vtep_mac_of, with_client, write_previous_env, PREFIX,
+    UP_TIMEOUT,
+};
+use common::require_root;
 use weft_testbed::{
     ping, pod_addr, tcp_transfer, underlay_addr, wait_until, EtcdServer, Netns, NsChild, TempDir,
     Testbed, UDP_OVERLAY_MTU, UDP_PORT, UNDERLAY_IFNAME, VXLAN_OVERLAY_MTU,
 };
 
-/// How long a host may take to lease its subnet and come up.
-const UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a lease change may take to reach every host's table.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a lease written by hand may take to show in every host's `weft peer list`.
 const HAND_LEASE_TIMEOUT: Duration = Duration::from_secs(5);
-const PREFIX: &str = "/coreos.com/network";
 const HOSTS: [u8; 3] = [1, 2, 3];
 /// The namespace that runs etcd, on the underlay at 198.18.0.100.
 const ETCD_HOST: u8 = 100;
@@ -54,20 +54,6 @@ impl Backend {
     }
 }
 
-/// Runs `f` with an etcd client inside `netns` (no traffic in the root namespace).
-fn with_client<T: Send>(netns: &Netns, endpoint: &str, f: impl FnOnce(&Client) -> T + Send) -> T {
-    netns
-        .run_inside(|| {
-            let client = Client::new(EtcdConfig::new([endpoint])).expect("an etcd client");
-            f(&client)
-        })
-        .expect("run inside the namespace")
-}
-
-fn subnet_file(dir: &Path, index: u8) -> PathBuf {
-    dir.join(format!("run{index}/subnet.env"))
-}
-
 /// subnet.env of host `index` as flanneld writes it for subnet 100.96.<index>.0/24.
 fn subnet_env(index: u8, mtu: u32) -> String {
     format!(
@@ -75,43 +61,23 @@ fn subnet_env(index: u8, mtu: u32) -> String {
     )
 }
 
-/// Pins host `index` to 100.96.<index>.0/24: a previous subnet.env that names it.
+/// Pins host `index` to 100.96.<index>.0/24: a previous subnet.env that names it (with a
+/// stale MTU, so that the rewrite shows).
 fn pin_subnet(dir: &Path, index: u8) {
-    let path = subnet_file(dir, index);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    // Only FLANNEL_SUBNET matters to flanneld's next start; the other lines are stale
-    // on purpose, so the rewrite is visible.
-    std::fs::write(
-        &path,
-        format!("FLANNEL_NETWORK=100.96.0.0/16\nFLANNEL_SUBNET=100.96.{index}.1/24\nFLANNEL_MTU=1\nFLANNEL_IPMASQ=false\n"),
-    )
-    .unwrap();
+    write_previous_env(dir, index, &format!("100.96.{index}.1"), 1);
 }
 
 /// `weft flannel --iface u0 --workers 1` on host `index`.
-fn start_flannel(bed: &Testbed, index: u8, endpoint: &str, dir: &Path) -> NsChild {
-    let subnet_file = subnet_file(dir, index);
-    let state = dir.join(format!("state{index}"));
-    bed.host(index)
-        .netns()
-        .spawn_with_env(
-            &[
-                weft_exe().to_str().unwrap(),
-                "flannel",
-                "--etcd-endpoints",
-                endpoint,
-                "--iface",
-                UNDERLAY_IFNAME,
-                "--subnet-file",
-                subnet_file.to_str().unwrap(),
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--workers",
-                "1",
-            ],
-            &[("WEFT_LOG", "info")],
-        )
-        .expect("start weft flannel")
+fn start(bed: &Testbed, index: u8, endpoint: &str, dir: &Path) -> NsChild {
+    start_flannel(
+        bed,
+        index,
+        endpoint,
+        dir,
+        &["--iface", UNDERLAY_IFNAME],
+        &[],
+        &[],
+    )
 }
 
 /// Every daemon's log, for failure messages.
@@ -121,15 +87,6 @@ fn logs(daemons: &[NsChild]) -> String {
         .zip(daemons)
         .map(|(h, d)| format!("--- host {h} ---\n{}", d.stderr()))
         .collect()
-}
-
-/// `weft peer list` on host `index`.
-fn peers(bed: &Testbed, index: u8) -> String {
-    bed.host(index)
-        .netns()
-        .exec(&[weft_exe().to_str().unwrap(), "peer", "list"])
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
 }
 
 /// The udp route `weft peer list` shows for a lease of `subnet` held by `public_ip`.
@@ -172,27 +129,6 @@ fn wait_all_peers(
     took.into_iter().map(Option::unwrap).collect()
 }
 
-/// The VTEP MAC of a vxlan lease value, which must otherwise be exactly flanneld's form.
-fn vtep_mac_of(value: &str, public_ip: Ipv4Addr) -> String {
-    let head = format!(
-        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":""#
-    );
-    let mac = value
-        .strip_prefix(&head)
-        .and_then(|rest| rest.strip_suffix(r#""}}"#))
-        .unwrap_or_else(|| panic!("not flanneld's vxlan lease form: {value}"));
-    assert_eq!(mac.len(), 17, "a 17-character MAC: {value}");
-    let octets: Vec<&str> = mac.split(':').collect();
-    assert!(
-        octets.len() == 6
-            && octets
-                .iter()
-                .all(|o| o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit())),
-        "a MAC: {value}"
-    );
-    mac.to_owned()
-}
-
 /// Three hosts with one pod each, etcd on 198.18.0.100 with `backend`'s config, all three
 /// `weft flannel` daemons up on their pinned subnets; checks subnet.env, the daemons' logs,
 /// the leases in etcd (flanneld's exact form, bound to etcd leases), every host's route to
@@ -226,7 +162,7 @@ fn three_hosts(
         .iter()
         .map(|&h| {
             pin_subnet(dir.path(), h);
-            start_flannel(&bed, h, &endpoint, dir.path())
+            start(&bed, h, &endpoint, dir.path())
         })
         .collect();
     for (&host, daemon) in HOSTS.iter().zip(&daemons) {

@@ -6,6 +6,8 @@
 // Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod flannel;
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
