@@ -532,12 +532,7 @@ impl Client {
                 let response = request.send(body.to_string()).map_err(transport)?;
                 let status = response.status().as_u16();
                 if status != 200 {
-                    let bytes = response
-                        .into_body()
-                        .with_config()
-                        .limit(MAX_RESPONSE_BYTES)
-                        .read_to_vec()
-                        .map_err(transport)?;
+                    let bytes = read_body(response).map_err(transport)?;
                     return Err(error_answer(endpoint, &operation, status, &bytes));
                 }
                 Watch::start(endpoint, &operation, response.into_body().into_reader())
@@ -695,12 +690,7 @@ impl Client {
             .content_type("application/json");
         let response = with_token(request, token).send(body).map_err(transport)?;
         let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-            .map_err(transport)?;
+        let bytes = read_body(response).map_err(transport)?;
         if status != 200 {
             return Err(error_answer(endpoint, operation, status, &bytes));
         }
@@ -710,6 +700,15 @@ impl Client {
             detail: format!("{error} in {}", snippet(&bytes)),
         })
     }
+}
+
+/// The whole body of a unary answer, at most [`MAX_RESPONSE_BYTES`].
+fn read_body(response: ureq::http::Response<ureq::Body>) -> Result<Vec<u8>, ureq::Error> {
+    response
+        .into_body()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
 }
 
 /// Adds the `Authorization` header carrying `token`, if any.

@@ -362,40 +362,18 @@ mod tests {
         );
         assert_eq!(a.choice, Choice::Previous(key("10.5.52.0-24")));
         assert!(asked.is_empty());
-        // Taken by someone else (exactly, or overlapping a larger lease): pick anew.
-        let a = choose_subnet(
-            &c,
-            &leases,
-            ip(ME),
-            prev("10.5.7.0/24"),
-            &mut fixed(0, &mut asked),
-        );
-        assert_eq!(a.choice, Choice::New(key("10.5.1.0-24")));
-        let a = choose_subnet(
-            &c,
-            &leases,
-            ip(ME),
-            prev("10.5.9.0/24"),
-            &mut fixed(0, &mut asked),
-        );
-        assert_eq!(a.choice, Choice::New(key("10.5.1.0-24")));
-        // Incompatible: wrong length, outside SubnetMin..SubnetMax.
-        let a = choose_subnet(
-            &c,
-            &leases,
-            ip(ME),
-            prev("10.5.52.0/25"),
-            &mut fixed(0, &mut asked),
-        );
-        assert_eq!(a.choice, Choice::New(key("10.5.1.0-24")));
-        let a = choose_subnet(
-            &c,
-            &leases,
-            ip(ME),
-            prev("10.5.0.0/24"),
-            &mut fixed(0, &mut asked),
-        );
-        assert_eq!(a.choice, Choice::New(key("10.5.1.0-24")));
+        // Taken by someone else (exactly, or overlapping a larger lease), or incompatible
+        // (wrong length, outside SubnetMin..SubnetMax): pick anew.
+        for previous in ["10.5.7.0/24", "10.5.9.0/24", "10.5.52.0/25", "10.5.0.0/24"] {
+            let a = choose_subnet(
+                &c,
+                &leases,
+                ip(ME),
+                prev(previous),
+                &mut fixed(0, &mut asked),
+            );
+            assert_eq!(a.choice, Choice::New(key("10.5.1.0-24")), "{previous}");
+        }
         // A recorded IPv6 subnet is ignored while IPv6 is disabled.
         let p = Some((
             Ipv4Net::parse_cidr("10.5.52.0/24").unwrap(),
