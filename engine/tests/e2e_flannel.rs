@@ -15,6 +15,7 @@ use common::flannel::{
     write_previous_env, CHANGE_TIMEOUT, CONFIG_UDP, PREFIX, UP_TIMEOUT,
 };
 use common::{require_root, weft_exe};
+use weft::control::etcd::{Client, EtcdConfig};
 use weft_testbed::{
     ping, underlay_addr, wait_for, wait_until, EtcdServer, Netns, NsChild, TempDir, Testbed,
 };
@@ -443,4 +444,81 @@ fn the_own_lease_is_renewed_ahead_of_expiry() {
     });
     assert!(ttl.is_some_and(|t| t > 55), "the new lease's ttl: {ttl:?}");
     assert!(d1.stderr().contains("renewed our lease"), "{}", d1.stderr());
+}
+
+#[test]
+fn etcd_over_tls_and_with_a_password_is_reached_through_the_flags() {
+    require_root();
+    let dir = TempDir::new("weft-flannel-sec").expect("a temp dir");
+    assert!(
+        weft_testbed::make_test_certificates(dir.path(), underlay_addr(1)).expect("openssl"),
+        "openssl is needed (the CI installs it)"
+    );
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+
+    // TLS with client certificates: --etcd-cafile/certfile/keyfile.
+    let bed = Testbed::two_hosts("fl-tls").expect("two hosts");
+    let h1 = bed.host(1).netns();
+    let tls = weft_testbed::EtcdTls {
+        cert_file: dir.path().join("server.pem"),
+        key_file: dir.path().join("server.key"),
+        ca_file: dir.path().join("ca.pem"),
+    };
+    let etcd = EtcdServer::start_tls(h1, underlay_addr(1), tls).expect("etcd over TLS");
+    let endpoint = etcd.endpoint();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    h1.run_inside(|| {
+        let mut config = EtcdConfig::new([endpoint.as_str()]);
+        config.ca_file = Some(dir.path().join("ca.pem"));
+        config.cert_file = Some(dir.path().join("client.pem"));
+        config.key_file = Some(dir.path().join("client.key"));
+        Client::new(config)
+            .unwrap()
+            .put(format!("{PREFIX}/config"), CONFIG_UDP, 0)
+            .unwrap()
+    })
+    .unwrap();
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let d2 = start_flannel(
+        &bed,
+        2,
+        &endpoint,
+        dir.path(),
+        &["--iface", "u0"],
+        &[
+            "--etcd-cafile",
+            &ca,
+            "--etcd-certfile",
+            &cert,
+            "--etcd-keyfile",
+            &key,
+        ],
+        &[],
+    );
+    let env = wait_written(dir.path(), 2, &d2);
+    assert!(env[1].starts_with("FLANNEL_SUBNET=100.96."), "{env:?}");
+    drop(d2);
+    drop(etcd);
+
+    // Username and password: --etcd-username/--etcd-password (the password from the
+    // environment, as FLANNELD_ETCD_PASSWORD).
+    let bed = Testbed::two_hosts("fl-auth").expect("two hosts");
+    let h1 = bed.host(1).netns();
+    let etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd");
+    let endpoint = etcd.endpoint();
+    with_client(h1, &endpoint, |c| {
+        c.put(format!("{PREFIX}/config"), CONFIG_UDP, 0).unwrap()
+    });
+    etcd.enable_auth("s3cret").expect("enable etcd auth");
+    let d2 = start_flannel(
+        &bed,
+        2,
+        &endpoint,
+        &dir.path().join("auth"),
+        &["--iface", "u0", "--etcd-username", "root"],
+        &[],
+        &[("FLANNELD_ETCD_PASSWORD", "s3cret")],
+    );
+    let env = wait_written(&dir.path().join("auth"), 2, &d2);
+    assert!(env[1].starts_with("FLANNEL_SUBNET=100.96."), "{env:?}");
 }

@@ -3,14 +3,12 @@
 //! thread inside that namespace ([`Netns::run_inside`]): no traffic in the root namespace.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use weft::control::etcd::{Client, EtcdConfig, EtcdError, Watch, WatchBatch, WatchEvent};
-use weft_testbed::{wait_for, EtcdServer, EtcdTls, Netns, TempDir};
+use weft_testbed::{make_test_certificates, wait_for, EtcdServer, EtcdTls, Netns, TempDir};
 
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 /// How long anything etcd does may take to show.
@@ -426,81 +424,11 @@ fn basic_auth_authenticates_and_authenticates_again_after_a_restart() {
         .unwrap();
 }
 
-/// Runs `openssl` with `args` in `dir`; false if it is not installed.
-fn openssl(dir: &Path, args: &[&str]) -> bool {
-    match Command::new("openssl").args(args).current_dir(dir).output() {
-        Ok(output) => {
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            true
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
-        Err(error) => panic!("cannot run openssl: {error}"),
-    }
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, all EC P-256.
-fn make_certificates(dir: &Path) -> bool {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=weft-test-ca"];
-    ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-    if !openssl(dir, &ca) {
-        return false;
-    }
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    for name in ["server", "client"] {
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let pem = format!("{name}.pem");
-        let ext = format!("{name}.ext");
-        let subject = format!("/CN=weft-test-{name}");
-        let mut request = vec!["req", "-subj", &subject, "-keyout", &key, "-out", &csr];
-        request.extend(ec);
-        assert!(openssl(dir, &request));
-        assert!(openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                &ext,
-                "-out",
-                &pem,
-            ]
-        ));
-    }
-    true
-}
-
 #[test]
 fn tls_with_client_certificates() {
     require_root();
     let dir = TempDir::new("weft-etcd-tls").unwrap();
-    if !make_certificates(dir.path()) {
+    if !make_test_certificates(dir.path(), LOCALHOST).expect("openssl") {
         eprintln!("openssl is not installed: TLS left untested");
         return;
     }

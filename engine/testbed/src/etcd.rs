@@ -265,3 +265,85 @@ fn http(address: SocketAddrV4, method: &str, path: &str, body: &str) -> io::Resu
         .to_owned();
     Ok((status, body))
 }
+
+/// Runs `openssl` with `args` in `dir`: `Ok(false)` if openssl is not installed.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<bool> {
+    match std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+    {
+        Ok(output) if output.status.success() => Ok(true),
+        Ok(output) => Err(TestbedError::UnexpectedOutput {
+            command: format!("openssl {}", args.join(" ")),
+            output: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(TestbedError::Io {
+            what: "running openssl".into(),
+            source,
+        }),
+    }
+}
+
+/// Makes test certificates in `dir` with openssl (EC P-256, valid one day): a CA
+/// (`ca.pem`, `ca.key`), a server certificate for `server_ip` (`server.pem`, `server.key`) and
+/// a client certificate (`client.pem`, `client.key`), both signed by the CA. `Ok(false)` if
+/// openssl is not installed.
+pub fn make_test_certificates(dir: &std::path::Path, server_ip: Ipv4Addr) -> Result<bool> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=weft-test-ca"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    if !openssl(dir, &ca)? {
+        return Ok(false);
+    }
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).map_err(|source| TestbedError::Io {
+            what: format!("writing {name}"),
+            source,
+        })
+    };
+    write(
+        "server.ext",
+        format!("subjectAltName=IP:{server_ip}\nextendedKeyUsage=serverAuth,clientAuth\n"),
+    )?;
+    write("client.ext", "extendedKeyUsage=clientAuth\n".into())?;
+    for name in ["server", "client"] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        let subject = format!("/CN=weft-test-{name}");
+        let mut request = vec!["req", "-subj", &subject, "-keyout", &key, "-out", &csr];
+        request.extend(ec);
+        openssl(dir, &request)?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ],
+        )?;
+    }
+    Ok(true)
+}

@@ -84,7 +84,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod etcd;
-pub use etcd::{EtcdServer, EtcdTls};
+pub use etcd::{make_test_certificates, EtcdServer, EtcdTls};
 
 /// The flannel UDP backend's port, used as both source and destination.
 pub const UDP_PORT: u16 = 8285;
