@@ -166,11 +166,16 @@ pub fn vtep_mac(configured: Option<EthernetAddress>, file: &Path) -> io::Result<
     io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
     bytes[0] = (bytes[0] & 0xfe) | 0x02; // unicast, locally administered
     let mac = EthernetAddress(bytes);
+    store_vtep_mac(file, mac)?;
+    Ok(mac)
+}
+
+/// Keeps `mac` in `file` (its directory created if needed), where [`vtep_mac`] finds it.
+pub fn store_vtep_mac(file: &Path, mac: EthernetAddress) -> io::Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(file, format!("{mac}\n"))?;
-    Ok(mac)
+    std::fs::write(file, format!("{mac}\n"))
 }
 
 /// One device of the daemon, before it exists.

@@ -37,8 +37,8 @@ use crate::control::config::Config;
 use crate::control::daemon::{self, DaemonError, RunOptions};
 use crate::control::etcd::{Client, EtcdConfig, EtcdError, Kv, WatchEvent};
 use crate::control::flannel::{
-    choose_subnet, random_index, subnet_env, BackendConfig, Choice, LeaseAttrs, ListedLease,
-    NetworkConfig, SubnetEnv, SubnetKey,
+    choose_subnet, random_index, subnet_env, BackendConfig, Choice, Ipv4Net, Ipv6Net, LeaseAttrs,
+    ListedLease, NetworkConfig, SubnetEnv, SubnetKey,
 };
 use crate::dataplane::routes::{RouteEdit, RouteTable};
 use crate::sys::Netlink;
@@ -346,15 +346,25 @@ fn wait_for_config(client: &Client, prefix: &str, stop: &AtomicBool) -> Option<N
     None
 }
 
+/// The subnet(s) of the previous subnet.env, as [`subnet_env::read_previous`] reads them.
+type Previous = Option<(Ipv4Net, Option<Ipv6Net>)>;
+
 /// What this host holds in etcd.
 #[derive(Debug, Clone)]
 struct OwnLease {
     key: SubnetKey,
-    attrs: LeaseAttrs,
-    /// The etcd lease id, 0 for a reservation.
-    lease_id: i64,
     /// When the etcd lease expires (`None` for a reservation).
     expires: Option<Instant>,
+}
+
+impl OwnLease {
+    /// Our lease at `key`, bound to the etcd lease `lease` granted just now.
+    fn bound(key: SubnetKey, lease: crate::control::etcd::Lease) -> Self {
+        OwnLease {
+            key,
+            expires: Some(Instant::now() + Duration::from_secs(lease.ttl.max(0) as u64)),
+        }
+    }
 }
 
 /// The etcd side of `weft flannel`: the network, this host's identity and its lease.
@@ -396,10 +406,7 @@ impl Manager {
     /// by listing again.
     fn acquire(
         &self,
-        previous: Option<(
-            crate::control::flannel::Ipv4Net,
-            Option<crate::control::flannel::Ipv6Net>,
-        )>,
+        previous: Previous,
         stop: &AtomicBool,
     ) -> Result<Option<OwnLease>, FlannelError> {
         let mut backoff = Backoff::new();
@@ -433,13 +440,7 @@ impl Manager {
     }
 
     /// One attempt: `Ok(None)` when the race for a new subnet was lost.
-    fn try_acquire(
-        &self,
-        previous: Option<(
-            crate::control::flannel::Ipv4Net,
-            Option<crate::control::flannel::Ipv6Net>,
-        )>,
-    ) -> Result<Option<OwnLease>, AcquireError> {
+    fn try_acquire(&self, previous: Previous) -> Result<Option<OwnLease>, AcquireError> {
         let (leases, _) = self.list()?;
         let listed: Vec<ListedLease> = leases.iter().map(|(l, _)| l.clone()).collect();
         let allocation = choose_subnet(
@@ -464,58 +465,50 @@ impl Manager {
                 Ok(Some(own))
             }
             Choice::Previous(key) | Choice::New(key) => {
-                let lease = self.client.lease_grant(self.ttl.as_secs() as i64)?;
-                let created = self.client.create_if_absent(
-                    self.key_path(&key),
-                    self.attrs.to_json(),
-                    lease.id,
-                )?;
-                if !created {
-                    let _ = self.client.lease_revoke(lease.id);
+                let Some(own) = self.create_own(key)? else {
                     return Ok(None);
-                }
+                };
                 log::info!(
                     "leased {key} for {} s{}",
-                    lease.ttl,
+                    self.ttl.as_secs(),
                     if matches!(allocation.choice, Choice::Previous(_)) {
                         " (the subnet of the previous subnet.env)"
                     } else {
                         ""
                     }
                 );
-                Ok(Some(OwnLease {
-                    key,
-                    attrs: self.attrs.clone(),
-                    lease_id: lease.id,
-                    expires: Some(Instant::now() + Duration::from_secs(lease.ttl.max(0) as u64)),
-                }))
+                Ok(Some(own))
             }
             Choice::OutOfSubnets => Err(AcquireError::OutOfSubnets),
         }
     }
 
-    /// Writes our value at `key`: bound to a fresh 24 h lease, or without a lease for a
+    /// Creates our lease at `key`, bound to a fresh etcd lease, only if the key is absent;
+    /// `None` (and the etcd lease revoked) if it exists.
+    fn create_own(&self, key: SubnetKey) -> Result<Option<OwnLease>, EtcdError> {
+        let lease = self.client.lease_grant(self.ttl.as_secs() as i64)?;
+        let created =
+            self.client
+                .create_if_absent(self.key_path(&key), self.attrs.to_json(), lease.id)?;
+        if !created {
+            let _ = self.client.lease_revoke(lease.id);
+            return Ok(None);
+        }
+        Ok(Some(OwnLease::bound(key, lease)))
+    }
+
+    /// Writes our value at `key`: bound to a fresh etcd lease, or without a lease for a
     /// reservation.
     fn write_own(&self, key: SubnetKey, reservation: bool) -> Result<OwnLease, EtcdError> {
         if reservation {
             self.client
                 .put(self.key_path(&key), self.attrs.to_json(), 0)?;
-            return Ok(OwnLease {
-                key,
-                attrs: self.attrs.clone(),
-                lease_id: 0,
-                expires: None,
-            });
+            return Ok(OwnLease { key, expires: None });
         }
         let lease = self.client.lease_grant(self.ttl.as_secs() as i64)?;
         self.client
             .put(self.key_path(&key), self.attrs.to_json(), lease.id)?;
-        Ok(OwnLease {
-            key,
-            attrs: self.attrs.clone(),
-            lease_id: lease.id,
-            expires: Some(Instant::now() + Duration::from_secs(lease.ttl.max(0) as u64)),
-        })
+        Ok(OwnLease::bound(key, lease))
     }
 
     /// The routes to the host of a lease, if it is one this host should route to: its IPv4
@@ -650,7 +643,7 @@ impl Follower {
                 Ok(w) => w,
                 Err(e) => {
                     log_once(&mut last, format!("watching the leases: {e}; retrying"));
-                    self.maintain_own(&stop);
+                    self.maintain_own();
                     backoff.wait(&stop);
                     if e.is_compacted() {
                         if let Ok(rev) = self.resync(&routes) {
@@ -689,7 +682,7 @@ impl Follower {
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
-                self.maintain_own(&stop);
+                self.maintain_own();
                 match rx.recv_timeout(Duration::from_millis(250)) {
                     Ok(Watched::Batch(rev, events)) => {
                         self.apply_events(&routes, &events, &stop);
@@ -816,29 +809,14 @@ impl Follower {
     fn take_back(&mut self, stop: &AtomicBool) {
         let mut backoff = Backoff::new();
         while !stop.load(Ordering::SeqCst) {
-            let attempt = (|| -> Result<bool, EtcdError> {
-                let client = &self.manager.client;
-                let lease = client.lease_grant(self.manager.ttl.as_secs() as i64)?;
-                let created = client.create_if_absent(
-                    self.manager.key_path(&self.own.key),
-                    self.own.attrs.to_json(),
-                    lease.id,
-                )?;
-                if created {
-                    self.own.lease_id = lease.id;
-                    self.own.expires =
-                        Some(Instant::now() + Duration::from_secs(lease.ttl.max(0) as u64));
-                } else {
-                    let _ = client.lease_revoke(lease.id);
-                }
-                Ok(created)
-            })();
+            let attempt = self.manager.create_own(self.own.key);
             match attempt {
-                Ok(true) => {
-                    log::info!("took our lease {} back", self.own.key);
+                Ok(Some(own)) => {
+                    log::info!("took our lease {} back", own.key);
+                    self.own = own;
                     return;
                 }
-                Ok(false) => {
+                Ok(None) => {
                     log::error!(
                         "our subnet {} was taken by another host; keeping to it until restart",
                         self.own.key
@@ -855,7 +833,7 @@ impl Follower {
 
     /// Renews our lease when it is within the renewal margin of expiring (a new 24 h lease
     /// and a put, as flanneld); retries a failure on the next call.
-    fn maintain_own(&mut self, _stop: &AtomicBool) {
+    fn maintain_own(&mut self) {
         let Some(expires) = self.own.expires else {
             return;
         };
@@ -1100,8 +1078,9 @@ fn previous_mac(
             if let Some(lease) = parse_lease(&subnets, kv) {
                 if lease.attrs.public_ip == public_ip {
                     if let Ok(data) = lease.attrs.vxlan_data() {
-                        let _ = std::fs::create_dir_all(file.parent().unwrap_or(Path::new("/")));
-                        let _ = std::fs::write(file, format!("{}\n", data.vtep_mac));
+                        if let Err(e) = daemon::store_vtep_mac(file, data.vtep_mac) {
+                            log::warn!("{}: cannot keep the VTEP MAC: {e}", file.display());
+                        }
                         return Ok(data.vtep_mac);
                     }
                 }
