@@ -143,44 +143,38 @@ pub fn check_split(data: &[u8]) {
     assert_eq!(rebuilt, payload, "payload preserved, in order");
 }
 
-/// A tiny TCP packet builder for the structured coalesce mode: IPv4 (DF) or IPv6, valid
-/// checksums.
-fn build_tcp(v6: bool, seq: u32, id: u16, flags: u8, opts: &[u8], payload: &[u8]) -> Vec<u8> {
-    let l4_len = 20 + opts.len() + payload.len();
+/// The IP header of the structured coalesce mode's packets: IPv4 (DF, TTL 64, 10.0.0.1 ->
+/// 10.0.0.2, checksum left to [`fix_checksums`]) or IPv6 (hop limit 64, fd.. -> fe..), for
+/// `l4_len` bytes of protocol `proto`.
+fn ip_header(v6: bool, proto: u8, id: u16, l4_len: usize) -> Vec<u8> {
     let mut p = Vec::new();
     if v6 {
         p.extend_from_slice(&[0x60, 0, 0, 0]);
         p.extend_from_slice(&(l4_len as u16).to_be_bytes());
-        p.extend_from_slice(&[6, 64]);
+        p.extend_from_slice(&[proto, 64]);
         p.extend_from_slice(&[0xfd; 16]);
         p.extend_from_slice(&[0xfe; 16]);
     } else {
         p.extend_from_slice(&[0x45, 0]);
         p.extend_from_slice(&((20 + l4_len) as u16).to_be_bytes());
         p.extend_from_slice(&id.to_be_bytes());
-        p.extend_from_slice(&[0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        p.extend_from_slice(&[0x40, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
     }
-    let ip_len = p.len();
+    p
+}
+
+/// A tiny TCP packet builder for the structured coalesce mode: IPv4 (DF) or IPv6, valid
+/// checksums.
+fn build_tcp(v6: bool, seq: u32, id: u16, flags: u8, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut p = ip_header(v6, 6, id, 20 + opts.len() + payload.len());
     p.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
     p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&[
-        0,
-        0,
-        0,
-        1,
-        (((20 + opts.len()) / 4) << 4) as u8,
-        flags,
-        1,
-        0,
-        0,
-        0,
-        0,
-        0,
-    ]);
+    let data_offset = (((20 + opts.len()) / 4) << 4) as u8;
+    // ACK number 1, data offset, flags, window 256, checksum and urgent pointer 0.
+    p.extend_from_slice(&[0, 0, 0, 1, data_offset, flags, 1, 0, 0, 0, 0, 0]);
     p.extend_from_slice(opts);
     p.extend_from_slice(payload);
     fix_checksums(&mut p, 0);
-    let _ = ip_len;
     p
 }
 
@@ -188,19 +182,7 @@ fn build_tcp(v6: bool, seq: u32, id: u16, flags: u8, opts: &[u8], payload: &[u8]
 /// [`build_tcp`]: IPv4 (DF) or IPv6, valid checksums.
 fn build_udp(v6: bool, id: u16, payload: &[u8]) -> Vec<u8> {
     let l4_len = 8 + payload.len();
-    let mut p = Vec::new();
-    if v6 {
-        p.extend_from_slice(&[0x60, 0, 0, 0]);
-        p.extend_from_slice(&(l4_len as u16).to_be_bytes());
-        p.extend_from_slice(&[17, 64]);
-        p.extend_from_slice(&[0xfd; 16]);
-        p.extend_from_slice(&[0xfe; 16]);
-    } else {
-        p.extend_from_slice(&[0x45, 0]);
-        p.extend_from_slice(&((20 + l4_len) as u16).to_be_bytes());
-        p.extend_from_slice(&id.to_be_bytes());
-        p.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
-    }
+    let mut p = ip_header(v6, 17, id, l4_len);
     p.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
     p.extend_from_slice(&(l4_len as u16).to_be_bytes());
     p.extend_from_slice(&[0, 0]);
