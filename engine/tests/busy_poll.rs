@@ -90,13 +90,8 @@ fn one_packet(kernel: &UnixDatagram, peer: &UdpSocket) {
 
 #[test]
 fn a_worker_busy_polls_for_its_window_and_then_sleeps() {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+    weft_testbed::enter_private_netns()
         .expect("a private network namespace: run this test as root (./.ci/run)");
-    let up = std::process::Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("run ip");
-    assert!(up.success());
     let peer = UdpSocket::bind("127.0.0.2:0").unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let peer_addr = peer.local_addr().unwrap();

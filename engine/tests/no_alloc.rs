@@ -96,13 +96,8 @@ fn receive_payload(kernel: &UnixDatagram, buf: &mut [u8], want: usize) -> usize 
 
 #[test]
 fn steady_state_traffic_through_the_offload_path_does_not_allocate() {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+    weft_testbed::enter_private_netns()
         .expect("a private network namespace: run this test as root (./.ci/run)");
-    let up = std::process::Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("run ip");
-    assert!(up.success());
 
     let socket_a = UdpSocket::bind("127.0.0.1:0").unwrap();
     let socket_b = UdpSocket::bind("127.0.0.2:0").unwrap();

@@ -223,6 +223,20 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Moves the calling thread into a new network namespace of its own with the loopback up:
+/// for a test that needs real sockets on `127.0.0.0/8` and no topology (the namespace goes
+/// with the process; nothing touches the root namespace).
+pub fn enter_private_netns() -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|errno| {
+        TestbedError::Io {
+            what: "creating a private network namespace (tests run as root)".into(),
+            source: io::Error::from(errno),
+        }
+    })?;
+    // The calling thread is in the new namespace now, so this acts on its loopback.
+    host_exec_ok(&["ip", "link", "set", "lo", "up"]).map(|_| ())
+}
+
 /// Polls `condition` until it returns true or `timeout` passes.
 ///
 /// Polls quickly at first and backs off to every 100 ms. The error names `what` was awaited.
