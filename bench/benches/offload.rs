@@ -13,7 +13,6 @@
 #![allow(missing_docs)] // criterion_group! / criterion_main! generate undocumented items.
 
 use std::hint::black_box;
-use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weft_encap::offload::coalesce::Coalescer;
@@ -29,35 +28,7 @@ const PREFIX: usize = 22;
 /// (with the pseudo-header sum in the checksum field, as the kernel leaves it), then the
 /// payload.
 fn super_packet() -> Vec<u8> {
-    let payload = MSS * SEGMENTS;
-    let mut p = vec![0u8; PREFIX + 40 + payload];
-    let ip = &mut p[PREFIX..PREFIX + 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&[100, 96, 1, 5]);
-    ip[16..20].copy_from_slice(&[100, 96, 2, 7]);
-    let sum = checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    let tcp = &mut p[PREFIX + 20..PREFIX + 40];
-    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
-    tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x10;
-    let pseudo = checksum::pseudo_header_v4(
-        Ipv4Addr::new(100, 96, 1, 5),
-        Ipv4Addr::new(100, 96, 2, 7),
-        6,
-        (20 + payload) as u32,
-    );
-    tcp[16..18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
-    for (i, b) in p[PREFIX + 40..].iter_mut().enumerate() {
-        *b = (i * 7 + 3) as u8;
-    }
-    p
+    weft_testbed::tcp_super_packet(PREFIX, MSS, SEGMENTS, 1, true, |i| (i * 7 + 3) as u8)
 }
 
 fn offload(c: &mut Criterion) {

@@ -18,7 +18,6 @@ use weft::{Engine, MemoryDevice, RouteTable};
 use weft_encap::backend::DeviceLayer;
 use weft_encap::flannel::FlannelConfig;
 use weft_encap::table::Route;
-use weft_encap::wire::checksum;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
@@ -33,40 +32,13 @@ const HEADERS: usize = 40;
 /// MSS, NEEDS_CSUM), one IP + TCP header with the total length of the whole packet and the
 /// pseudo-header sum in the checksum field, then `PAYLOAD` bytes.
 fn super_packet() -> Vec<u8> {
-    let total = HEADERS + PAYLOAD;
-    let mut p = vec![0u8; VNET + total];
+    let mut p = weft_testbed::tcp_super_packet(VNET, MSS, SEGMENTS, 0, true, |i| (i * 7 + 3) as u8);
     p[0] = 1; // NEEDS_CSUM
     p[1] = 1; // GSO_TCPV4
     p[2..4].copy_from_slice(&(HEADERS as u16).to_le_bytes());
     p[4..6].copy_from_slice(&(MSS as u16).to_le_bytes());
     p[6..8].copy_from_slice(&20u16.to_le_bytes());
     p[8..10].copy_from_slice(&16u16.to_le_bytes());
-    let ip = &mut p[VNET..VNET + 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&[100, 96, 1, 5]);
-    ip[16..20].copy_from_slice(&[100, 96, 2, 7]);
-    let sum = checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    let tcp = &mut p[VNET + 20..VNET + 40];
-    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x10; // ACK
-    tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    let pseudo = checksum::pseudo_header_v4(
-        Ipv4Addr::new(100, 96, 1, 5),
-        Ipv4Addr::new(100, 96, 2, 7),
-        6,
-        (20 + PAYLOAD) as u32,
-    );
-    tcp[16..18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
-    for (i, b) in p[VNET + HEADERS..].iter_mut().enumerate() {
-        *b = (i * 7 + 3) as u8;
-    }
     p
 }
 

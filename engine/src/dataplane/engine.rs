@@ -671,8 +671,6 @@ mod tests {
     /// a TUN with TSO hands it over: vnet header (TCPV4, NEEDS_CSUM), one header whose IP
     /// length covers the whole packet, the pseudo-header sum in the TCP checksum field.
     fn super_packet(segments: usize, seq: u32, fill: u8) -> Vec<u8> {
-        let payload = MSS * segments;
-        let mut p = vec![0u8; 10 + 40];
         let hdr = weft_encap::offload::vnet::VnetHdr {
             flags: 1,
             gso_type: 1,
@@ -681,27 +679,10 @@ mod tests {
             csum_start: 20,
             csum_offset: 16,
         };
+        let mut p = weft_testbed::tcp_super_packet(10, MSS, segments, seq, false, |i| {
+            fill.wrapping_add((i % 251) as u8)
+        });
         p[..10].copy_from_slice(&hdr.emit());
-        ipv4::Repr {
-            src_addr: Ipv4Addr::new(100, 96, 1, 5),
-            dst_addr: Ipv4Addr::new(100, 96, 2, 7),
-            protocol: 6,
-            payload_len: 20 + payload,
-            ttl: 64,
-        }
-        .emit(&mut ipv4::Packet::new_unchecked(&mut p[10..30]));
-        p[34..36].copy_from_slice(&5201u16.to_be_bytes());
-        p[34..38].copy_from_slice(&seq.to_be_bytes());
-        p[42] = 5 << 4;
-        p[43] = 0x10;
-        let pseudo = weft_encap::wire::checksum::pseudo_header_v4(
-            Ipv4Addr::new(100, 96, 1, 5),
-            Ipv4Addr::new(100, 96, 2, 7),
-            6,
-            (20 + payload) as u32,
-        );
-        p[46..48].copy_from_slice(&weft_encap::wire::checksum::fold(pseudo).to_be_bytes());
-        p.extend((0..payload).map(|i| fill.wrapping_add((i % 251) as u8)));
         p
     }
 

@@ -2468,6 +2468,47 @@ impl Pcap {
     }
 }
 
+/// A TCP/IPv4 super-packet as a TUN with TSO hands one over, for the offload tests and
+/// benchmarks: `prefix` zero bytes (room for a vnet header or an encapsulation), then one
+/// IPv4 header (100.96.1.5 -> 100.96.2.7, TTL 64, DF if `df`) and one TCP header (port 40000
+/// -> 5201, sequence `seq`, ACK, window 65535) whose lengths cover all `mss * segments`
+/// payload bytes, the pseudo-header sum in the TCP checksum field (as the kernel leaves it
+/// with `NEEDS_CSUM`), then the payload, byte `i` being `fill(i)`.
+pub fn tcp_super_packet(
+    prefix: usize,
+    mss: usize,
+    segments: usize,
+    seq: u32,
+    df: bool,
+    fill: impl Fn(usize) -> u8,
+) -> Vec<u8> {
+    use weft_encap::wire::checksum;
+    let payload = mss * segments;
+    let (src, dst) = (Ipv4Addr::new(100, 96, 1, 5), Ipv4Addr::new(100, 96, 2, 7));
+    let mut p = vec![0u8; prefix + 40];
+    let ip = &mut p[prefix..prefix + 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+    ip[6] = if df { 0x40 } else { 0 };
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let sum = checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let tcp = &mut p[prefix + 20..prefix + 40];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10; // ACK
+    tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    let pseudo = checksum::pseudo_header_v4(src, dst, 6, (20 + payload) as u32);
+    tcp[16..18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+    p.extend((0..payload).map(fill));
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
