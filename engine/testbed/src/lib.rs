@@ -1608,75 +1608,8 @@ pub fn tcp_transfer(
     bytes: u64,
     timeout: Duration,
 ) -> Result<Transfer> {
-    let dir = TempDir::new("weft-transfer")?;
-    let data = random_file(&dir, "data", bytes)?;
-    let sent_sha256 = sha256_file(sender, &data)?;
-
-    let port_arg = port.to_string();
-    let mut listener = receiver.spawn(&["nc", "-d", "-l", &port_arg])?;
-    let filter = format!("sport = :{port}");
-    wait_until(
-        COMMAND_TIMEOUT,
-        &format!("nc to listen on TCP port {port} in {}", receiver.name()),
-        || {
-            !listener.is_running()
-                || receiver
-                    .exec(&["ss", "-H", "-l", "-t", "-n", &filter])
-                    .map(|out| out.status.success() && !out.stdout.is_empty())
-                    .unwrap_or(false)
-        },
-    )?;
-    if let Some(status) = listener.try_wait()? {
-        return Err(TestbedError::CommandFailed {
-            command: listener.command().to_owned(),
-            status,
-            stderr: listener.stderr().trim().to_owned(),
-        });
-    }
-
-    let start = Instant::now();
-    let destination_arg = destination.to_string();
-    // -N: shut the socket down after the last byte so the receiver sees EOF;
-    // -w 10: give up on a connection that cannot be made or stays idle for 10 s.
-    let mut sending = sender.spawn_with_stdin(
-        &["nc", "-N", "-w", "10", &destination_arg, &port_arg],
-        &data,
-    )?;
-    let sender_status = sending.wait_timeout(timeout)?;
-    let remaining = timeout
-        .saturating_sub(start.elapsed())
-        .max(Duration::from_secs(5));
-    let listener_status = listener.wait_timeout(remaining)?;
-    let elapsed = start.elapsed();
-    if !sender_status.success() {
-        return Err(TestbedError::CommandFailed {
-            command: sending.command().to_owned(),
-            status: sender_status,
-            stderr: sending.stderr().trim().to_owned(),
-        });
-    }
-    if !listener_status.success() {
-        return Err(TestbedError::CommandFailed {
-            command: listener.command().to_owned(),
-            status: listener_status,
-            stderr: listener.stderr().trim().to_owned(),
-        });
-    }
-    let received = listener.stdout_path();
-    let bytes_received = fs::metadata(&received)
-        .map_err(|source| TestbedError::Io {
-            what: format!("reading the size of {}", received.display()),
-            source,
-        })?
-        .len();
-    let received_sha256 = sha256_file(receiver, &received)?;
-    Ok(Transfer {
-        bytes_sent: bytes,
-        bytes_received,
-        elapsed,
-        sent_sha256,
-        received_sha256,
-    })
+    let mut transfers = tcp_transfers(sender, receiver, destination, &[port], bytes, timeout)?;
+    Ok(transfers.remove(0))
 }
 
 /// Runs one TCP transfer per port of `ports` at the same time, each of `bytes` random bytes
