@@ -523,7 +523,13 @@ mod tests {
             }
         }
         assert_eq!(f.slots.capacity(), slots);
-        assert_eq!(f.index.capacity(), index);
+        // The index never grows. (`HashMap::capacity` counts the room left, which deleted
+        // entries use up until the table is rehashed in place, so it may read lower.)
+        assert!(
+            f.index.capacity() <= index,
+            "{} > {index}",
+            f.index.capacity()
+        );
         assert!(f.len() <= 64);
     }
 
