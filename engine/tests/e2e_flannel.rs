@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -343,6 +343,146 @@ fn a_weft_host_and_a_flanneld_style_kernel_vxlan_host_share_one_network() {
         ping(h1, to2, 1).is_ok_and(|s| s.all_received())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", d1.stderr()));
+}
+
+/// Packets the kernel's device `name` in `netns` has received.
+fn rx_packets(netns: &Netns, name: &str) -> u64 {
+    let out = netns
+        .ip(&["-j", "-s", "link", "show", "dev", name])
+        .unwrap_or_else(|e| panic!("ip -s link show {name}: {e}"));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("ip's JSON");
+    json[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no rx packets in {out}"))
+}
+
+#[test]
+fn a_dual_stack_vxlan_network_reaches_a_flanneld_style_kernel_host_over_both_underlays() {
+    require_root();
+    let bed = Testbed::two_hosts("fl-vx6").expect("two hosts");
+    let dir = TempDir::new("weft-flannel-vx6").expect("a temp dir");
+    let (h1, h2) = (bed.host(1).netns(), bed.host(2).netns());
+    for n in [1, 2] {
+        weft_testbed::add_underlay_addr6(bed.host(n).netns(), n).expect("IPv6 underlay");
+    }
+    let etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
+    let endpoint = etcd.endpoint();
+    let config = r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:100:96::/48","Backend":{"Type":"vxlan"}}"#;
+    with_client(h1, &endpoint, |c| {
+        c.put(format!("{PREFIX}/config"), config, 0).unwrap()
+    });
+
+    // Host 2 is a dual-stack flanneld vxlan host: the kernel's flannel.1 over the IPv4
+    // underlay and flannel-v6.1 (a MAC of its own) over the IPv6 one, and its lease as
+    // flanneld writes it.
+    let (mac2, mac2v6) = ("02:00:00:00:02:00", "02:00:00:00:02:06");
+    let v6_2: Ipv6Addr = "fd00:100:96:2::".parse().unwrap();
+    weft_testbed::add_kernel_flannel_device(h2, 2, mac2).expect("flannel.1 on host 2");
+    weft_testbed::add_kernel_flannel_v6_device(h2, 2, mac2v6, v6_2).expect("flannel-v6.1");
+    with_client(h1, &endpoint, |c| {
+        let lease = c.lease_grant(86_400).unwrap();
+        c.put(
+            format!("{PREFIX}/subnets/100.96.2.0-24&fd00:100:96:2::-64"),
+            format!(
+                r#"{{"PublicIP":"198.18.0.2","PublicIPv6":"fd00:198:18::2","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac2}"}},"BackendV6Data":{{"VNI":1,"VtepMAC":"{mac2v6}"}}}}"#
+            ),
+            lease.id,
+        )
+        .unwrap()
+    });
+
+    // Host 1 is weft; its previous subnet.env (flanneld's dual-stack form) gives it
+    // 100.96.1.0/24 and fd00:100:96:1::/64.
+    let previous = common::flannel::subnet_file(dir.path(), 1);
+    std::fs::create_dir_all(previous.parent().unwrap()).unwrap();
+    std::fs::write(
+        &previous,
+        "FLANNEL_NETWORK=100.96.0.0/16\nFLANNEL_SUBNET=100.96.1.1/24\n\
+         FLANNEL_IPV6_NETWORK=fd00:100:96::/48\nFLANNEL_IPV6_SUBNET=fd00:100:96:1::1/64\n\
+         FLANNEL_MTU=1\nFLANNEL_IPMASQ=false\n",
+    )
+    .unwrap();
+    let d1 = start(&bed, 1, &endpoint, dir.path());
+    let env = wait_written(dir.path(), 1, &d1);
+    assert_eq!(env.len(), 6, "{env:?}");
+    assert_eq!(env[1], "FLANNEL_SUBNET=100.96.1.1/24");
+    let subnet6 = env[3]
+        .strip_prefix("FLANNEL_IPV6_SUBNET=")
+        .and_then(|s| s.strip_suffix("::1/64"))
+        .unwrap_or_else(|| panic!("{env:?}"))
+        .to_owned();
+    // One device carries both families: its MTU leaves room for the IPv6 underlay.
+    assert_eq!(env[4], "FLANNEL_MTU=1430", "{env:?}");
+    let v6_1: Ipv6Addr = format!("{subnet6}::").parse().unwrap();
+    assert_eq!(
+        v6_1,
+        "fd00:100:96:1::".parse::<Ipv6Addr>().unwrap(),
+        "{env:?}"
+    );
+
+    // Our lease is flanneld's dual-stack vxlan form, byte for byte; the IPv6 VTEP has our
+    // one MAC.
+    let key = format!("{PREFIX}/subnets/100.96.1.0-24&{v6_1}-64");
+    let value = with_client(h1, &endpoint, |c| c.get(&key).unwrap())
+        .unwrap_or_else(|| panic!("no {key}\n{}", d1.stderr()));
+    let value = value.value_str().unwrap().to_owned();
+    let head = r#"{"PublicIP":"198.18.0.1","PublicIPv6":"fd00:198:18::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":""#;
+    let mac1 = value
+        .strip_prefix(head)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("not flanneld's form: {value}"))
+        .to_owned();
+    assert_eq!(
+        value,
+        format!(r#"{head}{mac1}"}},"BackendV6Data":{{"VNI":1,"VtepMAC":"{mac1}"}}}}"#)
+    );
+
+    // weft routes host 2's IPv6 subnet to its IPv6 underlay address.
+    wait_peers(
+        &bed,
+        1,
+        "host 2's IPv6 route over the IPv6 underlay",
+        &d1,
+        |list| {
+            list.contains("fd00:100:96:2::/64 [fd00:198:18::2]:8472")
+                && list.contains("100.96.2.0/24 198.18.0.2:8472")
+        },
+    );
+
+    // The flanneld host programs weft's host from its lease, both families.
+    weft_testbed::add_kernel_flannel_peer(h2, 1, &mac1, weft_testbed::KernelNeighbour::Permanent)
+        .expect("host 2's IPv4 entries for host 1");
+    weft_testbed::add_kernel_flannel_v6_peer(
+        h2,
+        &format!("{v6_1}/64"),
+        v6_1,
+        weft_testbed::underlay_addr6(1),
+        &mac1,
+    )
+    .expect("host 2's IPv6 entries for host 1");
+
+    let before = rx_packets(h2, weft_testbed::VXLAN_V6_DEVICE);
+    wait_until(
+        UP_TIMEOUT,
+        "an IPv6 ping from weft to the kernel host",
+        || ping(h1, v6_2, 1).is_ok_and(|s| s.all_received()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", d1.stderr(), peers(&bed, 1)));
+    // flannel-v6.1 only hears the IPv6 underlay: the pings came that way.
+    assert!(
+        rx_packets(h2, weft_testbed::VXLAN_V6_DEVICE) > before,
+        "flannel-v6.1 received nothing"
+    );
+    let summary = ping(h1, Ipv4Addr::new(100, 96, 2, 0), 2).expect("ping");
+    assert!(summary.all_received(), "IPv4 next to IPv6: {summary}");
+
+    // TCP both ways over IPv6, the kernel's offloads on: its super-frames reach weft whole.
+    for (from, to, dest) in [(h2, h1, v6_1), (h1, h2, v6_2)] {
+        let transfer =
+            weft_testbed::tcp_transfer(from, to, dest, 5001, 20 << 20, Duration::from_secs(45))
+                .unwrap_or_else(|e| panic!("to {dest}: {e}\n{}", d1.stderr()));
+        assert!(transfer.intact(), "to {dest}: {transfer}");
+    }
 }
 
 #[test]

@@ -120,3 +120,150 @@ fn udp_backend_over_an_ipv6_underlay_carries_ipv6_and_ipv4() {
 fn vxlan_backend_over_an_ipv6_underlay_carries_ipv6_and_ipv4() {
     run(VXLAN);
 }
+
+/// A dual-stack underlay (`[listen] address` and `address6`) for `backend`: host `me`
+/// reaches its peer's IPv4 subnet over the IPv4 underlay and its IPv6 subnet over the IPv6
+/// one, with two workers.
+fn dual_stack_config(backend: &str, me: u8, peer: u8) -> String {
+    let (port, vxlan, mac) = if backend == VXLAN {
+        (
+            8472,
+            format!("[vxlan]\nvni = 7\nvtep_mac = \"02:00:00:00:0{me}:00\"\n"),
+            format!("vtep_mac = \"02:00:00:00:0{peer}:00\"\n"),
+        )
+    } else {
+        (8285, String::new(), String::new())
+    };
+    format!(
+        r#"backend = "{backend}"
+network = "100.96.0.0/16"
+network6 = "fd00:100:96::/48"
+[device]
+name = "weft6"
+address = "100.96.{me}.0"
+address6 = "fd00:100:96:{me}::1"
+[listen]
+address = "198.18.0.{me}"
+address6 = "fd00:198:18::{me}"
+port = {port}
+[engine]
+workers = 2
+{vxlan}[[peer]]
+subnet = "100.96.{peer}.0/24"
+endpoint = "198.18.0.{peer}"
+{mac}[[peer]]
+subnet = "fd00:100:96:{peer}::/64"
+endpoint = "fd00:198:18::{peer}"
+{mac}"#
+    )
+}
+
+/// How many packets `capture` has seen so far.
+fn captured(capture: &weft_testbed::PacketCapture) -> usize {
+    capture.packets().map_or(0, |p| p.packets.len())
+}
+
+fn run_dual_stack(backend: &str) {
+    assert!(
+        weft_testbed::is_root(),
+        "this end-to-end test builds network namespaces: run it as root"
+    );
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
+    let bed = Testbed::two_hosts(&format!("wd{}", &backend[..1])).unwrap();
+    for n in [1u8, 2] {
+        weft_testbed::add_underlay_addr6(bed.host(n).netns(), n).unwrap();
+    }
+    let mut daemons = Vec::new();
+    for (me, peer) in [(1u8, 2u8), (2, 1)] {
+        let file = ConfigFile::new(&dual_stack_config(backend, me, peer)).unwrap();
+        let daemon = WeftDaemon::start(exe, bed.host(me).netns(), file.path(), "weft6").unwrap();
+        daemons.push((daemon, file));
+    }
+    // The one device carries both families: its MTU fits the IPv6 underlay's headers.
+    let link = bed
+        .host(1)
+        .netns()
+        .ip(&["-o", "link", "show", "weft6"])
+        .unwrap();
+    let expected = if backend == UDP {
+        "mtu 1452"
+    } else {
+        "mtu 1430"
+    };
+    assert!(link.contains(expected), "{backend}: {link}");
+
+    let port = if backend == UDP { "8285" } else { "8472" };
+    let h2 = bed.host(2).netns();
+    let v6 =
+        weft_testbed::PacketCapture::start(h2, "u0", &["ip6", "and", "udp", "port", port]).unwrap();
+    let v4 =
+        weft_testbed::PacketCapture::start(h2, "u0", &["ip", "and", "udp", "port", port]).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{backend}: ping6 from host 1 to host 2"),
+        || ping6(&bed, 1, "fd00:100:96:2::1"),
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        &format!("{backend}: the IPv6 pings in the IPv6 underlay's capture"),
+        || captured(&v6) > 0,
+    )
+    .unwrap();
+    let v4_before = captured(&v4);
+    let v6_before = captured(&v6);
+    let summary =
+        weft_testbed::ping(bed.host(1).netns(), weft_testbed::overlay_addr(2), 3).unwrap();
+    assert!(summary.all_received(), "{backend}: IPv4: {summary}");
+    // IPv4 went over the IPv4 underlay (request and reply each way), not the IPv6 one.
+    wait_until(
+        Duration::from_secs(5),
+        &format!("{backend}: the IPv4 pings in the IPv4 capture"),
+        || captured(&v4) >= v4_before + 6,
+    )
+    .unwrap();
+    assert_eq!(
+        captured(&v6),
+        v6_before,
+        "{backend}: IPv4 pings on the IPv6 underlay"
+    );
+    drop((v4, v6));
+
+    // Several TCP flows over each family at once, through both workers.
+    let h1 = bed.host(1).netns();
+    let dest6: std::net::Ipv6Addr = "fd00:100:96:2::1".parse().unwrap();
+    let flows6 = weft_testbed::tcp_transfers(
+        h1,
+        h2,
+        dest6,
+        &[5001, 5002, 5003, 5004],
+        8 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let flows4 = weft_testbed::tcp_transfers(
+        h2,
+        h1,
+        weft_testbed::overlay_addr(1),
+        &[5005, 5006, 5007, 5008],
+        8 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    for t in flows6.iter().chain(&flows4) {
+        assert!(t.intact(), "{backend}: {t}");
+    }
+    let stats = daemons[0].0.stats().unwrap();
+    assert_eq!(stats.get("drop_malformed"), Some(0), "{backend}: {stats}");
+    assert_eq!(stats.get("drop_io_error"), Some(0), "{backend}: {stats}");
+}
+
+#[test]
+fn udp_backend_over_a_dual_stack_underlay_carries_each_family_over_its_own() {
+    run_dual_stack(UDP);
+}
+
+#[test]
+fn vxlan_backend_over_a_dual_stack_underlay_carries_each_family_over_its_own() {
+    run_dual_stack(VXLAN);
+}

@@ -146,8 +146,11 @@ pub struct Config {
     pub underlay_mtu: Option<u32>,
     /// `[device]`.
     pub device: DeviceConfig,
-    /// `[listen]`.
+    /// `[listen]` `address` and `port`.
     pub listen: SocketAddr,
+    /// `[listen] address6` with `port`: an IPv6 address listened on too when `address` is
+    /// IPv4 (a dual-stack underlay: peers of either family).
+    pub listen6: Option<SocketAddr>,
     /// `[control] socket`: the control socket; a leading `@` means the abstract namespace.
     pub control_socket: String,
     /// `[icmp]`.
@@ -293,6 +296,7 @@ fn default_device_name() -> String {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     address: String,
+    address6: Option<String>,
     port: Option<i64>,
 }
 
@@ -382,10 +386,18 @@ struct PeerScope {
     networks: Vec<Cidr>,
     /// This host's addresses on the device, which no subnet may contain.
     local: Vec<IpAddr>,
-    /// The listen address (endpoints must be of its family; its port is the default).
-    listen: SocketAddr,
+    /// The listen addresses (endpoints must be of one of their families).
+    listen: Listen,
     /// The VXLAN mode, `None` for the UDP backend.
     mode: Option<VxlanMode>,
+}
+
+/// `[listen]`: the address, and the IPv6 one of a dual-stack underlay; the port is the
+/// endpoints' default.
+#[derive(Debug, Clone, Copy)]
+struct Listen {
+    addr: SocketAddr,
+    addr6: Option<SocketAddr>,
 }
 
 impl Ctx<'_> {
@@ -410,21 +422,23 @@ impl Ctx<'_> {
         Ok(mac)
     }
 
-    fn endpoint(
-        &self,
-        key: &str,
-        value: &str,
-        listen: SocketAddr,
-    ) -> Result<SocketAddr, ConfigError> {
-        let endpoint = parse_endpoint(value, listen.port())
+    fn endpoint(&self, key: &str, value: &str, listen: Listen) -> Result<SocketAddr, ConfigError> {
+        let endpoint = parse_endpoint(value, listen.addr.port())
             .ok_or_else(|| self.err(key, Some(value), "expected IP or IP:PORT"))?;
-        if endpoint.is_ipv4() != listen.is_ipv4() {
+        let reachable = endpoint.is_ipv4() == listen.addr.is_ipv4()
+            || (endpoint.is_ipv6() && listen.addr6.is_some());
+        if !reachable {
             return Err(self.err(
                 key,
                 Some(value),
                 format!(
-                    "is of another address family than [listen] address {}",
-                    listen.ip()
+                    "is of another address family than [listen] address {}{}",
+                    listen.addr.ip(),
+                    if listen.addr.is_ipv4() {
+                        " (set [listen] address6 for IPv6 peers)"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
@@ -580,7 +594,7 @@ impl Ctx<'_> {
         &self,
         prefix: &str,
         raw: &[RawFdb],
-        listen: SocketAddr,
+        listen: Listen,
         l2: bool,
     ) -> Result<Vec<(EthernetAddress, SocketAddr)>, ConfigError> {
         let mut out = Vec::with_capacity(raw.len());
@@ -601,12 +615,7 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    fn extra_vni(
-        &self,
-        n: usize,
-        raw: &RawVni,
-        listen: SocketAddr,
-    ) -> Result<ExtraVni, ConfigError> {
+    fn extra_vni(&self, n: usize, raw: &RawVni, listen: Listen) -> Result<ExtraVni, ConfigError> {
         let key = |k: &str| format!("[[vni]] #{n} {k}");
         let vni = self.vni(&key("vni"), raw.vni)?;
         let mode = self.mode(&key("mode"), raw.mode.as_deref())?;
@@ -673,7 +682,7 @@ impl Ctx<'_> {
             mac_file: raw
                 .mac_file
                 .clone()
-                .unwrap_or_else(|| default_mac_file(&raw.device, listen)),
+                .unwrap_or_else(|| default_mac_file(&raw.device, listen.addr)),
             peers,
             vteps,
             fdb,
@@ -790,6 +799,26 @@ impl Config {
             None => default_port,
         };
         let listen = SocketAddr::new(listen_ip, port);
+        let listen6 = match &raw.listen.address6 {
+            None => None,
+            Some(text) => match ctx.ip("[listen] address6", text)? {
+                IpAddr::V6(v6) if listen.is_ipv4() => Some(SocketAddr::new(IpAddr::V6(v6), port)),
+                IpAddr::V6(_) => {
+                    return Err(ctx.err(
+                        "[listen] address6",
+                        Some(text),
+                        "needs an IPv4 [listen] address (the two make a dual-stack underlay)",
+                    ))
+                }
+                IpAddr::V4(_) => {
+                    return Err(ctx.err("[listen] address6", Some(text), "not an IPv6 address"))
+                }
+            },
+        };
+        let both = Listen {
+            addr: listen,
+            addr6: listen6,
+        };
 
         // [vxlan]
         let vxlan = match backend {
@@ -940,16 +969,16 @@ impl Config {
             prefix: "[[peer]]".to_owned(),
             networks: [Some(network), network6].into_iter().flatten().collect(),
             local,
-            listen,
+            listen: both,
             mode,
         };
         let (peers, vteps) = ctx.peers(&scope, &raw.peer)?;
-        let fdb = ctx.fdb("[[fdb]]", &raw.fdb, listen, l2)?;
+        let fdb = ctx.fdb("[[fdb]]", &raw.fdb, both, l2)?;
 
         // [[vni]]
         let mut extra_vnis = Vec::with_capacity(raw.vni.len());
         for (i, v) in raw.vni.iter().enumerate() {
-            extra_vnis.push(ctx.extra_vni(i + 1, v, listen)?);
+            extra_vnis.push(ctx.extra_vni(i + 1, v, both)?);
         }
         let mut seen = vec![(vxlan.as_ref().map_or(0, |v| v.vni), d.name.as_str())];
         for (i, v) in extra_vnis.iter().enumerate() {
@@ -981,6 +1010,7 @@ impl Config {
                 bridge: d.bridge.clone(),
             },
             listen,
+            listen6,
             control_socket,
             icmp,
             validation,
@@ -1098,6 +1128,50 @@ endpoint = "198.18.0.2:9999"
         assert_eq!(c.batch, 1);
         assert_eq!((c.workers, c.offload), (3, OffloadMode::Off));
         assert_eq!(c.peers[0].endpoint, "198.18.0.2:9999".parse().unwrap());
+    }
+
+    #[test]
+    fn a_dual_stack_underlay_takes_peers_of_both_families() {
+        let text = ISSUE_EXAMPLE
+            .replace(
+                "address = \"198.18.0.1\"\n",
+                "address = \"198.18.0.1\"\naddress6 = \"fd00:198:18::1\"\n",
+            )
+            .replace(
+                "network = \"100.96.0.0/16\"",
+                "network = \"100.96.0.0/16\"\nnetwork6 = \"fd00:100:96::/48\"",
+            )
+            + "[[peer]]\nsubnet = \"fd00:100:96:2::/64\"\nendpoint = \"fd00:198:18::2\"\n";
+        let c = parse(&text).unwrap();
+        assert_eq!(c.listen6, Some("[fd00:198:18::1]:8285".parse().unwrap()));
+        assert_eq!(
+            c.peers[1].endpoint,
+            "[fd00:198:18::2]:8285".parse().unwrap()
+        );
+        assert_eq!(c.peers[0].endpoint, "198.18.0.2:8285".parse().unwrap());
+
+        // Without address6, an IPv6 endpoint is refused, with the way out.
+        let without = text.replace("address6 = \"fd00:198:18::1\"\n", "");
+        let e = err_line(&without);
+        assert!(
+            e.contains("[[peer]] #2 endpoint = \"fd00:198:18::2\"")
+                && e.contains("set [listen] address6"),
+            "{e}"
+        );
+        // address6 must be IPv6, next to an IPv4 address.
+        let e = err_line(&text.replace("fd00:198:18::1", "198.18.0.9"));
+        assert!(
+            e.contains("[listen] address6 = \"198.18.0.9\"") && e.contains("not an IPv6"),
+            "{e}"
+        );
+        let v6_listen = text.replace("address = \"198.18.0.1\"", "address = \"fd00:198:18::9\"");
+        let e = err_line(&v6_listen);
+        assert!(
+            e.contains("[listen] address6") && e.contains("needs an IPv4"),
+            "{e}"
+        );
+        let e = err_line(&text.replace("fd00:198:18::1", "nonsense"));
+        assert!(e.contains("[listen] address6 = \"nonsense\""), "{e}");
     }
 
     #[test]

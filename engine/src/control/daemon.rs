@@ -102,7 +102,7 @@ pub struct Mtus {
 
 /// Works out the MTUs: `underlay_mtu`, else the MTU of the interface that holds the listen
 /// address, else 1500; the device gets the underlay MTU minus the encapsulation overhead
-/// (28 for UDP, 50 for VXLAN; 20 more over an IPv6 underlay) unless `[device] mtu` says
+/// (28 for UDP, 50 for VXLAN; 20 more over an IPv6 or dual-stack underlay) unless `[device] mtu` says
 /// otherwise.
 pub fn mtus(config: &Config) -> Mtus {
     let underlay = match config.underlay_mtu {
@@ -122,7 +122,8 @@ pub fn mtus(config: &Config) -> Mtus {
             }
         },
     };
-    let outer = if config.listen.is_ipv4() {
+    // A dual-stack underlay: the device's packets must fit the IPv6 one's longer headers.
+    let outer = if config.listen.is_ipv4() && config.listen6.is_none() {
         20 + 8
     } else {
         40 + 8
@@ -234,6 +235,12 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
     for w in 0..workers {
         let socket =
             setup::bind_udp_shared(config.listen, shared).map_err(setup_err(listen_key.clone()))?;
+        let other_socket = match config.listen6 {
+            Some(addr) => Some(setup::bind_udp_shared(addr, shared).map_err(setup_err(
+                format!("[listen] address6 = {:?}", addr.ip().to_string()),
+            ))?),
+            None => None,
+        };
         // Every worker sends a flow from the same source port (the ports worker 0 found
         // free, bound again with SO_REUSEPORT): a flow that moves to another worker keeps
         // its outer 4-tuple, so the peer's kernel keeps it on one of its workers too and
@@ -271,11 +278,15 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
             devices,
             socket,
             source_sockets,
+            other_socket,
         });
     }
 
     if config.backend == BackendKind::Udp && workers > 1 {
         setup::steer_flannel_flows(&queues[0].socket, workers);
+        if let Some(other) = &queues[0].other_socket {
+            setup::steer_flannel_flows(other, workers);
+        }
     }
     let engine = match config.backend {
         BackendKind::Udp => {
@@ -316,6 +327,7 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
             inspector: Some(engine.inspector()),
             default_port: config.listen.port(),
             ipv4_underlay: config.listen.is_ipv4(),
+            ipv6_underlay: config.listen.is_ipv6() || config.listen6.is_some(),
         },
     )
     .map_err(|source| DaemonError::Control {
@@ -325,7 +337,7 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
 
     let first = &plans[0];
     log::info!(
-        "up: {} device {} ({}, mtu {}){}, udp {}, {} peer route(s), control {}",
+        "up: {} device {} ({}, mtu {}){}, udp {}{}, {} peer route(s), control {}",
         match config.backend {
             BackendKind::Udp => "udp".to_owned(),
             BackendKind::Vxlan => {
@@ -348,6 +360,10 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
             .map(|v| format!(", vtep_mac {}", v.vtep_mac))
             .unwrap_or_default(),
         config.listen,
+        config
+            .listen6
+            .map(|a| format!(" and {a}"))
+            .unwrap_or_default(),
         config.peers.len(),
         config.control_socket
     );
@@ -380,6 +396,7 @@ struct WorkerQueues {
     devices: Vec<Tun>,
     socket: UdpSocket,
     source_sockets: Vec<UdpSocket>,
+    other_socket: Option<UdpSocket>,
 }
 
 fn spawn<B: Backend + Clone>(
@@ -402,8 +419,14 @@ fn spawn<B: Backend + Clone>(
     for (device, plan) in devices.zip(&plans[1..]) {
         builder = builder.device(device, plan.routes.clone());
     }
+    if let Some(other) = first.other_socket {
+        builder = builder.other_family_socket(other);
+    }
     for q in queues {
         builder = builder.worker(q.devices, q.socket, q.source_sockets);
+        if let Some(other) = q.other_socket {
+            builder = builder.other_family_socket(other);
+        }
     }
     Ok(builder.spawn()?)
 }
@@ -653,6 +676,7 @@ fn reload(path: &Path, running: &Config, routes: &RouteTable, file: &mut FilePee
     };
     if new.device != running.device
         || new.listen != running.listen
+        || new.listen6 != running.listen6
         || new.network != running.network
         || new.vxlan != running.vxlan
         || new.fdb != running.fdb

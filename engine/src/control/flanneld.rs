@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -69,6 +69,9 @@ pub struct FlannelOptions {
     pub iface_can_reach: Option<IpAddr>,
     /// `--public-ip`: the address to publish (default: the interface's).
     pub public_ip: Option<Ipv4Addr>,
+    /// `--public-ipv6`: the IPv6 address to publish on a dual-stack vxlan network (default:
+    /// the interface's first global IPv6 address).
+    pub public_ipv6: Option<Ipv6Addr>,
     /// `--subnet-file` (default `/run/flannel/subnet.env`).
     pub subnet_file: PathBuf,
     /// `--subnet-lease-renew-margin`: renew this long before the lease expires.
@@ -147,13 +150,16 @@ pub enum FlannelError {
     },
 }
 
-/// The interface weft sends from: its name, IPv4 address and MTU.
+/// The interface weft sends from: its name, IPv4 address, IPv6 address and MTU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
     /// The interface name.
     pub name: String,
     /// Its first IPv4 address.
     pub addr: Ipv4Addr,
+    /// Its first global IPv6 address (not link-local), if any: a dual-stack vxlan network's
+    /// IPv6 underlay.
+    pub addr6: Option<Ipv6Addr>,
     /// Its MTU.
     pub mtu: u32,
 }
@@ -177,10 +183,24 @@ pub fn choose_interface(options: &FlannelOptions) -> Result<Interface, FlannelEr
             _ => None,
         })
     };
+    let first_v6 = |index: u32| {
+        addrs.iter().find_map(|a| match a.addr {
+            IpAddr::V6(v6)
+                if a.index == index
+                    && !v6.is_loopback()
+                    && !v6.is_unspecified()
+                    && (v6.segments()[0] & 0xffc0) != 0xfe80 =>
+            {
+                Some(v6)
+            }
+            _ => None,
+        })
+    };
     let found = |index: u32, addr: Ipv4Addr| {
         links.iter().find(|l| l.index == index).map(|l| Interface {
             name: l.name.clone(),
             addr,
+            addr6: first_v6(index),
             mtu: l.mtu,
         })
     };
@@ -373,6 +393,8 @@ struct Manager {
     prefix: String,
     network: NetworkConfig,
     public_ip: Ipv4Addr,
+    /// Our IPv6 underlay address on a dual-stack vxlan network.
+    public_ipv6: Option<Ipv6Addr>,
     /// Our attributes (public IP, and for vxlan the VNI and VTEP MAC).
     attrs: LeaseAttrs,
     /// The etcd lease time of our lease ([`SUBNET_TTL`]).
@@ -558,11 +580,58 @@ impl Manager {
                         return Vec::new();
                     }
                 };
-                vec![Route {
+                let mut routes = vec![Route {
                     subnet: key.ipv4.cidr(),
                     endpoint: SocketAddr::new(IpAddr::V4(ip), v.port),
                     vtep_mac: Some(data.vtep_mac),
-                }]
+                }];
+                if let Some(route) = self.vxlan_v6_route(own, key, attrs, v.port) {
+                    routes.push(route);
+                }
+                routes
+            }
+        }
+    }
+}
+
+impl Manager {
+    /// On a dual-stack vxlan network, the route to a lease's IPv6 subnet: to its PublicIPv6
+    /// with the VTEP MAC of its BackendV6Data (flanneld's `flannel-v6.<VNI>`). A lease
+    /// without them (a host that has no IPv6) gets no IPv6 route.
+    fn vxlan_v6_route(
+        &self,
+        own: &SubnetKey,
+        key: &SubnetKey,
+        attrs: &LeaseAttrs,
+        port: u16,
+    ) -> Option<Route> {
+        let (v6, net6) = (key.ipv6?, self.network.ipv6?);
+        if Some(v6) == own.ipv6 || !net6.network.contains(v6.addr()) {
+            return None;
+        }
+        let Some(ip6) = attrs.public_ipv6 else {
+            log::warn!("lease {key}: no PublicIPv6; its IPv6 subnet is not routed");
+            return None;
+        };
+        if ip6.is_unspecified()
+            || ip6.is_loopback()
+            || ip6.is_multicast()
+            || Some(ip6) == self.public_ipv6
+        {
+            log::warn!(
+                "lease {key}: PublicIPv6 {ip6} cannot be a peer; its IPv6 subnet is not routed"
+            );
+            return None;
+        }
+        match attrs.vxlan_v6_data() {
+            Ok(data) => Some(Route {
+                subnet: v6.cidr(),
+                endpoint: SocketAddr::new(IpAddr::V6(ip6), port),
+                vtep_mac: Some(data.vtep_mac),
+            }),
+            Err(e) => {
+                log::warn!("lease {key}: {e}; its IPv6 subnet is not routed");
+                None
             }
         }
     }
@@ -903,6 +972,7 @@ fn daemon_config(
     prefix: &str,
     network: &NetworkConfig,
     iface: &Interface,
+    listen6: Option<Ipv6Addr>,
     own: &OwnLease,
     vtep_mac: Option<EthernetAddress>,
     workers: Option<usize>,
@@ -935,6 +1005,9 @@ fn daemon_config(
         "\n[listen]\naddress = \"{}\"\nport = {port}",
         iface.addr
     );
+    if let Some(addr6) = listen6 {
+        let _ = writeln!(text, "address6 = \"{addr6}\"");
+    }
     if let (BackendConfig::Vxlan(v), Some(mac)) = (network.backend, vtep_mac) {
         let _ = writeln!(
             text,
@@ -991,23 +1064,38 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
         log::info!("stopped while waiting for the network config");
         return Ok(());
     };
-    if network.ipv6.is_some() && matches!(network.backend, BackendConfig::Vxlan(_)) {
-        return Err(FlannelError::Unsupported {
-            prefix,
-            reason: "EnableIPv6 = true with Backend.Type = \"vxlan\": weft flannel serves \
-                     dual stack with the udp backend only so far (flanneld's vxlan needs a \
-                     second, IPv6-underlay VTEP)"
-                .into(),
-        });
-    }
+    // A dual-stack vxlan network has an IPv6 VTEP too, on the interface's IPv6 address.
+    let vxlan_v6 = network.ipv6.is_some() && matches!(network.backend, BackendConfig::Vxlan(_));
+    let underlay6 = if vxlan_v6 {
+        let Some(addr6) = iface.addr6 else {
+            return Err(FlannelError::Flag {
+                flag: "--iface",
+                value: iface.name.clone(),
+                reason: format!(
+                    "has no global IPv6 address, which {prefix}/config (EnableIPv6 with the \
+                     vxlan backend) needs for the IPv6 VTEP"
+                ),
+            });
+        };
+        let public = options.public_ipv6.unwrap_or(addr6);
+        log::info!("IPv6 VTEP on {addr6}, public IPv6 {public}");
+        Some((addr6, public))
+    } else {
+        None
+    };
     // A vxlan host keeps its VTEP MAC: the one in our old lease, else the state file.
     let mac_file = options.state_dir.join("vtep-mac");
     let vtep_mac = match network.backend {
         BackendConfig::Udp { .. } => None,
         BackendConfig::Vxlan(_) => Some(previous_mac(&client, &prefix, public_ip, &mac_file)?),
     };
-    let attrs = match (network.backend, vtep_mac) {
-        (BackendConfig::Vxlan(v), Some(mac)) => LeaseAttrs::vxlan(public_ip, v.vni, mac),
+    // One device carries both families, so the IPv6 VTEP has the same MAC (flanneld's
+    // flannel-v6.<VNI> has a MAC of its own; peers only need it to be the one published).
+    let attrs = match (network.backend, vtep_mac, underlay6) {
+        (BackendConfig::Vxlan(v), Some(mac), Some((_, public6))) => {
+            LeaseAttrs::vxlan_dual_stack(public_ip, public6, v.vni, mac, mac)
+        }
+        (BackendConfig::Vxlan(v), Some(mac), None) => LeaseAttrs::vxlan(public_ip, v.vni, mac),
         _ => LeaseAttrs::udp(public_ip),
     };
     let manager = Manager {
@@ -1015,6 +1103,7 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
         prefix: prefix.clone(),
         network: network.clone(),
         public_ip,
+        public_ipv6: underlay6.map(|(_, public)| public),
         attrs,
         ttl: lease_ttl(),
     };
@@ -1026,8 +1115,11 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
     if stop.load(Ordering::SeqCst) {
         return Ok(());
     }
+    // The device carries both families: over a dual-stack underlay its packets must fit
+    // the IPv6 one's 20 more bytes of headers.
     let overhead = match network.backend {
         BackendConfig::Udp { .. } => 28,
+        BackendConfig::Vxlan(_) if underlay6.is_some() => 70,
         BackendConfig::Vxlan(_) => 50,
     };
     let underlay_mtu = match network.backend {
@@ -1046,7 +1138,15 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
     }
     .write_atomic(&options.subnet_file)?;
     log::info!("wrote {}", options.subnet_file.display());
-    let config = daemon_config(&prefix, &network, &iface, &own, vtep_mac, options.workers)?;
+    let config = daemon_config(
+        &prefix,
+        &network,
+        &iface,
+        underlay6.map(|(addr6, _)| addr6),
+        &own,
+        vtep_mac,
+        options.workers,
+    )?;
     ready.store(true, Ordering::SeqCst);
     let follower = Follower {
         manager,
@@ -1091,4 +1191,96 @@ fn previous_mac(
         path: file.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manager for host 198.18.0.1 (fd00:198:18::1) on the network `config`; its etcd
+    /// client is never used.
+    fn manager(config: &str) -> Manager {
+        let network = NetworkConfig::parse(config.as_bytes()).unwrap();
+        Manager {
+            client: Arc::new(Client::new(EtcdConfig::new(["http://127.0.0.1:9"])).unwrap()),
+            prefix: "/coreos.com/network".into(),
+            public_ip: Ipv4Addr::new(198, 18, 0, 1),
+            public_ipv6: Some("fd00:198:18::1".parse().unwrap()),
+            attrs: LeaseAttrs::udp(Ipv4Addr::new(198, 18, 0, 1)),
+            ttl: SUBNET_TTL,
+            network,
+        }
+    }
+
+    fn routes(m: &Manager, key: &str, value: &str) -> Vec<String> {
+        let own = SubnetKey::parse("100.96.1.0-24&fd00:100:96:1::-64").unwrap();
+        let key = SubnetKey::parse(key).unwrap();
+        let attrs = LeaseAttrs::parse(value.as_bytes()).unwrap();
+        m.route_for(&own, &key, &attrs)
+            .iter()
+            .map(|r| match r.vtep_mac {
+                Some(mac) => format!("{} {} {mac}", r.subnet, r.endpoint),
+                None => format!("{} {}", r.subnet, r.endpoint),
+            })
+            .collect()
+    }
+
+    const VXLAN_DS: &str = r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:100:96::/48","Backend":{"Type":"vxlan"}}"#;
+
+    #[test]
+    fn a_dual_stack_vxlan_lease_is_routed_over_both_underlays() {
+        let m = manager(VXLAN_DS);
+        let value = r#"{"PublicIP":"198.18.0.2","PublicIPv6":"fd00:198:18::2","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:02:00"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:02:06"}}"#;
+        assert_eq!(
+            routes(&m, "100.96.2.0-24&fd00:100:96:2::-64", value),
+            [
+                "100.96.2.0/24 198.18.0.2:8472 02:00:00:00:02:00",
+                "fd00:100:96:2::/64 [fd00:198:18::2]:8472 02:00:00:00:02:06",
+            ]
+        );
+        // Our own lease is never a route.
+        assert!(routes(&m, "100.96.1.0-24&fd00:100:96:1::-64", value).is_empty());
+    }
+
+    #[test]
+    fn a_dual_stack_vxlan_lease_without_an_ipv6_vtep_gets_its_ipv4_route_only() {
+        let m = manager(VXLAN_DS);
+        let v4_only = r#"{"PublicIP":"198.18.0.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:02:00"}}"#;
+        let expected = ["100.96.2.0/24 198.18.0.2:8472 02:00:00:00:02:00"];
+        assert_eq!(
+            routes(&m, "100.96.2.0-24&fd00:100:96:2::-64", v4_only),
+            expected
+        );
+        // A PublicIPv6 without BackendV6Data, or one that is ours, is not routed either.
+        let no_data = r#"{"PublicIP":"198.18.0.2","PublicIPv6":"fd00:198:18::2","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:02:00"}}"#;
+        assert_eq!(
+            routes(&m, "100.96.2.0-24&fd00:100:96:2::-64", no_data),
+            expected
+        );
+        let ours = r#"{"PublicIP":"198.18.0.2","PublicIPv6":"fd00:198:18::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:02:00"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:02:06"}}"#;
+        assert_eq!(
+            routes(&m, "100.96.2.0-24&fd00:100:96:2::-64", ours),
+            expected
+        );
+        // An IPv4-only key on the dual-stack network: the IPv4 route.
+        assert_eq!(routes(&m, "100.96.2.0-24", v4_only), expected);
+    }
+
+    #[test]
+    fn a_dual_stack_udp_lease_carries_ipv6_to_the_ipv4_endpoint() {
+        let m = manager(
+            r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:100:96::/48"}"#,
+        );
+        assert_eq!(
+            routes(
+                &m,
+                "100.96.2.0-24&fd00:100:96:2::-64",
+                r#"{"PublicIP":"198.18.0.2","PublicIPv6":null}"#
+            ),
+            [
+                "100.96.2.0/24 198.18.0.2:8285",
+                "fd00:100:96:2::/64 198.18.0.2:8285"
+            ]
+        );
+    }
 }

@@ -101,8 +101,10 @@ pub struct ControlContext {
     pub inspector: Option<Inspector>,
     /// The port of an endpoint given without one.
     pub default_port: u16,
-    /// Endpoints must be of this family (the listen address's).
+    /// IPv4 endpoints are served (an IPv4 listen address).
     pub ipv4_underlay: bool,
+    /// IPv6 endpoints are served (an IPv6 listen address, or a dual-stack underlay).
+    pub ipv6_underlay: bool,
 }
 
 const USAGE: &str = "expected [vni N] followed by `peer add SUBNET ENDPOINT [MAC]`, `peer del SUBNET`, \
@@ -214,7 +216,12 @@ impl ControlContext {
     fn parse_endpoint(&self, endpoint: &str) -> Result<std::net::SocketAddr, String> {
         let ep = parse_endpoint(endpoint, self.default_port)
             .ok_or_else(|| format!("endpoint {endpoint:?}: expected IP or IP:PORT"))?;
-        if ep.is_ipv4() != self.ipv4_underlay {
+        let served = if ep.is_ipv4() {
+            self.ipv4_underlay
+        } else {
+            self.ipv6_underlay
+        };
+        if !served {
             return Err(format!(
                 "endpoint {ep} is of another address family than the underlay"
             ));
@@ -404,6 +411,7 @@ mod tests {
             inspector: None,
             default_port: 8285,
             ipv4_underlay: true,
+            ipv6_underlay: false,
         }
     }
 
@@ -484,6 +492,7 @@ mod tests {
             inspector: None,
             default_port: 8472,
             ipv4_underlay: true,
+            ipv6_underlay: false,
         };
         let name = format!(
             "@weft-test/vx-{}-{:?}",

@@ -218,7 +218,19 @@ impl<D: Device, B: Backend + Clone> EngineBuilder<D, B> {
             devices,
             socket,
             source_sockets,
+            other_socket: None,
         });
+        self
+    }
+
+    /// Gives the worker added last (the first worker if no other was added) a second
+    /// listening socket, of the other address family than its first: a dual-stack underlay,
+    /// where peers of either family are reached (and heard) each through the socket of its
+    /// family. The engine refuses a socket of the first one's family when it starts.
+    pub fn other_family_socket(mut self, socket: StdUdpSocket) -> Self {
+        if let Some(last) = self.workers.last_mut() {
+            last.other_socket = Some(socket);
+        }
         self
     }
 
@@ -392,6 +404,7 @@ impl Engine {
                 devices: vec![device],
                 socket,
                 source_sockets: Vec::new(),
+                other_socket: None,
             }],
             routes: vec![RouteTable::default()],
             backend: FlannelBackend::new(FlannelConfig::default()),
@@ -811,6 +824,74 @@ mod tests {
         assert!(sa.get("gso_recuts").unwrap() >= 1, "{sa}");
         assert_eq!(sa.get("tx_packets"), Some(3 * 44), "{sa}");
         assert_eq!(sa.drops(DropReason::IoError), 0, "{sa}");
+    }
+
+    #[test]
+    fn a_dual_stack_underlay_sends_and_hears_each_family_on_its_own_socket() {
+        private_loopback();
+        let peer6 = UdpSocket::bind("[::1]:0").unwrap();
+        peer6
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let socket6 = UdpSocket::bind("[::1]:0").unwrap();
+        let addr6 = socket6.local_addr().unwrap();
+        let (device, kernel) = MemoryDevice::pair().unwrap();
+        kernel
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let routes =
+            RouteTable::new(vec![route("100.96.2.0/24", peer6.local_addr().unwrap())]).unwrap();
+        let engine = Engine::builder(device, socket)
+            .other_family_socket(socket6)
+            .routes(routes)
+            .flannel(FlannelConfig {
+                local_v4: Some(Ipv4Addr::new(100, 96, 1, 0)),
+                ..FlannelConfig::default()
+            })
+            .spawn()
+            .unwrap();
+
+        // Out: a packet for the IPv6 peer leaves from the IPv6 socket.
+        let pkt = packet([100, 96, 1, 5], [100, 96, 2, 7], 64, 100);
+        kernel.send(&pkt).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, from) = peer6.recv_from(&mut buf).expect("sent over IPv6");
+        assert_eq!(from, addr6, "from the IPv6 listening socket");
+        assert_eq!(&buf[20..n], &pkt[20..], "the flannel datagram");
+
+        // In: the peer's answer to the IPv6 socket reaches the device.
+        let reply = packet([100, 96, 2, 7], [100, 96, 1, 5], 64, 80);
+        peer6.send_to(&reply, addr6).unwrap();
+        let n = kernel
+            .recv(&mut buf)
+            .expect("delivered from the IPv6 socket");
+        assert_eq!(&buf[20..n], &reply[20..]);
+
+        // Both families for one engine from one builder, so the family check is the
+        // engine's: a second socket of the first one's family is refused.
+        let (device, _kernel) = MemoryDevice::pair().unwrap();
+        let refused = Engine::builder(device, UdpSocket::bind("127.0.0.1:0").unwrap())
+            .other_family_socket(UdpSocket::bind("127.0.0.1:0").unwrap())
+            .spawn();
+        assert!(matches!(refused, Err(EngineError::Setup { .. })));
+
+        // Without an IPv6 socket, a packet for an IPv6 endpoint is counted, not sent.
+        let (device, kernel) = MemoryDevice::pair().unwrap();
+        let v4_only = Engine::builder(device, UdpSocket::bind("127.0.0.1:0").unwrap())
+            .routes(
+                RouteTable::new(vec![route("100.96.3.0/24", "[::1]:9".parse().unwrap())]).unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        kernel
+            .send(&packet([100, 96, 1, 5], [100, 96, 3, 7], 64, 100))
+            .unwrap();
+        wait_for("the unsendable packet to be counted", || {
+            v4_only.stats().drops(DropReason::IoError) == 1
+        });
+        assert_eq!(v4_only.stats().get("tx_packets"), Some(0));
+        drop(engine);
     }
 
     #[test]

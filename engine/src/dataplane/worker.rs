@@ -53,12 +53,14 @@ pub(crate) enum Control {
     Inspect(Inspect),
 }
 
-/// What one worker is given: its queue of every device, its listening socket and its
-/// source-port sockets.
+/// What one worker is given: its queue of every device, its listening socket, its
+/// source-port sockets, and a listening socket of the other address family for a
+/// dual-stack underlay.
 pub(crate) struct WorkerIo<D> {
     pub(crate) devices: Vec<D>,
     pub(crate) socket: StdUdpSocket,
     pub(crate) source_sockets: Vec<StdUdpSocket>,
+    pub(crate) other_socket: Option<StdUdpSocket>,
 }
 
 /// Datagrams waiting to be sent on one socket; `sent` of them already went out.
@@ -106,6 +108,7 @@ pub(crate) struct Worker<D, B> {
     routes: Vec<RouteTable>,
     tables: Vec<Arc<SubnetTable>>,
     sockets: Vec<SocketSlot>,
+    socket_map: SocketMap,
     backend: B,
     counters: Arc<Counters>,
     local: LocalCounters,
@@ -144,6 +147,35 @@ fn socket_for(flow: Option<u32>, sockets: usize) -> usize {
     }
 }
 
+/// How a worker's sockets are laid out: the listening socket of the primary address family
+/// first, then its source-port sockets, then (on a dual-stack underlay) the listening socket
+/// of the other family, which sends everything of that family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketMap {
+    /// The listening socket and the source-port sockets of the primary family.
+    primary: usize,
+    /// Whether the primary family is IPv4.
+    primary_v4: bool,
+    /// The index of the other family's listening socket.
+    other: Option<usize>,
+}
+
+impl SocketMap {
+    /// The socket that sends `flow` to `dest`; `None` when no socket has `dest`'s family.
+    fn sender(&self, dest: &SocketAddr, flow: Option<u32>) -> Option<usize> {
+        if dest.is_ipv4() == self.primary_v4 {
+            Some(socket_for(flow, self.primary))
+        } else {
+            self.other
+        }
+    }
+
+    /// The listening sockets: the primary's, then the other family's.
+    fn listening(&self) -> impl Iterator<Item = usize> {
+        std::iter::once(0).chain(self.other)
+    }
+}
+
 fn buffers(n: usize, size: usize) -> Vec<Box<[u8]>> {
     (0..n).map(|_| vec![0u8; size].into_boxed_slice()).collect()
 }
@@ -172,11 +204,40 @@ impl<D: Device, B: Backend> Worker<D, B> {
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(setup("create the waker"))?);
         let offloads = mode == OffloadMode::Auto;
         let mut status = OffloadStatus::default();
-        let mut sockets = Vec::with_capacity(1 + io.source_sockets.len());
+        let primary_v4 = io
+            .socket
+            .local_addr()
+            .map_err(setup("read the listening socket's address"))?
+            .is_ipv4();
+        if let Some(other) = &io.other_socket {
+            let addr = other
+                .local_addr()
+                .map_err(setup("read the second listening socket's address"))?;
+            if addr.is_ipv4() == primary_v4 {
+                return Err(EngineError::Setup {
+                    what: "add a second listening socket",
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{addr} is of the first listening socket's address family"),
+                    ),
+                });
+            }
+        }
+        let socket_map = SocketMap {
+            primary: 1 + io.source_sockets.len(),
+            primary_v4,
+            other: io
+                .other_socket
+                .as_ref()
+                .map(|_| 1 + io.source_sockets.len()),
+        };
+        let mut sockets = Vec::with_capacity(2 + io.source_sockets.len());
         for (i, s) in std::iter::once(io.socket)
             .chain(io.source_sockets)
+            .chain(io.other_socket)
             .enumerate()
         {
+            let listening = i == 0 || Some(i) == socket_map.other;
             s.set_nonblocking(true)
                 .map_err(setup("make a UDP socket non-blocking"))?;
             let gso = offloads && sys::udp_gso_supported(&s);
@@ -186,10 +247,12 @@ impl<D: Device, B: Backend> Worker<D, B> {
             if i == 0 {
                 status.udp_gso = gso;
                 status.udp_gro = offloads && sys::enable_udp_gro(&s);
+            } else if listening && offloads {
+                sys::enable_udp_gro(&s);
             }
             let mut s = UdpSocket::from_std(s);
-            // Only the listening socket is read; source-port sockets only send.
-            let interest = if i == 0 {
+            // Only the listening sockets are read; source-port sockets only send.
+            let interest = if listening {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::WRITABLE
@@ -236,6 +299,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
             routes,
             devices,
             sockets,
+            socket_map,
             backend,
             counters,
             local: LocalCounters::default(),
@@ -271,10 +335,11 @@ impl<D: Device, B: Backend> Worker<D, B> {
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         // Edge-triggered: anything queued before registration has no edge, so start ready.
-        let mut socket_ready = true;
+        // Per listening socket (the primary family's, then the other's).
+        let mut socket_ready = [true, self.socket_map.other.is_some()];
         loop {
             let device_ready = self.devices.iter().any(|d| d.ready);
-            let busy = (device_ready && !self.tx_pending()) || socket_ready;
+            let busy = (device_ready && !self.tx_pending()) || socket_ready.contains(&true);
             let spinning =
                 !busy && !self.busy_poll.is_zero() && self.last_work.elapsed() < self.busy_poll;
             if spinning {
@@ -312,7 +377,10 @@ impl<D: Device, B: Backend> Worker<D, B> {
                             slot.ready |= event.is_readable() || event.is_read_closed();
                         }
                     }
-                    Token(SOCKET_BASE) => socket_ready |= event.is_readable(),
+                    Token(SOCKET_BASE) => socket_ready[0] |= event.is_readable(),
+                    Token(t) if Some(t - SOCKET_BASE) == self.socket_map.other => {
+                        socket_ready[1] |= event.is_readable()
+                    }
                     _ => {} // source-port sockets: writability is retried below
                 }
             }
@@ -327,9 +395,11 @@ impl<D: Device, B: Backend> Worker<D, B> {
                         worked = true;
                     }
                 }
-                if socket_ready {
-                    socket_ready = self.socket_to_device();
-                    worked = true;
+                for (ready, s) in socket_ready.iter_mut().zip(self.socket_map.listening()) {
+                    if *ready {
+                        *ready = self.socket_to_device(s);
+                        worked = true;
+                    }
                 }
                 if !worked {
                     break;
@@ -501,11 +571,28 @@ impl<D: Device, B: Backend> Worker<D, B> {
         self.local.device_rx_segments += split.segments as u64;
         let buf = self.batch + i;
         match (flood, dest) {
-            (_, Some(dest)) => queue_train(&mut self.sockets, buf, 0, split, dest, flow),
+            (_, Some(dest)) => queue_train(
+                &mut self.sockets,
+                self.socket_map,
+                &mut self.local,
+                Train {
+                    buf,
+                    start: 0,
+                    split,
+                },
+                dest,
+                flow,
+            ),
             (Some(device), None) => {
                 if let Some(table) = self.tables.get(device) {
                     for &dest in table.flood_peers() {
-                        queue_train(&mut self.sockets, buf, 0, split, dest, flow);
+                        let train = Train {
+                            buf,
+                            start: 0,
+                            split,
+                        };
+                        let (sockets, map) = (&mut self.sockets, self.socket_map);
+                        queue_train(sockets, map, &mut self.local, train, dest, flow);
                     }
                 }
             }
@@ -528,7 +615,10 @@ impl<D: Device, B: Backend> Worker<D, B> {
             Path::Receive => &self.rx_bufs[i],
         };
         let sockets = &mut self.sockets;
+        let map = self.socket_map;
         let replies = &mut self.reply_msgs;
+        // Datagrams for a family without a socket, counted once the verdict is carried out.
+        let mut unsendable = 0u64;
         // One datagram of buffer `i` to `dest`: on the transmit path into the queue of the
         // flow's socket, on the receive path among the replies.
         let mut push = |range: Range<usize>, dest, flow: Option<u32>| {
@@ -539,10 +629,10 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 segment: None,
             };
             match path {
-                Path::Transmit => {
-                    let n = sockets.len();
-                    sockets[socket_for(flow, n)].queue.msgs.push(msg)
-                }
+                Path::Transmit => match map.sender(&dest, flow) {
+                    Some(s) => sockets[s].queue.msgs.push(msg),
+                    None => unsendable += 1,
+                },
                 Path::Receive => replies.push(msg),
             }
         };
@@ -563,7 +653,12 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 };
                 match path {
                     Path::Transmit => {
-                        queue_train(sockets, i, range.start, split, dest, flow);
+                        let train = Train {
+                            buf: i,
+                            start: range.start,
+                            split,
+                        };
+                        queue_train(sockets, map, &mut self.local, train, dest, flow);
                     }
                     // Trains on the receive path are rare: one datagram at a time.
                     Path::Receive => {
@@ -634,6 +729,9 @@ impl<D: Device, B: Backend> Worker<D, B> {
             Verdict::Drop(reason) => self.local.drop(reason),
             _ => self.local.drop(DropReason::BadVerdict),
         }
+        for _ in 0..unsendable {
+            self.local.drop(DropReason::IoError);
+        }
     }
 
     /// Sends what is pending from `tx_bufs`; leaves the rest pending if a socket is full.
@@ -649,11 +747,12 @@ impl<D: Device, B: Backend> Worker<D, B> {
         }
     }
 
-    /// One batch from the socket to the devices. Returns whether the socket may have more.
-    fn socket_to_device(&mut self) -> bool {
+    /// One batch from listening socket `s` to the devices. Returns whether the socket may
+    /// have more.
+    fn socket_to_device(&mut self, s: usize) -> bool {
         let headroom = self.headroom;
         let n = match self.mmsg.recv(
-            &self.sockets[0].socket,
+            &self.sockets[s].socket,
             &mut self.rx_bufs,
             headroom,
             &mut self.meta,
@@ -742,20 +841,34 @@ impl<D: Device, B: Backend> Worker<D, B> {
         }
     }
 
-    /// Sends the answers produced on the receive path; rare, so best effort.
+    /// Sends the answers produced on the receive path, each from the listening socket of its
+    /// family; rare, so best effort.
     fn send_replies(&mut self) {
-        let socket = &self.sockets[0].socket;
-        let mut sent = 0;
-        while sent < self.reply_msgs.len() {
-            match self
-                .mmsg
-                .send(socket, &self.rx_bufs, &self.reply_msgs[sent..])
-            {
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+        let primary_v4 = self.socket_map.primary_v4;
+        // The primary family's replies first (no allocation: unstable sort in place).
+        self.reply_msgs
+            .sort_unstable_by_key(|m| m.dest.is_ipv4() != primary_v4);
+        let split = self
+            .reply_msgs
+            .partition_point(|m| m.dest.is_ipv4() == primary_v4);
+        let (primary, other) = self.reply_msgs.split_at(split);
+        for (msgs, socket) in [(primary, Some(0)), (other, self.socket_map.other)] {
+            let Some(socket) = socket else {
+                for _ in msgs {
                     self.local.drop(DropReason::IoError);
-                    sent += 1;
+                }
+                continue;
+            };
+            let socket = &self.sockets[socket].socket;
+            let mut sent = 0;
+            while sent < msgs.len() {
+                match self.mmsg.send(socket, &self.rx_bufs, &msgs[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        self.local.drop(DropReason::IoError);
+                        sent += 1;
+                    }
                 }
             }
         }
@@ -787,19 +900,32 @@ impl<D: Device> offload::WriteTarget for DeviceSlot<D> {
     }
 }
 
-/// Queues `split`'s datagrams, which start at `start` in `tx_bufs[buf]`, for `dest`, cut
-/// into UDP GSO trains at the socket's and the kernel's limits (a train carries at most
-/// 65,507 bytes over IPv4, 65,527 over IPv6).
-fn queue_train(
-    sockets: &mut [SocketSlot],
+/// Datagrams cut from one packet: `split`'s, starting at `start` in `tx_bufs[buf]`.
+#[derive(Debug, Clone, Copy)]
+struct Train {
     buf: usize,
     start: usize,
     split: Split,
+}
+
+/// Queues a train's datagrams for `dest` on the socket that sends `flow` there, cut into
+/// UDP GSO trains at the socket's and the kernel's limits (a train carries at most 65,507
+/// bytes over IPv4, 65,527 over IPv6). Without a socket of `dest`'s family they are dropped
+/// and counted.
+fn queue_train(
+    sockets: &mut [SocketSlot],
+    map: SocketMap,
+    local: &mut LocalCounters,
+    train: Train,
     dest: SocketAddr,
     flow: Option<u32>,
 ) {
-    let n = sockets.len();
-    let slot = &mut sockets[socket_for(flow, n)];
+    let Train { buf, start, split } = train;
+    let Some(s) = map.sender(&dest, flow) else {
+        local.drop(DropReason::IoError);
+        return;
+    };
+    let slot = &mut sockets[s];
     let segment = split.segment_len.max(1);
     let limit = if dest.is_ipv4() { 65_507 } else { 65_527 };
     let per_train = if slot.gso && segment <= usize::from(u16::MAX) {

@@ -75,7 +75,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -755,6 +755,19 @@ impl Drop for NsChild {
 /// The underlay address of host `host`: `198.18.0.<host>`.
 pub fn underlay_addr(host: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, host)
+}
+
+/// The IPv6 underlay address of host `host`: `fd00:198:18::<host>`.
+pub fn underlay_addr6(host: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, u16::from(host))
+}
+
+/// Adds [`underlay_addr6`]`/64` to host `host`'s underlay interface (no duplicate address
+/// detection, so it is usable at once): a dual-stack underlay.
+pub fn add_underlay_addr6(netns: &Netns, host: u8) -> Result<()> {
+    let addr = format!("{}/64", underlay_addr6(host));
+    netns.ip(&["addr", "add", &addr, "dev", UNDERLAY_IFNAME, "nodad"])?;
+    Ok(())
 }
 
 /// The address of host `host`'s weft device: `100.96.<host>.0`.
@@ -1499,9 +1512,9 @@ impl fmt::Display for PingSummary {
 
 /// Pings `destination` from `netns` `count` times, 0.2 s apart, waiting at most 1 s for the
 /// last reply. Losses are reported in the summary, not as an error.
-pub fn ping(netns: &Netns, destination: Ipv4Addr, count: u32) -> Result<PingSummary> {
+pub fn ping(netns: &Netns, destination: impl Into<IpAddr>, count: u32) -> Result<PingSummary> {
     let count_arg = count.to_string();
-    let destination = destination.to_string();
+    let destination = destination.into().to_string();
     let argv = [
         "ping",
         "-n",
@@ -1603,7 +1616,7 @@ impl fmt::Display for Transfer {
 pub fn tcp_transfer(
     sender: &Netns,
     receiver: &Netns,
-    destination: Ipv4Addr,
+    destination: impl Into<IpAddr>,
     port: u16,
     bytes: u64,
     timeout: Duration,
@@ -1624,11 +1637,14 @@ pub fn tcp_transfer(
 pub fn tcp_transfers(
     sender: &Netns,
     receiver: &Netns,
-    destination: Ipv4Addr,
+    destination: impl Into<IpAddr>,
     ports: &[u16],
     bytes: u64,
     timeout: Duration,
 ) -> Result<Vec<Transfer>> {
+    let destination: IpAddr = destination.into();
+    // nc listens on IPv4 unless told otherwise.
+    let family = if destination.is_ipv6() { "-6" } else { "-4" };
     let dir = TempDir::new("weft-transfers")?;
     let mut data = Vec::with_capacity(ports.len());
     for port in ports {
@@ -1639,7 +1655,7 @@ pub fn tcp_transfers(
 
     let mut listeners = Vec::with_capacity(ports.len());
     for port in ports {
-        listeners.push(receiver.spawn(&["nc", "-d", "-l", &port.to_string()])?);
+        listeners.push(receiver.spawn(&["nc", family, "-d", "-l", &port.to_string()])?);
     }
     let mut listening = Vec::new();
     wait_until(
@@ -1999,6 +2015,106 @@ pub fn add_kernel_flannel_device(netns: &Netns, host: u8, mac: &str) -> Result<(
         "up",
     ])?;
     netns.ip(&["addr", "add", &address, "dev", VXLAN_DEVICE])?;
+    Ok(())
+}
+
+/// The device flanneld programs for VNI 1's IPv6 VTEP on a dual-stack network.
+pub const VXLAN_V6_DEVICE: &str = "flannel-v6.1";
+
+/// Programs the kernel's `flannel-v6.1` inside host `host`'s namespace as flanneld does on a
+/// dual-stack vxlan network: a vxlan device with VNI 1 on `u0` from [`underlay_addr6`]
+/// (which must be assigned, see [`add_underlay_addr6`]), port 8472, no learning, MAC `mac`,
+/// MTU 1430 (the underlay's minus 70), up, with the lease's IPv6 network address `v6`/128.
+/// Remote hosts are added with [`add_kernel_flannel_v6_peer`].
+pub fn add_kernel_flannel_v6_device(
+    netns: &Netns,
+    host: u8,
+    mac: &str,
+    v6: Ipv6Addr,
+) -> Result<()> {
+    let vni = VXLAN_VNI.to_string();
+    let local = underlay_addr6(host).to_string();
+    let port = VXLAN_PORT.to_string();
+    let mtu = (UNDERLAY_MTU - 70).to_string();
+    netns.ip(&[
+        "link",
+        "add",
+        VXLAN_V6_DEVICE,
+        "type",
+        "vxlan",
+        "id",
+        &vni,
+        "local",
+        &local,
+        "dev",
+        UNDERLAY_IFNAME,
+        "dstport",
+        &port,
+        "nolearning",
+    ])?;
+    netns.ip(&[
+        "link",
+        "set",
+        VXLAN_V6_DEVICE,
+        "address",
+        mac,
+        "mtu",
+        &mtu,
+        "up",
+    ])?;
+    let address = format!("{v6}/128");
+    netns.ip(&["addr", "add", &address, "dev", VXLAN_V6_DEVICE, "nodad"])?;
+    Ok(())
+}
+
+/// Adds to the kernel's `flannel-v6.1` in `netns` what flanneld programs for a remote host's
+/// IPv6 lease: the route `<subnet6> via <gateway> onlink` (the gateway is the subnet's
+/// network address), the permanent neighbour entry for it with `peer_mac`, and the FDB entry
+/// `<peer_mac> dst <endpoint>`.
+pub fn add_kernel_flannel_v6_peer(
+    netns: &Netns,
+    subnet6: &str,
+    gateway: Ipv6Addr,
+    endpoint: Ipv6Addr,
+    peer_mac: &str,
+) -> Result<()> {
+    let gateway = gateway.to_string();
+    let endpoint = endpoint.to_string();
+    netns.ip(&[
+        "-6",
+        "route",
+        "add",
+        subnet6,
+        "via",
+        &gateway,
+        "dev",
+        VXLAN_V6_DEVICE,
+        "onlink",
+    ])?;
+    netns.ip(&[
+        "-6",
+        "neigh",
+        "add",
+        &gateway,
+        "lladdr",
+        peer_mac,
+        "dev",
+        VXLAN_V6_DEVICE,
+        "nud",
+        "permanent",
+    ])?;
+    netns.exec_ok(&[
+        "bridge",
+        "fdb",
+        "add",
+        peer_mac,
+        "dev",
+        VXLAN_V6_DEVICE,
+        "dst",
+        &endpoint,
+        "self",
+        "permanent",
+    ])?;
     Ok(())
 }
 

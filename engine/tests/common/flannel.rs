@@ -125,12 +125,26 @@ pub fn write_previous_env(dir: &Path, index: u8, subnet_dot_one: &str, mtu: u32)
     .unwrap();
 }
 
-/// `weft peer list` on host `index`.
+/// `weft peer list` on host `index`, of the daemon that answers: the udp backend's
+/// `flannel0`, else the vxlan backend's `flannel.1`.
 pub fn peers(bed: &Testbed, index: u8) -> String {
-    bed.host(index)
-        .netns()
-        .exec(&[weft_exe().to_str().unwrap(), "peer", "list"])
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    ["flannel0", "flannel.1"]
+        .iter()
+        .find_map(|device| {
+            let argv = [
+                weft_exe().to_str().unwrap(),
+                "peer",
+                "list",
+                "--device",
+                device,
+            ];
+            bed.host(index)
+                .netns()
+                .exec(&argv)
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        })
         .unwrap_or_default()
 }
 

@@ -1,7 +1,7 @@
 //! `weft flannel`: flanneld's command line (the flags that apply, their defaults and their
 //! `FLANNELD_*` environment variables) turned into [`FlannelOptions`].
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,7 +54,8 @@ pub struct FlannelArgs {
     /// The IP to publish in the lease (default: the interface's).
     #[arg(long, env = "FLANNELD_PUBLIC_IP")]
     public_ip: Option<String>,
-    /// Not served by weft (an error if given).
+    /// The IPv6 address to publish on a dual-stack vxlan network (default: the interface's
+    /// first global IPv6 address).
     #[arg(long, env = "FLANNELD_PUBLIC_IPV6")]
     public_ipv6: Option<String>,
     /// Where to write the subnet file for the CNI plugin.
@@ -115,13 +116,13 @@ impl FlannelArgs {
                     .map_err(|_| bad("--iface-can-reach", s, "not an IP address"))?,
             ),
         };
-        if let Some(v6) = &self.public_ipv6 {
-            return Err(bad(
-                "--public-ipv6",
-                v6,
-                "not served by weft (IPv4 networks only so far)",
-            ));
-        }
+        let public_ipv6 = match &self.public_ipv6 {
+            None => None,
+            Some(s) => Some(
+                s.parse::<Ipv6Addr>()
+                    .map_err(|_| bad("--public-ipv6", s, "not an IPv6 address"))?,
+            ),
+        };
         if self.ip_masq {
             return Err(bad(
                 "--ip-masq",
@@ -196,6 +197,7 @@ impl FlannelArgs {
             iface_regex,
             iface_can_reach,
             public_ip,
+            public_ipv6,
             subnet_file: self.subnet_file,
             renew_margin: Duration::from_secs(self.subnet_lease_renew_margin as u64 * 60),
             healthz,

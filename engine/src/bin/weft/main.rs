@@ -325,6 +325,9 @@ fn main() -> ExitCode {
                 }
                 println!("mtu underlay {} device {}", mtus.underlay, mtus.device);
                 println!("listen {}", c.listen);
+                if let Some(addr6) = c.listen6 {
+                    println!("listen {addr6}");
+                }
                 println!(
                     "engine workers {} offload {} batch {}",
                     c.workers,
