@@ -402,7 +402,9 @@ fn a_dual_stack_vxlan_network_reaches_a_flanneld_style_kernel_host_over_both_und
          FLANNEL_MTU=1\nFLANNEL_IPMASQ=false\n",
     )
     .unwrap();
-    let d1 = start(&bed, 1, &endpoint, dir.path());
+    // The interface is named by its IPv6 address, which is also the IPv6 VTEP's.
+    let iface = ["--iface", "fd00:198:18::1"];
+    let d1 = start_flannel(&bed, 1, &endpoint, dir.path(), &iface, &[], &[]);
     let env = wait_written(dir.path(), 1, &d1);
     assert_eq!(env.len(), 6, "{env:?}");
     assert_eq!(env[1], "FLANNEL_SUBNET=100.96.1.1/24");

@@ -210,7 +210,15 @@ pub fn choose_interface(options: &FlannelOptions) -> Result<Interface, FlannelEr
                 .iter()
                 .find(|a| a.addr == IpAddr::V4(ip))
                 .and_then(|a| found(a.index, ip)),
-            Ok(IpAddr::V6(_)) => None,
+            // An IPv6 address names its interface, and is its IPv6 underlay address.
+            Ok(IpAddr::V6(ip)) => addrs
+                .iter()
+                .find(|a| a.addr == IpAddr::V6(ip))
+                .and_then(|a| first_v4(a.index).and_then(|v4| found(a.index, v4)))
+                .map(|iface| Interface {
+                    addr6: Some(ip),
+                    ..iface
+                }),
             Err(_) => links
                 .iter()
                 .find(|l| &l.name == wanted)

@@ -41,7 +41,7 @@ pub struct FlannelArgs {
     /// etcd password.
     #[arg(long, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
     etcd_password: Option<String>,
-    /// Interface (name or IPv4 address) to use; repeatable, the first that matches wins.
+    /// Interface (name, or an IPv4 or IPv6 address of it) to use; repeatable, the first that matches wins.
     #[arg(long, env = "FLANNELD_IFACE")]
     iface: Vec<String>,
     /// Regular expression matched against interface addresses, then names; repeatable,
