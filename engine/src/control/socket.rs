@@ -3,7 +3,13 @@
 //! A Unix stream socket, by default `@weft/<device>` in the abstract namespace. Abstract
 //! sockets belong to the network namespace, so every host of a namespace test bed (and every
 //! container) has its own, and `ip netns exec hostA weft peer list` talks to hostA's daemon.
-//! Only root and the daemon's own user may use it (checked with `SO_PEERCRED`).
+//! Only root and the daemon's own user may use it (checked with `SO_PEERCRED`); others get
+//! their request read and answered with `error: permission denied`, and are logged at most
+//! once per 10 s.
+//!
+//! Clients are served concurrently on one poll loop of the control thread (the data plane
+//! never waits on it): each has 5 s for its whole conversation, at most 128 are held, and a
+//! new client past that drops the one that has waited longest.
 //!
 //! The protocol is one request line, answered by zero or more data lines and a final
 //! `ok` or `error: <message>` line:
@@ -15,6 +21,7 @@
 //! stats                      -> "<counter> <value>" lines
 //! ```
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::linux::net::SocketAddrExt;
@@ -22,7 +29,9 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
 
 use weft_encap::table::{Cidr, Route};
 use weft_encap::wire::EthernetAddress;
@@ -316,44 +325,247 @@ impl Drop for ControlServer {
     }
 }
 
+/// At most this many clients are served at once; a new one past it drops the one that has
+/// waited longest, so idle connections can never lock an operator out.
+const MAX_CLIENTS: usize = 128;
+/// A client has this long from its connection to send its request and take the answer.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// The longest request line; what follows is ignored.
+const MAX_REQUEST: usize = 4096;
+/// Refused clients are logged at most once per this interval, with a count of the others.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+const LISTENER: Token = Token(0);
+
+/// One client of the control socket.
+struct Client {
+    stream: mio::net::UnixStream,
+    since: Instant,
+    /// Refused (not root, not our user): its request is read, then answered with the refusal.
+    refused: bool,
+    request: Vec<u8>,
+    /// The answer, once the request is complete; `written` bytes of it went out.
+    answer: Option<Vec<u8>>,
+    written: usize,
+}
+
+impl Client {
+    /// Moves the conversation on as far as the socket allows. Returns whether it is over.
+    fn progress(&mut self, ctx: &ControlContext) -> io::Result<bool> {
+        if self.answer.is_none() {
+            let mut chunk = [0u8; 1024];
+            let complete = loop {
+                match self.stream.read(&mut chunk) {
+                    Ok(0) => break true,
+                    Ok(n) => {
+                        self.request.extend_from_slice(&chunk[..n]);
+                        if self.request.contains(&b'\n') || self.request.len() >= MAX_REQUEST {
+                            break true;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            if !complete {
+                return Ok(false);
+            }
+            self.answer = Some(if self.refused {
+                b"error: permission denied\n".to_vec()
+            } else {
+                let end = self
+                    .request
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .unwrap_or(self.request.len())
+                    .min(MAX_REQUEST);
+                answer(ctx, &String::from_utf8_lossy(&self.request[..end]))
+            });
+        }
+        let answer = self.answer.as_deref().unwrap_or_default();
+        while self.written < answer.len() {
+            match self.stream.write(&answer[self.written..]) {
+                Ok(0) => return Ok(true),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The answer to one request line: its data lines, then `ok` or `error: ...`.
+fn answer(ctx: &ControlContext, line: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let result = ctx.handle(line.trim(), &mut out);
+    let mut text = String::new();
+    for l in out {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    match result {
+        Ok(()) => text.push_str("ok\n"),
+        Err(e) => {
+            text.push_str("error: ");
+            text.push_str(&e.replace('\n', " "));
+            text.push('\n');
+        }
+    }
+    text.into_bytes()
+}
+
+/// Logs refused clients without letting a flood of them flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, name: &str, uid: u32) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let more = match self.suppressed {
+            0 => String::new(),
+            n => format!(" ({n} more refused since the last report)"),
+        };
+        log::warn!("control socket {name}: refused a client with uid {uid} (only root and the daemon's user may use it){more}");
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
 fn serve(listener: UnixListener, ctx: Arc<ControlContext>, name: String) {
+    if let Err(e) = serve_clients(listener, &ctx, &name) {
+        log::error!("control socket {name} stopped: {e}");
+    }
+}
+
+/// The control server's loop: every client at once on one poll, each with a deadline for
+/// its whole conversation, at most [`MAX_CLIENTS`] of them.
+fn serve_clients(listener: UnixListener, ctx: &ControlContext, name: &str) -> io::Result<()> {
     // The owner of /proc/self is this process's effective uid.
     let own_uid = std::fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(0);
-    for conn in listener.incoming() {
-        let Ok(stream) = conn else { continue };
-        match crate::sys::peer_uid(&stream) {
-            Ok(uid) if uid == 0 || uid == own_uid => {}
-            Ok(uid) => {
-                log::warn!("control socket {name}: refused a client with uid {uid}");
-                let _ = (&stream).write_all(b"error: permission denied\n");
+    listener.set_nonblocking(true)?;
+    let mut listener = mio::net::UnixListener::from_std(listener);
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut events = Events::with_capacity(64);
+    let mut clients: HashMap<usize, Client> = HashMap::new();
+    let mut next_token = 1usize;
+    let mut refusals = RefusalLog::default();
+    loop {
+        let now = Instant::now();
+        let timeout = clients
+            .values()
+            .map(|c| (c.since + REQUEST_DEADLINE).saturating_duration_since(now))
+            .min();
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            Err(_) => continue,
+            return Err(e);
         }
-        if let Err(e) = serve_one(&stream, &ctx) {
-            log::debug!("control socket {name}: {e}");
+        for event in events.iter() {
+            if event.token() == LISTENER {
+                accept(&listener, &poll, &mut clients, &mut next_token, |uid| {
+                    let refused = uid.is_none_or(|u| u != 0 && u != own_uid);
+                    if refused {
+                        refusals.refused(name, uid.unwrap_or(u32::MAX));
+                    }
+                    refused
+                });
+                continue;
+            }
+            let Token(t) = event.token();
+            let Some(client) = clients.get_mut(&t) else {
+                continue;
+            };
+            let over = client.progress(ctx).unwrap_or_else(|e| {
+                log::debug!("control socket {name}: {e}");
+                true
+            });
+            if over {
+                if let Some(mut client) = clients.remove(&t) {
+                    let _ = poll.registry().deregister(&mut client.stream);
+                }
+            }
         }
+        let now = Instant::now();
+        clients.retain(|_, c| {
+            let keep = now < c.since + REQUEST_DEADLINE;
+            if !keep {
+                let _ = poll.registry().deregister(&mut c.stream);
+            }
+            keep
+        });
     }
 }
 
-fn serve_one(stream: &UnixStream, ctx: &ControlContext) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = String::new();
-    BufReader::new(stream).take(4096).read_line(&mut line)?;
-    let mut out = Vec::new();
-    let result = ctx.handle(line.trim(), &mut out);
-    let mut w = io::BufWriter::new(stream);
-    for l in out {
-        writeln!(w, "{l}")?;
+/// Accepts every waiting connection; `refuse` says, from the peer's uid, whether to refuse
+/// it. Past [`MAX_CLIENTS`], the client that has waited longest is dropped.
+fn accept(
+    listener: &mio::net::UnixListener,
+    poll: &Poll,
+    clients: &mut HashMap<usize, Client>,
+    next_token: &mut usize,
+    mut refuse: impl FnMut(Option<u32>) -> bool,
+) {
+    loop {
+        let mut stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    log::warn!("control socket: cannot accept a client: {e}");
+                }
+                return;
+            }
+        };
+        if clients.len() >= MAX_CLIENTS {
+            let oldest = clients.iter().min_by_key(|(_, c)| c.since).map(|(&t, _)| t);
+            if let Some(mut dropped) = oldest.and_then(|t| clients.remove(&t)) {
+                let _ = poll.registry().deregister(&mut dropped.stream);
+            }
+        }
+        let refused = refuse(crate::sys::peer_uid(&stream).ok());
+        let token = *next_token;
+        *next_token = next_token.wrapping_add(1).max(1);
+        if poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            continue;
+        }
+        clients.insert(
+            token,
+            Client {
+                stream,
+                since: Instant::now(),
+                refused,
+                request: Vec::new(),
+                answer: None,
+                written: 0,
+            },
+        );
     }
-    match result {
-        Ok(()) => writeln!(w, "ok")?,
-        Err(e) => writeln!(w, "error: {}", e.replace('\n', " "))?,
-    }
-    w.flush()
 }
 
 /// Sends one request to the daemon at `socket`; returns the data lines of the answer.
@@ -371,12 +583,16 @@ pub fn request(socket: &str, line: &str) -> Result<Vec<String>, ControlError> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io_err)?;
-    (&stream)
-        .write_all(format!("{}\n", line.trim()).as_bytes())
-        .map_err(io_err)?;
+    // A daemon that refuses us may answer and close before taking the whole request: its
+    // answer is still there to read, and says more than the broken pipe.
+    let sent = (&stream).write_all(format!("{}\n", line.trim()).as_bytes());
     let mut lines = Vec::new();
     for l in BufReader::new(&stream).lines() {
-        let l = l.map_err(io_err)?;
+        let l = match (l, &sent) {
+            (Ok(l), _) => l,
+            (Err(_), Err(e)) => return Err(io_err(io::Error::new(e.kind(), e.to_string()))),
+            (Err(e), Ok(())) => return Err(io_err(e)),
+        };
         if l == "ok" {
             return Ok(lines);
         }
@@ -385,10 +601,13 @@ pub fn request(socket: &str, line: &str) -> Result<Vec<String>, ControlError> {
         }
         lines.push(l);
     }
-    Err(io_err(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the daemon closed the connection without an answer",
-    )))
+    Err(io_err(match sent {
+        Err(e) => e,
+        Ok(()) => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection without an answer",
+        ),
+    }))
 }
 
 #[cfg(test)]
@@ -413,6 +632,88 @@ mod tests {
             ipv4_underlay: true,
             ipv6_underlay: false,
         }
+    }
+
+    fn unique_name(what: &str) -> String {
+        format!(
+            "@weft-test/{what}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        )
+    }
+
+    fn connect(name: &str) -> UnixStream {
+        UnixStream::connect_addr(&unix_addr(name).unwrap()).unwrap()
+    }
+
+    /// Whether the server still holds `stream` open: nothing to read yet, no end of file.
+    fn still_open(stream: &UnixStream) -> bool {
+        stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let open =
+            matches!((&*stream).read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        stream.set_nonblocking(false).unwrap();
+        open
+    }
+
+    #[test]
+    fn an_idle_client_does_not_delay_the_next_one() {
+        let name = unique_name("idle");
+        let _server = ControlServer::start(&name, ctx(RouteTable::default())).unwrap();
+        let idle = connect(&name);
+        let stats = request(&name, "stats").unwrap();
+        assert!(stats.iter().any(|l| l.starts_with("tx_packets")));
+        // Served while the idle client was still waiting, not after it timed out.
+        assert!(still_open(&idle), "the idle client was dropped first");
+    }
+
+    #[test]
+    fn a_client_sending_a_byte_at_a_time_blocks_nobody_and_is_cut_at_the_deadline() {
+        let name = unique_name("drip");
+        let _server = ControlServer::start(&name, ctx(RouteTable::default())).unwrap();
+        let drip = connect(&name);
+        let dripping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let cut = {
+            let dripping = dripping.clone();
+            let mut drip = drip.try_clone().unwrap();
+            std::thread::spawn(move || {
+                // A byte every 100 ms, never a newline, for at most 20 s.
+                let started = std::time::Instant::now();
+                let mut cut = false;
+                while started.elapsed() < Duration::from_secs(20) {
+                    if drip.write_all(b"s").is_err() {
+                        cut = true;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                dripping.store(false, std::sync::atomic::Ordering::SeqCst);
+                cut
+            })
+        };
+        let stats = request(&name, "stats").unwrap();
+        assert!(stats.iter().any(|l| l.starts_with("tx_packets")));
+        assert!(
+            dripping.load(std::sync::atomic::Ordering::SeqCst),
+            "answered only once the slow client had stopped"
+        );
+        // The slow client gets the whole-request deadline, not a deadline per byte.
+        assert!(cut.join().unwrap(), "the slow client was never cut off");
+    }
+
+    #[test]
+    fn a_thousand_idle_connections_do_not_lock_operators_out() {
+        let limit = weft_testbed::raise_fd_limit(4096).unwrap();
+        assert!(
+            limit >= 2100,
+            "RLIMIT_NOFILE {limit} is too low for this test"
+        );
+        let name = unique_name("many");
+        let _server = ControlServer::start(&name, ctx(RouteTable::default())).unwrap();
+        let idle: Vec<UnixStream> = (0..1000).map(|_| connect(&name)).collect();
+        let stats = request(&name, "stats").unwrap();
+        assert!(stats.iter().any(|l| l.starts_with("tx_packets")));
+        drop(idle);
     }
 
     #[test]

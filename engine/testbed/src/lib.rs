@@ -237,6 +237,25 @@ pub fn enter_private_netns() -> Result<()> {
     host_exec_ok(&["ip", "link", "set", "lo", "up"]).map(|_| ())
 }
 
+/// Raises this process's soft limit of open files to at least `wanted` (up to the hard
+/// limit): for a test that holds many connections at once. Returns the new soft limit.
+pub fn raise_fd_limit(wanted: u64) -> Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let io_err = |what: &str, errno: nix::errno::Errno| TestbedError::Io {
+        what: what.into(),
+        source: io::Error::from(errno),
+    };
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| io_err("reading RLIMIT_NOFILE", e))?;
+    if soft >= wanted {
+        return Ok(soft);
+    }
+    let new = wanted.min(hard);
+    setrlimit(Resource::RLIMIT_NOFILE, new, hard)
+        .map_err(|e| io_err("raising RLIMIT_NOFILE", e))?;
+    Ok(new)
+}
+
 /// Polls `condition` until it returns true or `timeout` passes.
 ///
 /// Polls quickly at first and backs off to every 100 ms. The error names `what` was awaited.
