@@ -402,14 +402,10 @@ struct Listen {
 
 impl Ctx<'_> {
     fn device_name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
-        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
-            return Err(self.err(
-                key,
-                Some(name),
-                "a device name is 1-15 characters without '/' or spaces",
-            ));
+        match device_name_problem(name) {
+            Some(why) => Err(self.err(key, Some(name), why)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn mac(&self, key: &str, value: &str) -> Result<EthernetAddress, ConfigError> {
@@ -687,6 +683,27 @@ impl Ctx<'_> {
             vteps,
             fdb,
         })
+    }
+}
+
+/// Why the kernel would refuse `name` as a network device name (`dev_valid_name`, and
+/// `%` which it would take as a pattern for a number), or `None` if it takes it.
+pub fn device_name_problem(name: &str) -> Option<&'static str> {
+    const IFNAMSIZ: usize = 16;
+    if name.is_empty() {
+        Some("a device name cannot be empty")
+    } else if name.len() >= IFNAMSIZ {
+        Some("a device name is at most 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("\".\" and \"..\" are not device names")
+    } else if name.contains(['/', ':']) {
+        Some("a device name cannot contain '/' or ':'")
+    } else if name.bytes().any(|b| b.is_ascii_whitespace() || b == 0x0b) {
+        Some("a device name cannot contain whitespace")
+    } else if name.contains('%') {
+        Some("a device name cannot contain '%' (the kernel would take it as a pattern)")
+    } else {
+        None
     }
 }
 
@@ -1128,6 +1145,38 @@ endpoint = "198.18.0.2:9999"
         assert_eq!(c.batch, 1);
         assert_eq!((c.workers, c.offload), (3, OffloadMode::Off));
         assert_eq!(c.peers[0].endpoint, "198.18.0.2:9999".parse().unwrap());
+    }
+
+    #[test]
+    fn device_names_are_checked_as_the_kernel_does_in_bytes() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "flannel:0",
+            "flan nel",
+            "flannel\t0",
+            "weft%d",
+            "a/b",
+            "sixteen-bytes-xx",
+            // 12 characters but 16 bytes.
+            "éééé-flannel",
+        ] {
+            let text = ISSUE_EXAMPLE.replace("name = \"flannel0\"", &format!("name = {bad:?}"));
+            let e = err_line(&text);
+            assert!(e.contains("[device] name"), "{bad:?}: {e}");
+        }
+        for good in [
+            "flannel0",
+            "flannel.1",
+            "flannel-v6.1",
+            "fifteen-bytes-x",
+            "weft_0",
+        ] {
+            let text = ISSUE_EXAMPLE.replace("name = \"flannel0\"", &format!("name = {good:?}"));
+            assert_eq!(parse(&text).unwrap().device.name, good);
+        }
+        assert!(device_name_problem("tab\x0bname").is_some());
     }
 
     #[test]
