@@ -199,6 +199,10 @@ pub enum TableError {
     DuplicateSubnet(Cidr),
     /// More peers than a [`PeerId`] can index.
     TooManyPeers,
+    /// Two peers share an address with different ports: received datagrams are told apart
+    /// by address only (NAT, restarts and VXLAN's hashed source ports change the port), so
+    /// one address is one peer.
+    SharedAddress(SocketAddr, SocketAddr),
 }
 
 impl fmt::Display for TableError {
@@ -206,6 +210,10 @@ impl fmt::Display for TableError {
         match self {
             TableError::DuplicateSubnet(c) => write!(f, "subnet {c} is routed to two endpoints"),
             TableError::TooManyPeers => f.write_str("too many peers"),
+            TableError::SharedAddress(a, b) => write!(
+                f,
+                "peers {a} and {b} share an address (datagrams are told apart by address only: one address, one port)"
+            ),
         }
     }
 }
@@ -331,26 +339,44 @@ impl SubnetTable {
             ..SubnetTable::default()
         };
         let mut by_endpoint_sock: HashMap<SocketAddr, PeerId> = HashMap::new();
+        // `heard`: datagrams from the endpoint are the peer's (routes and VTEPs); a peer
+        // known only from a static FDB entry is only sent to.
         let mut peer_of = |table: &mut SubnetTable,
-                           endpoint: SocketAddr|
+                           endpoint: SocketAddr,
+                           heard: bool|
          -> Result<PeerId, TableError> {
-            if let Some(&id) = by_endpoint_sock.get(&endpoint) {
-                return Ok(id);
+            let id = match by_endpoint_sock.get(&endpoint) {
+                Some(&id) => id,
+                None => {
+                    let id = PeerId::try_from(table.peers.len())
+                        .map_err(|_| TableError::TooManyPeers)?;
+                    table.peers.push(Peer {
+                        endpoint,
+                        subnets: Vec::new(),
+                        vtep_mac: None,
+                    });
+                    by_endpoint_sock.insert(endpoint, id);
+                    id
+                }
+            };
+            if heard {
+                // Attribution of received datagrams is by IP only: NAT, a restarted peer or
+                // VXLAN's hashed source ports use other source ports.
+                match table.by_endpoint.get(&endpoint.ip()) {
+                    Some(&other) if other != id => {
+                        let other = table.peers[other as usize].endpoint;
+                        return Err(TableError::SharedAddress(other, endpoint));
+                    }
+                    Some(_) => {}
+                    None => {
+                        table.by_endpoint.insert(endpoint.ip(), id);
+                    }
+                }
             }
-            let id = PeerId::try_from(table.peers.len()).map_err(|_| TableError::TooManyPeers)?;
-            table.peers.push(Peer {
-                endpoint,
-                subnets: Vec::new(),
-                vtep_mac: None,
-            });
-            by_endpoint_sock.insert(endpoint, id);
-            // Attribution of received datagrams is by IP only: NAT, a restarted peer or
-            // VXLAN's hashed source ports use other source ports. The first peer of an IP wins.
-            table.by_endpoint.entry(endpoint.ip()).or_insert(id);
             Ok(id)
         };
         for route in &sorted {
-            let id = peer_of(&mut table, route.endpoint)?;
+            let id = peer_of(&mut table, route.endpoint, true)?;
             let peer = &mut table.peers[id as usize];
             peer.subnets.push(route.subnet);
             if peer.vtep_mac.is_none() {
@@ -363,13 +389,14 @@ impl SubnetTable {
             }
         }
         for &endpoint in &spec.vteps {
-            peer_of(&mut table, endpoint)?;
+            peer_of(&mut table, endpoint, true)?;
         }
-        // Routes and VTEPs receive floods; a peer known only from a static FDB entry does
-        // not (like the kernel's `bridge fdb add MAC dst IP`: it says where one MAC is).
+        // Routes and VTEPs receive floods and are heard; a peer known only from a static FDB
+        // entry is neither (like the kernel's `bridge fdb add MAC dst IP`: it says where one
+        // MAC is).
         table.flood = table.peers.iter().map(|p| p.endpoint).collect();
         for &(mac, endpoint) in &spec.fdb {
-            let id = peer_of(&mut table, endpoint)?;
+            let id = peer_of(&mut table, endpoint, false)?;
             table.fdb.insert(mac, id);
         }
         table.routes = sorted;
@@ -571,8 +598,63 @@ mod tests {
             "198.18.0.4:8472".parse().unwrap()
         );
         assert!(t.peer_by_endpoint("198.18.0.3".parse().unwrap()).is_some());
+        assert_eq!(
+            t.peer_by_endpoint("198.18.0.4".parse().unwrap()),
+            None,
+            "a static FDB entry does not make its endpoint heard as a peer"
+        );
         assert_eq!(t.fdb_entries().count(), 1);
         assert_eq!(t.static_fdb(&"02:00:00:00:09:02".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn peers_sharing_an_address_with_other_ports_are_refused() {
+        let two = |a: &str, b: &str| {
+            SubnetTable::new(0, &[route("100.96.2.0/24", a), route("100.96.3.0/24", b)])
+        };
+        assert!(matches!(
+            two("198.18.0.2:8285", "198.18.0.2:9000"),
+            Err(TableError::SharedAddress(..))
+        ));
+        assert!(matches!(
+            two("[fd00::2]:8285", "[fd00::2]:8286"),
+            Err(TableError::SharedAddress(..))
+        ));
+        // One endpoint with several subnets, and one address per peer, are fine.
+        assert_eq!(
+            two("198.18.0.2:8285", "198.18.0.2:8285")
+                .unwrap()
+                .peers()
+                .len(),
+            1
+        );
+        assert_eq!(
+            two("198.18.0.2:8285", "198.18.0.3:9000")
+                .unwrap()
+                .peers()
+                .len(),
+            2
+        );
+        // A VTEP counts as a peer; a static FDB entry (only sent to) does not.
+        let spec = |vtep: &str, fdb: &str| TableSpec {
+            routes: vec![route("100.96.2.0/24", "198.18.0.2:8472")],
+            vteps: vec![vtep.parse().unwrap()],
+            fdb: vec![("02:00:00:00:09:01".parse().unwrap(), fdb.parse().unwrap())],
+        };
+        assert!(SubnetTable::build(0, &spec("198.18.0.2:4789", "198.18.0.5:1")).is_err());
+        let t = SubnetTable::build(0, &spec("198.18.0.3:8472", "198.18.0.2:4789")).unwrap();
+        let heard = t.peer_by_endpoint("198.18.0.2".parse().unwrap()).unwrap();
+        assert_eq!(
+            t.peer(heard).unwrap().endpoint,
+            "198.18.0.2:8472".parse().unwrap()
+        );
+        let e = two("198.18.0.2:8285", "198.18.0.2:9000")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("198.18.0.2:8285") && e.contains("198.18.0.2:9000"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -438,6 +438,13 @@ impl Ctx<'_> {
                 ),
             ));
         }
+        if let Some(why) = endpoint_problem(endpoint.ip()) {
+            return Err(self.err(key, Some(value), why));
+        }
+        let own = [Some(listen.addr), listen.addr6];
+        if own.iter().flatten().any(|a| a.ip() == endpoint.ip()) {
+            return Err(self.err(key, Some(value), "is this host's own [listen] address"));
+        }
         Ok(endpoint)
     }
 
@@ -524,10 +531,26 @@ impl Ctx<'_> {
     ) -> Result<(Vec<Route>, Vec<SocketAddr>), ConfigError> {
         let mut routes: Vec<(usize, Route)> = Vec::with_capacity(raw.len());
         let mut vteps = Vec::new();
+        let mut endpoints: Vec<(usize, SocketAddr)> = Vec::with_capacity(raw.len());
         for (i, p) in raw.iter().enumerate() {
             let n = i + 1;
             let key = |k: &str| format!("{} #{n} {k}", scope.prefix);
             let endpoint = self.endpoint(&key("endpoint"), &p.endpoint, scope.listen)?;
+            if let Some((j, other)) = endpoints
+                .iter()
+                .find(|(_, e)| e.ip() == endpoint.ip() && e.port() != endpoint.port())
+            {
+                return Err(self.err(
+                    &key("endpoint"),
+                    Some(&p.endpoint),
+                    format!(
+                        "shares its address with {} #{j} endpoint {other} on another port; \
+                         datagrams are told apart by address only, so one address is one peer",
+                        scope.prefix
+                    ),
+                ));
+            }
+            endpoints.push((n, endpoint));
             let vtep_mac = p
                 .vtep_mac
                 .as_deref()
@@ -702,6 +725,21 @@ pub fn device_name_problem(name: &str) -> Option<&'static str> {
         Some("a device name cannot contain whitespace")
     } else if name.contains('%') {
         Some("a device name cannot contain '%' (the kernel would take it as a pattern)")
+    } else {
+        None
+    }
+}
+
+/// Why `ip` cannot be a peer's underlay address, or `None` if it can be.
+pub fn endpoint_problem(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("is the unspecified address, no host's")
+    } else if ip.is_loopback() {
+        Some("is a loopback address, this host itself")
+    } else if ip.is_multicast() {
+        Some("is a multicast address (weft sends to one host per peer)")
+    } else if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        Some("is the broadcast address")
     } else {
         None
     }
@@ -1145,6 +1183,45 @@ endpoint = "198.18.0.2:9999"
         assert_eq!(c.batch, 1);
         assert_eq!((c.workers, c.offload), (3, OffloadMode::Off));
         assert_eq!(c.peers[0].endpoint, "198.18.0.2:9999".parse().unwrap());
+    }
+
+    #[test]
+    fn peer_endpoints_that_cannot_work_are_refused_by_key() {
+        for (endpoint, why) in [
+            ("0.0.0.0", "unspecified"),
+            ("127.0.0.1", "loopback"),
+            ("224.0.0.5", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("198.18.0.1", "own [listen] address"),
+        ] {
+            let text = ISSUE_EXAMPLE.replace(
+                "endpoint = \"198.18.0.2\"",
+                &format!("endpoint = \"{endpoint}\""),
+            );
+            let e = err_line(&text);
+            assert!(
+                e.contains(&format!("[[peer]] #1 endpoint = \"{endpoint}\"")) && e.contains(why),
+                "{endpoint}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn peers_sharing_an_address_on_other_ports_are_refused_naming_both() {
+        let text = format!(
+            "{ISSUE_EXAMPLE}[[peer]]\nsubnet = \"100.96.3.0/24\"\nendpoint = \"198.18.0.2:9000\"\n"
+        );
+        let e = err_line(&text);
+        assert!(
+            e.contains("[[peer]] #2 endpoint = \"198.18.0.2:9000\"")
+                && e.contains("[[peer]] #1 endpoint 198.18.0.2:8285"),
+            "{e}"
+        );
+        // The same endpoint for two subnets is one peer, as before.
+        let same = format!(
+            "{ISSUE_EXAMPLE}[[peer]]\nsubnet = \"100.96.3.0/24\"\nendpoint = \"198.18.0.2:8285\"\n"
+        );
+        assert_eq!(parse(&same).unwrap().peers.len(), 2);
     }
 
     #[test]

@@ -326,8 +326,11 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
             stats: Box::new(move || counters.snapshot()),
             inspector: Some(engine.inspector()),
             default_port: config.listen.port(),
-            ipv4_underlay: config.listen.is_ipv4(),
-            ipv6_underlay: config.listen.is_ipv6() || config.listen6.is_some(),
+            underlay: [Some(config.listen), config.listen6]
+                .into_iter()
+                .flatten()
+                .map(|a| a.ip())
+                .collect(),
         },
     )
     .map_err(|source| DaemonError::Control {

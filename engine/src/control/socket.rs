@@ -36,7 +36,7 @@ use mio::{Events, Interest, Poll, Token};
 use weft_encap::table::{Cidr, Route};
 use weft_encap::wire::EthernetAddress;
 
-use crate::control::config::parse_endpoint;
+use crate::control::config::{endpoint_problem, parse_endpoint};
 use crate::dataplane::counters::Stats;
 use crate::dataplane::engine::Inspector;
 use crate::dataplane::routes::RouteTable;
@@ -110,10 +110,9 @@ pub struct ControlContext {
     pub inspector: Option<Inspector>,
     /// The port of an endpoint given without one.
     pub default_port: u16,
-    /// IPv4 endpoints are served (an IPv4 listen address).
-    pub ipv4_underlay: bool,
-    /// IPv6 endpoints are served (an IPv6 listen address, or a dual-stack underlay).
-    pub ipv6_underlay: bool,
+    /// The daemon's underlay (listen) addresses: an endpoint must be of one of their
+    /// families, and not one of them.
+    pub underlay: Vec<IpAddr>,
 }
 
 const USAGE: &str = "expected [vni N] followed by `peer add SUBNET ENDPOINT [MAC]`, `peer del SUBNET`, \
@@ -225,15 +224,16 @@ impl ControlContext {
     fn parse_endpoint(&self, endpoint: &str) -> Result<std::net::SocketAddr, String> {
         let ep = parse_endpoint(endpoint, self.default_port)
             .ok_or_else(|| format!("endpoint {endpoint:?}: expected IP or IP:PORT"))?;
-        let served = if ep.is_ipv4() {
-            self.ipv4_underlay
-        } else {
-            self.ipv6_underlay
-        };
-        if !served {
+        if !self.underlay.iter().any(|a| a.is_ipv4() == ep.is_ipv4()) {
             return Err(format!(
                 "endpoint {ep} is of another address family than the underlay"
             ));
+        }
+        if let Some(why) = endpoint_problem(ep.ip()) {
+            return Err(format!("endpoint {ep} {why}"));
+        }
+        if self.underlay.contains(&ep.ip()) {
+            return Err(format!("endpoint {ep} is this host's own underlay address"));
         }
         Ok(ep)
     }
@@ -629,8 +629,7 @@ mod tests {
             stats: Box::new(move || counters.snapshot()),
             inspector: None,
             default_port: 8285,
-            ipv4_underlay: true,
-            ipv6_underlay: false,
+            underlay: vec!["198.18.0.1".parse().unwrap()],
         }
     }
 
@@ -755,6 +754,12 @@ mod tests {
             ("peer add 100.97.0.0/24 198.18.0.2", "outside the overlay"),
             ("peer add 100.96.1.0/24 198.18.0.2", "own address"),
             ("peer add 100.96.4.0/24 fd00::2", "family"),
+            ("peer add 100.96.4.0/24 0.0.0.0", "unspecified"),
+            ("peer add 100.96.4.0/24 127.0.0.2", "loopback"),
+            ("peer add 100.96.4.0/24 239.1.1.1", "multicast"),
+            ("peer add 100.96.4.0/24 255.255.255.255", "broadcast"),
+            ("peer add 100.96.4.0/24 198.18.0.1", "own underlay address"),
+            ("peer add 100.96.4.0/24 198.18.0.3", "share an address"),
             ("peer add 100.96.4.0/33 198.18.0.2", "prefix length"),
             ("frobnicate", "unknown request"),
         ] {
@@ -792,8 +797,7 @@ mod tests {
             stats: Box::new(move || counters.snapshot()),
             inspector: None,
             default_port: 8472,
-            ipv4_underlay: true,
-            ipv6_underlay: false,
+            underlay: vec!["198.18.0.1".parse().unwrap()],
         };
         let name = format!(
             "@weft-test/vx-{}-{:?}",
