@@ -27,7 +27,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::icmp::{self, IcmpErrorKind, IcmpResponder};
+use crate::icmp::{self, IcmpErrorKind, IcmpResponder, IcmpTo};
 use crate::table::SubnetTable;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -177,10 +177,15 @@ impl FlannelBackend {
         cause: DropReason,
         now_ms: u64,
     ) -> Verdict {
-        match self
-            .icmp
-            .error(buf, offender.start, offender.len(), src, kind, now_ms)
-        {
+        match self.icmp.error(
+            buf,
+            offender.start,
+            offender.len(),
+            src,
+            kind,
+            IcmpTo::Device,
+            now_ms,
+        ) {
             Some(range) => Verdict::ReplyToDevice {
                 device: 0,
                 range,
@@ -333,6 +338,7 @@ impl FlannelBackend {
             inner.len,
             local,
             IcmpErrorKind::TimeExceeded,
+            IcmpTo::Peer,
             now_ms,
         ) {
             Some(range) => Verdict::ReplyToPeer {

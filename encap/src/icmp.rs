@@ -863,30 +863,45 @@ mod tests {
     }
 }
 
+/// Whom an ICMP error answers. Each has a budget of its own, so that a flood from one side
+/// (a peer forging TTL=1 packets, say) cannot use up the errors owed to the other (this
+/// host's own senders, who need their fragmentation-needed errors for path MTU discovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IcmpTo {
+    /// A sender on this host: the error goes back into the device.
+    Device,
+    /// A sender behind a peer: the error goes back through the tunnel.
+    Peer,
+}
+
 /// ICMP error generation with a rate limit: the part every backend shares.
 ///
-/// Clones share one token bucket and one suppression count: the limit holds for all the
-/// workers of an engine together, whatever their number. The bucket sits behind a mutex that
-/// is only taken when an error is about to be generated, never on the forwarding path.
+/// Clones share their token buckets (one per [`IcmpTo`]) and one suppression count: the
+/// limit holds for all the workers of an engine together, whatever their number. The
+/// buckets sit behind mutexes that are only taken when an error is about to be generated,
+/// never on the forwarding path.
 #[derive(Debug, Clone)]
 pub struct IcmpResponder {
-    limiter: std::sync::Arc<std::sync::Mutex<crate::ratelimit::TokenBucket>>,
+    limiters: std::sync::Arc<[std::sync::Mutex<crate::ratelimit::TokenBucket>; 2]>,
     rate_limited: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl IcmpResponder {
-    /// At most `rate` errors per second on average, `burst` at once.
+    /// At most `rate` errors per second on average, `burst` at once, for each of
+    /// [`IcmpTo`]'s directions.
     pub fn new(rate: u32, burst: u32) -> IcmpResponder {
+        let bucket = || std::sync::Mutex::new(crate::ratelimit::TokenBucket::new(rate, burst));
         IcmpResponder {
-            limiter: std::sync::Arc::new(std::sync::Mutex::new(
-                crate::ratelimit::TokenBucket::new(rate, burst),
-            )),
+            limiters: std::sync::Arc::new([bucket(), bucket()]),
             rate_limited: std::sync::Arc::default(),
         }
     }
 
-    /// Writes an error about `buf[start..start + len]` (see [`write_error`]) if the rules
-    /// ([`may_answer`]) and the rate limit allow it; returns its range.
+    /// Writes an error about `buf[start..start + len]` (see [`write_error`]) for a sender on
+    /// side `to`, if the rules ([`may_answer`]) and that side's rate limit allow it; returns
+    /// its range.
+    #[allow(clippy::too_many_arguments)]
     pub fn error(
         &mut self,
         buf: &mut [u8],
@@ -894,14 +909,18 @@ impl IcmpResponder {
         len: usize,
         src: IpAddr,
         kind: IcmpErrorKind,
+        to: IcmpTo,
         now_ms: u64,
     ) -> Option<Range<usize>> {
         let offender = buf.get(start..start.checked_add(len)?)?;
         if !may_answer(offender) {
             return None;
         }
-        let allowed = self
-            .limiter
+        let bucket = match to {
+            IcmpTo::Device => &self.limiters[0],
+            IcmpTo::Peer => &self.limiters[1],
+        };
+        let allowed = bucket
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .allow(now_ms);

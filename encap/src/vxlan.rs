@@ -36,7 +36,7 @@ use crate::backend::{Backend, DeviceLayer, PacketBuf};
 use crate::fdb::{Fdb, FdbConfig};
 use crate::flannel::{parse_inner, too_big_mtu};
 use crate::flowhash;
-use crate::icmp::{IcmpErrorKind, IcmpResponder};
+use crate::icmp::{IcmpErrorKind, IcmpResponder, IcmpTo};
 use crate::neigh;
 use crate::table::SubnetTable;
 use crate::verdict::{DropReason, Verdict};
@@ -181,10 +181,15 @@ impl VxlanBackend {
             Some(inner) => inner.dst,
             None => return Verdict::Drop(cause),
         };
-        match self
-            .icmp
-            .error(buf, offender.start, offender.len(), src, kind, now_ms)
-        {
+        match self.icmp.error(
+            buf,
+            offender.start,
+            offender.len(),
+            src,
+            kind,
+            IcmpTo::Device,
+            now_ms,
+        ) {
             Some(range) => Verdict::ReplyToDevice {
                 device,
                 range,

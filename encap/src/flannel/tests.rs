@@ -403,6 +403,44 @@ fn icmp_errors_are_rate_limited() {
 }
 
 #[test]
+fn a_forged_ttl_flood_from_a_peer_leaves_the_hosts_own_errors_their_budget() {
+    let table = table();
+    let mut b = FlannelBackend::new(FlannelConfig {
+        local_v4: Some(Ipv4Addr::new(100, 96, 1, 0)),
+        max_payload: 1000,
+        icmp_rate: 1,
+        icmp_burst: 2,
+        ..FlannelConfig::default()
+    });
+    // A peer floods TTL=1 packets: its budget of time-exceeded errors runs out.
+    let forged = v4_packet([100, 96, 2, 7], [100, 96, 1, 5], 1, 20, false);
+    let mut answered = 0;
+    for _ in 0..50 {
+        let mut buf = buffer(&forged);
+        let from_b = B_UNDERLAY.parse().unwrap();
+        match b.handle_datagram(&table, from_b, &mut buf, HEADROOM, forged.len(), 5_000) {
+            Verdict::ReplyToPeer { .. } => answered += 1,
+            Verdict::Drop(DropReason::TtlExceeded) => {}
+            v => panic!("{v:?}"),
+        }
+    }
+    assert_eq!(answered, 2, "the peer's budget");
+    // This host's own too-big packet still gets its fragmentation-needed error.
+    let local = v4_packet([100, 96, 1, 5], [100, 96, 2, 7], 64, 1200, true);
+    let mut buf = buffer(&local);
+    assert!(
+        matches!(
+            b.handle_device_packet(&table, &mut buf, HEADROOM, local.len(), 5_000),
+            Verdict::ReplyToDevice {
+                cause: DropReason::TooBig,
+                ..
+            }
+        ),
+        "the host's own error was suppressed by the peer's flood"
+    );
+}
+
+#[test]
 fn decap_validation_drops_and_names_the_reason() {
     let table = table();
     let mut b = backend();
