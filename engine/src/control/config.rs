@@ -874,6 +874,34 @@ impl Config {
             addr: listen,
             addr6: listen6,
         };
+        // An overlay that holds the underlay would route the tunnel's own datagrams into it.
+        for (key, net, text) in [
+            ("network", Some(network), raw.network.as_str()),
+            ("network6", network6, raw.network6.as_deref().unwrap_or("")),
+        ] {
+            let Some(net) = net else { continue };
+            if net.prefix_len() == 0 {
+                return Err(ctx.err(
+                    key,
+                    Some(text),
+                    "covers every address, the underlay's too; give the overlay's own range",
+                ));
+            }
+            if let Some(a) = [Some(listen), listen6]
+                .into_iter()
+                .flatten()
+                .find(|a| net.contains(a.ip()))
+            {
+                return Err(ctx.err(
+                    key,
+                    Some(text),
+                    format!(
+                        "contains the underlay address {} ([listen]): the tunnel's own datagrams would be routed into it",
+                        a.ip()
+                    ),
+                ));
+            }
+        }
 
         // [vxlan]
         let vxlan = match backend {
@@ -955,6 +983,48 @@ impl Config {
                     "only a VXLAN l2 device (a TAP) can be enslaved to a bridge",
                 ));
             }
+        }
+
+        // One device packet must fit one datagram, and IPv6 needs 1,280 bytes.
+        let overhead = {
+            let outer = if listen.is_ipv4() && listen6.is_none() {
+                28
+            } else {
+                48
+            };
+            match backend {
+                BackendKind::Udp => outer,
+                BackendKind::Vxlan => outer + weft_encap::vxlan::L3_ENCAP_LEN as u32,
+            }
+        };
+        let min_mtu = if address6.is_some() { 1280 } else { 576 };
+        match (mtu, underlay_mtu) {
+            (Some(m), _) if m + overhead > 65_535 => {
+                return Err(ctx.err(
+                    "[device] mtu",
+                    Some(&m.to_string()),
+                    format!("does not fit one UDP datagram with the {overhead} bytes of encapsulation (at most {})", 65_535 - overhead),
+                ))
+            }
+            (Some(m), _) if m < min_mtu => {
+                return Err(ctx.err(
+                    "[device] mtu",
+                    Some(&m.to_string()),
+                    format!("is below {min_mtu}, which IPv6 on the device needs"),
+                ))
+            }
+            (None, Some(u)) if u.saturating_sub(overhead) < min_mtu => {
+                return Err(ctx.err(
+                    "underlay_mtu",
+                    Some(&u.to_string()),
+                    format!(
+                        "leaves a device MTU of {} after {overhead} bytes of encapsulation, below the {min_mtu} the device needs{}",
+                        u.saturating_sub(overhead),
+                        if address6.is_some() { " for IPv6" } else { "" }
+                    ),
+                ))
+            }
+            _ => {}
         }
 
         let control_socket = raw
@@ -1222,6 +1292,77 @@ endpoint = "198.18.0.2:9999"
             "{ISSUE_EXAMPLE}[[peer]]\nsubnet = \"100.96.3.0/24\"\nendpoint = \"198.18.0.2:8285\"\n"
         );
         assert_eq!(parse(&same).unwrap().peers.len(), 2);
+    }
+
+    #[test]
+    fn an_overlay_that_would_swallow_the_underlay_is_refused() {
+        let e = err_line(&ISSUE_EXAMPLE.replace("\"100.96.0.0/16\"", "\"0.0.0.0/0\""));
+        assert!(
+            e.contains("network = \"0.0.0.0/0\"") && e.contains("every address"),
+            "{e}"
+        );
+        let e = err_line(
+            &ISSUE_EXAMPLE
+                .replace("network = \"100.96.0.0/16\"", "network = \"198.0.0.0/8\"")
+                .replace("address = \"100.96.1.0\"", "address = \"198.96.1.0\"")
+                .replace("subnet = \"100.96.2.0/24\"", "subnet = \"198.96.2.0/24\""),
+        );
+        assert!(
+            e.contains("network = \"198.0.0.0/8\"") && e.contains("underlay address 198.18.0.1"),
+            "{e}"
+        );
+        let e = err_line(&ISSUE_EXAMPLE.replace(
+            "network = \"100.96.0.0/16\"",
+            "network = \"100.96.0.0/16\"\nnetwork6 = \"::/0\"",
+        ));
+        assert!(e.contains("network6 = \"::/0\""), "{e}");
+    }
+
+    #[test]
+    fn a_device_mtu_that_cannot_fit_one_datagram_is_refused() {
+        let with = |extra: &str| {
+            ISSUE_EXAMPLE.replace(
+                "name = \"flannel0\"",
+                &format!("name = \"flannel0\"\n{extra}"),
+            )
+        };
+        let e = err_line(&with("mtu = 65535"));
+        assert!(
+            e.contains("[device] mtu = \"65535\"") && e.contains("at most 65507"),
+            "{e}"
+        );
+        assert_eq!(parse(&with("mtu = 65507")).unwrap().device.mtu, Some(65507));
+        // IPv6 on the device needs 1280.
+        let v6 = ISSUE_EXAMPLE
+            .replace(
+                "network = \"100.96.0.0/16\"",
+                "network = \"100.96.0.0/16\"\nnetwork6 = \"fd00:100:96::/48\"",
+            )
+            .replace(
+                "address = \"100.96.1.0\"",
+                "address = \"100.96.1.0\"\naddress6 = \"fd00:100:96:1::1\"\nmtu = 1000",
+            );
+        let e = err_line(&v6);
+        assert!(
+            e.contains("[device] mtu = \"1000\"") && e.contains("1280"),
+            "{e}"
+        );
+        // An underlay MTU that leaves too little.
+        let small = format!(
+            "underlay_mtu = 600\n{}",
+            ISSUE_EXAMPLE
+                .replace("backend = \"udp\"", "backend = \"vxlan\"")
+                .replace("port = 8285", "port = 8472")
+                .replace(
+                    "endpoint = \"198.18.0.2\"",
+                    "endpoint = \"198.18.0.2\"\nvtep_mac = \"02:00:00:00:02:00\""
+                )
+        );
+        let e = err_line(&small);
+        assert!(
+            e.contains("underlay_mtu = \"600\"") && e.contains("550"),
+            "{e}"
+        );
     }
 
     #[test]
