@@ -125,6 +125,15 @@ pub(crate) fn parse_inner(pkt: &[u8]) -> Option<Inner> {
     }
 }
 
+/// Whether `dst` is never reached through a tunnel: a packet from a peer for it is dropped
+/// (`bad_destination`) rather than handed to this host's stack.
+pub(crate) fn never_tunnelled(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => a.is_broadcast() || a.is_loopback() || a.octets()[0] == 0,
+        IpAddr::V6(a) => a.is_loopback() || a.is_unspecified(),
+    }
+}
+
 /// The MTU to announce in a fragmentation-needed / packet-too-big error if `inner` cannot go
 /// out whole through a path with room for `room` bytes, or `None` if it is sent.
 ///
@@ -295,6 +304,9 @@ impl FlannelBackend {
             if !owns {
                 return Verdict::Drop(DropReason::SpoofedSource);
             }
+        }
+        if never_tunnelled(inner.dst) {
+            return Verdict::Drop(DropReason::BadDestination);
         }
         if inner.ttl <= 1 {
             return self.time_exceeded_to_peer(table, sender, &inner, buf, start, now_ms);

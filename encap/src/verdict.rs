@@ -184,6 +184,12 @@ drop_reasons! {
     /// An inner TCP/UDP packet whose checksum is wrong (checked before it is merged into a
     /// super-packet or written with checksum offload).
     BadChecksum => "bad_checksum",
+    /// An inner packet from a peer for a destination that is never reached through a tunnel
+    /// (IPv4 limited broadcast, loopback, 0.0.0.0/8; IPv6 `::` and `::1`).
+    BadDestination => "bad_destination",
+    /// An ARP request or IPv6 neighbour solicitation left unanswered by the rate limit on
+    /// answers (so weft is no 1:1 reflector).
+    NeighRateLimited => "neigh_rate_limited",
 }
 
 #[cfg(test)]

@@ -34,10 +34,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::backend::{Backend, DeviceLayer, PacketBuf};
 use crate::fdb::{Fdb, FdbConfig};
-use crate::flannel::{parse_inner, too_big_mtu};
+use crate::flannel::{never_tunnelled, parse_inner, too_big_mtu};
 use crate::flowhash;
 use crate::icmp::{IcmpErrorKind, IcmpResponder, IcmpTo};
 use crate::neigh;
+use crate::ratelimit::TokenBucket;
 use crate::table::SubnetTable;
 use crate::verdict::{DropReason, Verdict};
 use crate::wire::ethernet::{self, EthernetAddress, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
@@ -129,7 +130,15 @@ pub struct VxlanBackend {
     config: VxlanConfig,
     fdbs: Arc<Vec<Mutex<Fdb>>>,
     icmp: IcmpResponder,
+    /// The limit on ARP/ND answers, shared by every clone like the ICMP limit.
+    neigh_limiter: Arc<Mutex<TokenBucket>>,
 }
+
+/// ARP/ND answers per second, for the whole engine (each answer is a datagram weft sends to
+/// a peer in reply to one it received: without a limit, a 1:1 reflector).
+pub const NEIGH_ANSWER_RATE: u32 = 100;
+/// ARP/ND answers at once.
+pub const NEIGH_ANSWER_BURST: u32 = 50;
 
 /// Writes a VXLAN header for `vni` into `buf[at..at + 8]`.
 fn write_vxlan_header(buf: &mut [u8], at: usize, vni: u32) {
@@ -148,7 +157,16 @@ impl VxlanBackend {
                 .collect(),
         );
         let icmp = IcmpResponder::new(config.icmp_rate, config.icmp_burst);
-        VxlanBackend { config, fdbs, icmp }
+        let neigh_limiter = Arc::new(Mutex::new(TokenBucket::new(
+            NEIGH_ANSWER_RATE,
+            NEIGH_ANSWER_BURST,
+        )));
+        VxlanBackend {
+            config,
+            fdbs,
+            icmp,
+            neigh_limiter,
+        }
     }
 
     /// The settings.
@@ -317,9 +335,10 @@ impl VxlanBackend {
         device: usize,
         source: SocketAddr,
         buf: &mut [u8],
-        vxlan_at: usize,
-        end: usize,
+        datagram: core::ops::Range<usize>,
+        now_ms: u64,
     ) -> Verdict {
+        let (vxlan_at, end) = (datagram.start, datagram.end);
         let vc = &self.config.vnis[device];
         let frame_at = vxlan_at + vxlan::HEADER_LEN;
         let frame = ethernet::Frame::new_unchecked(&buf[frame_at..end]);
@@ -334,6 +353,14 @@ impl VxlanBackend {
                 vc.local_v4,
                 vc.local_v6,
             ) {
+                let allowed = self
+                    .neigh_limiter
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .allow(now_ms);
+                if !allowed {
+                    return Verdict::Drop(DropReason::NeighRateLimited);
+                }
                 // The answer starts where the frame did: the VXLAN header goes back in front.
                 let vni = vc.vni;
                 write_vxlan_header(buf, vxlan_at, vni);
@@ -363,6 +390,9 @@ impl VxlanBackend {
             if !sender.is_some_and(|p| p.owns(inner.src)) {
                 return Verdict::Drop(DropReason::SpoofedSource);
             }
+        }
+        if never_tunnelled(inner.dst) {
+            return Verdict::Drop(DropReason::BadDestination);
         }
         // Ethernet padding after the IP packet is not delivered.
         Verdict::DeliverToDevice {
@@ -446,7 +476,7 @@ impl Backend for VxlanBackend {
             return Verdict::Drop(DropReason::OwnSourceMac);
         }
         match vc.mode {
-            VxlanMode::L3 => self.l3_in(table, device, source, buf, start, end),
+            VxlanMode::L3 => self.l3_in(table, device, source, buf, start..end, now_ms),
             VxlanMode::L2 => {
                 if !src_mac.is_unicast() || src_mac == EthernetAddress::default() {
                     return Verdict::Drop(DropReason::Malformed);

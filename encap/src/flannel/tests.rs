@@ -580,3 +580,22 @@ fn hostile_inputs_never_panic() {
         let _ = b.handle_device_packet(&table, &mut buf, HEADROOM, len, next() % 100_000);
     }
 }
+
+#[test]
+fn inner_destinations_never_reached_through_a_tunnel_are_dropped() {
+    let table = table();
+    let mut b = backend();
+    let from_b: IpAddr = B_UNDERLAY.parse().unwrap();
+    for dst in [[255, 255, 255, 255], [127, 0, 0, 1], [0, 0, 0, 0]] {
+        let pkt = v4_packet([100, 96, 2, 7], dst, 64, 20, false);
+        let mut buf = buffer(&pkt);
+        let v = b.handle_datagram(&table, from_b, &mut buf, HEADROOM, pkt.len(), 0);
+        assert_eq!(v, Verdict::Drop(DropReason::BadDestination), "{dst:?}");
+    }
+    for dst in ["::1", "::"] {
+        let pkt = v6_packet("fd00:100:96:2::7", dst, 64, 20);
+        let mut buf = buffer(&pkt);
+        let v = b.handle_datagram(&table, from_b, &mut buf, HEADROOM, pkt.len(), 0);
+        assert_eq!(v, Verdict::Drop(DropReason::BadDestination), "{dst}");
+    }
+}

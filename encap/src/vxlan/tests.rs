@@ -1869,3 +1869,68 @@ fn hostile_inputs_never_panic() {
         "only {delivered_or_sent} got through"
     );
 }
+
+#[test]
+fn inner_destinations_never_reached_through_a_tunnel_are_dropped() {
+    let tables = tables_a();
+    let mut b = backend_a();
+    for dst in [
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::LOCALHOST,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::new(0, 1, 2, 3),
+    ] {
+        let pkt = udp_v4(B_POD, dst, (1000, 2000), 60, false, 1);
+        let payload = l3_datagram_from_b(&pkt, ETHERTYPE_IPV4);
+        let (v, _) = from_peer(&mut b, &tables, endpoint(B_UNDERLAY), &payload, 0);
+        assert_eq!(v, Verdict::Drop(DropReason::BadDestination), "{dst}");
+    }
+    for dst in [Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED] {
+        let pkt = udp_v6(B_POD6, dst, (1000, 2000), 80);
+        let payload = l3_datagram_from_b(&pkt, ETHERTYPE_IPV6);
+        let (v, _) = from_peer(&mut b, &tables, endpoint(B_UNDERLAY), &payload, 0);
+        assert_eq!(v, Verdict::Drop(DropReason::BadDestination), "{dst}");
+    }
+    // The control: a pod on this host is delivered.
+    let pkt = udp_v4(B_POD, A_POD, (1000, 2000), 60, false, 1);
+    let payload = l3_datagram_from_b(&pkt, ETHERTYPE_IPV4);
+    let (v, _) = from_peer(&mut b, &tables, endpoint(B_UNDERLAY), &payload, 0);
+    assert!(matches!(v, Verdict::DeliverToDevice { .. }), "{v:?}");
+}
+
+#[test]
+fn arp_answers_are_rate_limited_for_the_whole_engine() {
+    let tables = tables_a();
+    let b = backend_a();
+    // Two clones (two workers) share the limit.
+    let mut workers = [b.clone(), b];
+    let payload = vxlan_payload(VNI, &arp_request(MAC_B, B_OVERLAY, A_OVERLAY));
+    let mut answered = 0;
+    for i in 0..500 {
+        let (v, _) = from_peer(
+            &mut workers[i % 2],
+            &tables,
+            endpoint(B_UNDERLAY),
+            &payload,
+            1_000,
+        );
+        match v {
+            Verdict::ReplyToPeer { .. } => answered += 1,
+            Verdict::Drop(DropReason::NeighRateLimited) => {}
+            v => panic!("{v:?}"),
+        }
+    }
+    assert_eq!(
+        answered, NEIGH_ANSWER_BURST as usize,
+        "the burst, then nothing"
+    );
+    // A second later the rate has refilled the bucket.
+    let (v, _) = from_peer(
+        &mut workers[0],
+        &tables,
+        endpoint(B_UNDERLAY),
+        &payload,
+        2_000,
+    );
+    assert!(matches!(v, Verdict::ReplyToPeer { .. }), "{v:?}");
+}
