@@ -1048,3 +1048,68 @@ fn vxlan_generated_vtep_mac_is_locally_administered_unicast_and_kept_across_rest
         second.log()
     );
 }
+
+/// `(rx_queue, drops)` summed over the UDP sockets bound to local `port` in `netns`, from
+/// `/proc/net/udp`.
+fn udp_socket_queue_and_drops(netns: &Netns, port: u16) -> (u64, u64) {
+    let text = netns
+        .exec_ok(&["cat", "/proc/net/udp"])
+        .expect("read /proc/net/udp");
+    let port_hex = format!(":{port:04X}");
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx_queue:rx_queue tr:tm retrnsmt uid timeout inode ref pointer drops
+            if !f.get(1)?.ends_with(&port_hex) {
+                return None;
+            }
+            let rx = u64::from_str_radix(f.get(4)?.split(':').nth(1)?, 16).ok()?;
+            let drops = f.get(12)?.parse::<u64>().ok()?;
+            Some((rx, drops))
+        })
+        .fold((0, 0), |(q, d), (rx, drops)| (q + rx, d + drops))
+}
+
+#[test]
+fn vxlan_source_port_sockets_take_nothing_in() {
+    let bed = VxlanBed::l3("vx-srcq", HostA::Weft, false);
+    let h2 = bed.bed.host(2).netns();
+    // Host 2's weft sockets other than the VXLAN port: its per-flow source ports.
+    let listing = h2
+        .exec_ok(&["ss", "-u", "-a", "-n", "-H"])
+        .expect("ss in host 2");
+    let source_port = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|local| local.strip_prefix("198.18.0.2:"))
+        .filter_map(|p| p.parse::<u16>().ok())
+        .find(|&p| p != VXLAN_PORT)
+        .unwrap_or_else(|| panic!("no source-port socket in:\n{listing}"));
+    // Anyone on the underlay sends junk to it.
+    let target = source_port.to_string();
+    bed.host(1)
+        .exec_ok(&[
+            "python3",
+            "-c",
+            "import socket, sys\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for _ in range(300):\n    s.sendto(b'x' * 1000, (sys.argv[1], int(sys.argv[2])))",
+            "198.18.0.2",
+            &target,
+        ])
+        .expect("send junk to a source port");
+    let mut last = (0, 0);
+    weft_testbed::wait_until(
+        Duration::from_secs(10),
+        "the kernel to drop the junk at the source-port socket",
+        || {
+            last = udp_socket_queue_and_drops(h2, source_port);
+            last.1 > 0
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: (rx_queue, drops) = {last:?}\n{listing}"));
+    assert_eq!(last.0, 0, "nothing queued at port {source_port}: {last:?}");
+    // The tunnel still works.
+    bed.assert_ping(bed.host(1), overlay_addr(2), 2);
+}

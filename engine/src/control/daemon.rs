@@ -282,6 +282,11 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         });
     }
 
+    // The source-port sockets only send: what anyone sends to them is dropped by the kernel
+    // before it takes any buffer.
+    for socket in queues.iter().flat_map(|q| &q.source_sockets) {
+        setup::refuse_input(socket);
+    }
     if config.backend == BackendKind::Udp && workers > 1 {
         setup::steer_flannel_flows(&queues[0].socket, workers);
         if let Some(other) = &queues[0].other_socket {

@@ -238,6 +238,15 @@ pub fn steer_flannel_flows(socket: &UdpSocket, workers: usize) {
     }
 }
 
+/// Makes `socket` send-only: the kernel drops whatever arrives for it (a socket filter), so
+/// a socket nobody reads cannot have its buffer filled. A failure is logged: the socket
+/// still works, and its buffer is bounded.
+pub fn refuse_input(socket: &UdpSocket) {
+    if let Err(e) = crate::sys::steer::refuse_input(socket) {
+        log::warn!("cannot make a VXLAN source-port socket send-only: {e}");
+    }
+}
+
 /// Binds the tunnel's UDP socket: large buffers, IPv6-only for IPv6 addresses, no port
 /// sharing (a port in use is an error, not a silent split of the traffic).
 pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, SetupError> {

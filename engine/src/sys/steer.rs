@@ -182,6 +182,29 @@ pub fn steer_by_inner_flow(socket: impl AsFd, sockets: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Attaches a socket filter that drops every datagram before it is queued: for sockets that
+/// only send (VXLAN's per-flow source ports), so that nobody can fill their receive buffers.
+/// The kernel counts what it drops in the socket's drops (`/proc/net/udp`).
+pub fn refuse_input(socket: impl AsFd) -> io::Result<()> {
+    let mut program = [stmt(libc::BPF_RET | libc::BPF_K, 0)];
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `program`, which lives across the call and holds `len`
+    // instructions; the kernel copies the program (and validates it) before returning.
+    cvt(unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +323,36 @@ mod tests {
                 assert!(i + 1 + jt.max(jf) <= last, "jump at {i} leaves the program");
             }
         }
+    }
+
+    #[test]
+    fn a_socket_that_refuses_input_queues_nothing() {
+        in_private_netns(|| {
+            let refusing = UdpSocket::bind("127.0.0.1:0").unwrap();
+            refuse_input(&refusing).expect("the kernel accepts the filter");
+            refusing.set_nonblocking(true).unwrap();
+            let open = UdpSocket::bind("127.0.0.1:0").unwrap();
+            open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+            for _ in 0..100 {
+                sender
+                    .send_to(b"junk", refusing.local_addr().unwrap())
+                    .unwrap();
+            }
+            // Loopback delivers in order: once the open socket has its datagram, the
+            // refusing one has seen all of its own.
+            sender
+                .send_to(b"marker", open.local_addr().unwrap())
+                .unwrap();
+            let mut buf = [0u8; 16];
+            assert_eq!(open.recv(&mut buf).unwrap(), 6);
+            let err = refusing.recv(&mut buf).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+            // It still sends.
+            refusing
+                .send_to(b"out", open.local_addr().unwrap())
+                .unwrap();
+            assert_eq!(open.recv(&mut buf).unwrap(), 3);
+        });
     }
 }
