@@ -100,3 +100,33 @@ fn sighup_applies_vtep_changes_from_the_file() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_fifo_in_place_of_the_file_neither_hangs_the_reload_nor_keeps_sigterm_out() {
+    assert!(
+        weft_testbed::is_root(),
+        "this end-to-end test builds network namespaces: run it as root"
+    );
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
+    let bed = Testbed::two_hosts("wrlf").unwrap();
+    let config = ConfigFile::new(&WeftConfig::udp(1, &[2]).to_toml()).unwrap();
+    let mut a = WeftDaemon::start(exe, bed.host(1).netns(), config.path(), "flannel0").unwrap();
+    // An operator (or an attacker who can write the directory) puts a FIFO there.
+    std::fs::remove_file(config.path()).unwrap();
+    let path = config.path().to_str().unwrap().to_owned();
+    bed.host(1).netns().exec_ok(&["mkfifo", &path]).unwrap();
+    a.process().signal("HUP").unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the reload to refuse the FIFO",
+        || a.log().contains("not a regular file"),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    assert_eq!(a.peer_list().unwrap().len(), 1, "the running routes stay");
+    // SIGTERM is heard at once.
+    let status = a
+        .stop(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    assert!(status.success(), "{status}\n{}", a.log());
+    let _ = std::fs::remove_file(&path);
+}

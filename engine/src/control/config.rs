@@ -709,6 +709,36 @@ impl Ctx<'_> {
     }
 }
 
+/// The largest configuration file weft reads.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads `path` as UTF-8 if it is a regular file of at most `limit` bytes. It is opened
+/// without blocking, so a FIFO (or a device) in its place is an error, not a hang.
+fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, device or socket)",
+        ));
+    }
+    if meta.len() > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} bytes, more than the {limit} weft reads", meta.len()),
+        ));
+    }
+    let mut text = String::new();
+    file.take(limit).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Why the kernel would refuse `name` as a network device name (`dev_valid_name`, and
 /// `%` which it would take as a pattern for a number), or `None` if it takes it.
 pub fn device_name_problem(name: &str) -> Option<&'static str> {
@@ -773,13 +803,18 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 impl Config {
     /// Reads and validates the configuration file at `path`.
+    ///
+    /// Only a regular file of at most [`MAX_CONFIG_BYTES`] is read: a FIFO, a device or a
+    /// socket in its place is refused at once rather than waited on.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let err = |problem: String| ConfigError {
             path: path.to_owned(),
             key: String::new(),
             value: None,
-            problem: format!("cannot read the configuration file: {e}"),
-        })?;
+            problem,
+        };
+        let text = read_regular_file(path, MAX_CONFIG_BYTES)
+            .map_err(|e| err(format!("cannot read the configuration file: {e}")))?;
         Config::parse(path, &text)
     }
 
@@ -1253,6 +1288,30 @@ endpoint = "198.18.0.2:9999"
         assert_eq!(c.batch, 1);
         assert_eq!((c.workers, c.offload), (3, OffloadMode::Off));
         assert_eq!(c.peers[0].endpoint, "198.18.0.2:9999".parse().unwrap());
+    }
+
+    #[test]
+    fn only_a_regular_file_of_bounded_size_is_loaded() {
+        let dir = weft_testbed::TempDir::new("weft-config-load").unwrap();
+        let fifo = dir.path().join("weft.toml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opened without blocking: an error at once, not a wait for a writer.
+        let e = Config::load(&fifo).unwrap_err().to_string();
+        assert!(
+            e.contains("not a regular file") && e.contains("weft.toml"),
+            "{e}"
+        );
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        let e = Config::load(&big).unwrap_err().to_string();
+        assert!(e.contains("more than"), "{e}");
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, ISSUE_EXAMPLE).unwrap();
+        assert_eq!(Config::load(&good).unwrap().device.name, "flannel0");
     }
 
     #[test]

@@ -631,11 +631,12 @@ fn wait_for_signals(
         .map_err(DaemonError::Signals)?;
     let handle = signals.handle();
     let (tx, rx) = mpsc::channel();
+    let signal_tx = tx.clone();
     let thread = std::thread::Builder::new()
         .name("weft-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
-                if tx.send(sig).is_err() {
+                if signal_tx.send(Event::Signal(sig)).is_err() {
                     break;
                 }
             }
@@ -645,11 +646,42 @@ fn wait_for_signals(
         routes: config.peers.iter().map(|r| (r.subnet, *r)).collect(),
         vteps: config.vteps.iter().copied().collect(),
     };
+    // The file is read on a thread of its own, so that a read that hangs (a FIFO, a stuck
+    // network file system) never keeps SIGTERM from being heard.
+    let mut reloading = false;
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(SIGHUP) if reload_on_sighup => reload(&config.path, config, routes, &mut file_peers),
-            Ok(SIGHUP) => log::info!("SIGHUP: nothing to reload (no configuration file)"),
-            Ok(sig) => {
+            Ok(Event::Signal(SIGHUP)) if reload_on_sighup && reloading => {
+                log::warn!(
+                    "SIGHUP: the previous reload is still reading {}; ignored",
+                    config.path.display()
+                );
+            }
+            Ok(Event::Signal(SIGHUP)) if reload_on_sighup => {
+                let (path, tx) = (config.path.clone(), tx.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("weft-reload".into())
+                    .spawn(move || {
+                        let _ = tx.send(Event::Loaded(Box::new(Config::load(&path))));
+                    });
+                match spawned {
+                    Ok(_) => reloading = true,
+                    Err(e) => {
+                        log::error!("reload failed: cannot start a thread to read the file: {e}")
+                    }
+                }
+            }
+            Ok(Event::Loaded(loaded)) => {
+                reloading = false;
+                match *loaded {
+                    Ok(new) => reload(&new, config, routes, &mut file_peers),
+                    Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+                }
+            }
+            Ok(Event::Signal(SIGHUP)) => {
+                log::info!("SIGHUP: nothing to reload (no configuration file)")
+            }
+            Ok(Event::Signal(sig)) => {
                 log::info!("signal {sig}: shutting down");
                 break Ok(());
             }
@@ -666,22 +698,23 @@ fn wait_for_signals(
     result
 }
 
+/// What the daemon's main thread waits for.
+enum Event {
+    /// A signal arrived.
+    Signal(i32),
+    /// A reload's reading of the file ended.
+    Loaded(Box<Result<Config, ConfigError>>),
+}
+
 /// The top-level `[[peer]]` entries the file last said: what a reload compares against.
 struct FilePeers {
     routes: BTreeMap<Cidr, Route>,
     vteps: BTreeSet<SocketAddr>,
 }
 
-/// SIGHUP: re-read the file and apply the difference of its top-level `[[peer]]` entries
-/// (routes, and VTEPs without a subnet). Entries added at runtime are left alone.
-fn reload(path: &Path, running: &Config, routes: &RouteTable, file: &mut FilePeers) {
-    let new = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("reload failed, keeping the running configuration: {e}");
-            return;
-        }
-    };
+/// SIGHUP, once the file is read again: apply the difference of its top-level `[[peer]]`
+/// entries (routes, and VTEPs without a subnet). Entries added at runtime are left alone.
+fn reload(new: &Config, running: &Config, routes: &RouteTable, file: &mut FilePeers) {
     if new.device != running.device
         || new.listen != running.listen
         || new.listen6 != running.listen6
@@ -729,6 +762,6 @@ fn reload(path: &Path, running: &Config, routes: &RouteTable, file: &mut FilePee
     };
     log::info!(
         "reloaded {}: {added} peer(s) added or changed, {removed} removed",
-        path.display()
+        new.path.display()
     );
 }
