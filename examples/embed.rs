@@ -95,7 +95,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let underlay_mtu = 1500;
     let max_payload = underlay_mtu - OVERHEAD_V4;
     let socket = bind_udp(args.listen)?;
-    let tun = create_tun(&TunSetup {
+    // A persistent device of that name is adopted; `_found` leaves it as it was on exit.
+    let (tun, _found) = create_tun(&TunSetup {
         name: args.device.clone(),
         options: TunOptions::default(),
         mtu: max_payload as u32,

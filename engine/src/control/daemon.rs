@@ -228,11 +228,14 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         config.listen.ip().to_string(),
         config.listen.port()
     );
-    let workers = config.workers.max(1);
+    let mut workers = config.workers.max(1);
     let shared = workers > 1;
     let plans = plan_devices(&config, &mtus)?;
     let mut queues: Vec<WorkerQueues> = Vec::with_capacity(workers);
-    for w in 0..workers {
+    // Devices that were there before us, restored when they drop (after the engine).
+    let mut adopted: Vec<setup::Adopted> = Vec::new();
+    while queues.len() < workers {
+        let w = queues.len();
         let socket =
             setup::bind_udp_shared(config.listen, shared).map_err(setup_err(listen_key.clone()))?;
         let other_socket = match config.listen6 {
@@ -268,11 +271,25 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         let mut devices = Vec::with_capacity(plans.len());
         for (i, plan) in plans.iter().enumerate() {
             let device = if w == 0 {
-                setup::create_tun(&plan.setup)
+                setup::create_tun(&plan.setup).map(|(tun, found)| {
+                    adopted.extend(found);
+                    tun
+                })
             } else {
                 setup::open_queue(&plan.setup, queues[0].devices[i].offload())
             };
             devices.push(device.map_err(setup_err(plan.key.clone()))?);
+        }
+        if w == 0 {
+            if let Some(a) = adopted.iter().find(|a| a.single_queue()) {
+                if workers > 1 {
+                    log::warn!(
+                        "device {} takes one queue (made without multi_queue): running 1 worker instead of {workers}; recreate it with `ip tuntap add ... multi_queue` for more",
+                        a.name()
+                    );
+                }
+                workers = 1;
+            }
         }
         queues.push(WorkerQueues {
             devices,
@@ -395,7 +412,12 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
     }
     drop(control);
     let stopped = engine.shutdown();
-    log::info!("stopped; device {} removed", config.device.name);
+    if adopted.is_empty() {
+        log::info!("stopped; device {} removed", config.device.name);
+    } else {
+        drop(adopted);
+        log::info!("stopped");
+    }
     result.and(stopped.map_err(DaemonError::from))
 }
 

@@ -140,10 +140,77 @@ pub fn open_queue(setup: &TunSetup, offload: u32) -> Result<Tun, SetupError> {
     Ok(tun)
 }
 
+/// A device that was there before weft (a persistent TUN/TAP made with `ip tuntap add`, or
+/// kept by an earlier weft), configured by weft for its run: what weft changed, undone when
+/// this is dropped, so that the device is left as it was found (its own addresses, MTU,
+/// up/down state, bridge and IPv6 setting).
+#[derive(Debug)]
+pub struct Adopted {
+    name: String,
+    index: u32,
+    mtu: u32,
+    up: bool,
+    added: Vec<(IpAddr, u8)>,
+    enslaved: bool,
+    ipv6_disabled: bool,
+    single_queue: bool,
+}
+
+impl Adopted {
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the device takes one queue only (made without `multi_queue`): weft then runs
+    /// one worker on it.
+    pub fn single_queue(&self) -> bool {
+        self.single_queue
+    }
+}
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let Ok(mut nl) = Netlink::open() else {
+            log::warn!("cannot restore device {}: no netlink socket", self.name);
+            return;
+        };
+        // The device may be gone (deleted under us); then there is nothing to restore.
+        if !matches!(nl.link_by_index(self.index), Ok(Some(l)) if l.name == self.name) {
+            return;
+        }
+        for &(addr, len) in &self.added {
+            if let Err(e) = nl.del_address(self.index, addr, len) {
+                log::warn!("{}: cannot remove {addr}/{len}: {e}", self.name);
+            }
+        }
+        if self.enslaved {
+            let _ = nl.set_master(self.index, 0);
+        }
+        if self.ipv6_disabled {
+            let _ = std::fs::write(ipv6_knob(&self.name), "0");
+        }
+        let _ = nl.set_mtu(self.index, self.mtu);
+        if !self.up {
+            let _ = nl.set_down(self.index);
+        }
+        log::info!("device {} left as weft found it", self.name);
+    }
+}
+
+fn ipv6_knob(name: &str) -> String {
+    format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6")
+}
+
 /// Creates and configures the device: open, offloads (with vnet headers), MTU, addresses,
-/// up.
-pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
-    let mut tun = Tun::open(&setup.name, &setup.options).map_err(|source| {
+/// up. A device of that name that exists already (a persistent TUN/TAP of the same kind)
+/// is adopted: configured the same way, its own addresses kept, and what weft changed is
+/// undone when the returned [`Adopted`] is dropped. An existing device made without
+/// `multi_queue` is opened with one queue ([`Adopted::single_queue`]).
+pub fn create_tun(setup: &TunSetup) -> Result<(Tun, Option<Adopted>), SetupError> {
+    let mut nl = Netlink::open().map_err(SetupError::Netlink)?;
+    let before = nl.link_by_name(&setup.name).map_err(SetupError::Netlink)?;
+    let open_err = |source: io::Error| {
         let hint = match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => {
                 " (weft needs root or CAP_NET_ADMIN to create devices)"
@@ -162,14 +229,31 @@ pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
             hint,
             source,
         }
-    })?;
+    };
+    let mut single_queue = false;
+    let mut tun = match Tun::open(&setup.name, &setup.options) {
+        Ok(tun) => tun,
+        // A persistent device made without multi_queue refuses a multi-queue attach.
+        Err(e)
+            if before.is_some()
+                && setup.options.multi_queue
+                && e.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            let options = TunOptions {
+                multi_queue: false,
+                ..setup.options
+            };
+            single_queue = true;
+            Tun::open(&setup.name, &options).map_err(|_| open_err(e))?
+        }
+        Err(e) => return Err(open_err(e)),
+    };
     negotiate_offload(&mut tun);
     let name = tun.name().to_owned();
     let configure = |what: String| {
         let name = name.clone();
         move |source| SetupError::Configure { what, name, source }
     };
-    let mut nl = Netlink::open().map_err(SetupError::Netlink)?;
     let link = nl
         .link_by_name(&name)
         .map_err(SetupError::Netlink)?
@@ -178,19 +262,65 @@ pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
             name: name.clone(),
             source: io::Error::from(io::ErrorKind::NotFound),
         })?;
+    let present: Vec<(IpAddr, u8)> = match &before {
+        Some(_) => nl
+            .addresses()
+            .map_err(SetupError::Netlink)?
+            .into_iter()
+            .filter(|a| a.index == link.index)
+            .map(|a| (a.addr, a.prefix_len))
+            .collect(),
+        None => Vec::new(),
+    };
+    if before.is_some() {
+        log::info!(
+            "device {name} exists: adopting it (mtu {}, {}, {} address(es) of its own){}",
+            link.mtu,
+            if link.up { "up" } else { "down" },
+            present.len(),
+            if single_queue {
+                "; it was made without multi_queue, so it takes one queue"
+            } else {
+                ""
+            }
+        );
+    }
+    // From here on, a failure leaves the device as it was found (the guard undoes).
+    let mut adopted = before.map(|b| Adopted {
+        name: name.clone(),
+        index: link.index,
+        mtu: b.mtu,
+        up: b.up,
+        added: Vec::new(),
+        enslaved: false,
+        ipv6_disabled: false,
+        single_queue,
+    });
     nl.set_mtu(link.index, setup.mtu)
         .map_err(configure(format!("set MTU {}", setup.mtu)))?;
     if !setup.has_ipv6() {
         // Without an IPv6 overlay the kernel would still give the device a link-local
         // address and send router solicitations into it, only for weft to drop them.
-        let knob = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-        if let Err(e) = std::fs::write(&knob, "1") {
-            log::debug!("cannot write {knob}: {e} (IPv6 stays enabled on {name})");
+        let knob = ipv6_knob(&name);
+        let was = std::fs::read_to_string(&knob).unwrap_or_default();
+        match std::fs::write(&knob, "1") {
+            Ok(()) => {
+                if let Some(a) = adopted.as_mut() {
+                    a.ipv6_disabled = was.trim() == "0";
+                }
+            }
+            Err(e) => log::debug!("cannot write {knob}: {e} (IPv6 stays enabled on {name})"),
         }
     }
     for &(addr, len) in &setup.addresses {
+        if present.contains(&(addr, len)) {
+            continue;
+        }
         nl.add_address(link.index, addr, len)
             .map_err(configure(format!("assign address {addr}/{len}")))?;
+        if let Some(a) = adopted.as_mut() {
+            a.added.push((addr, len));
+        }
     }
     if let Some(mac) = setup.mac {
         nl.set_mac(link.index, mac)
@@ -207,10 +337,13 @@ pub fn create_tun(setup: &TunSetup) -> Result<Tun, SetupError> {
             })?;
         nl.set_master(link.index, master.index)
             .map_err(configure(format!("enslave it to bridge {bridge}")))?;
+        if let Some(a) = adopted.as_mut() {
+            a.enslaved = true;
+        }
     }
     nl.set_up(link.index)
         .map_err(configure("bring the device up".into()))?;
-    Ok(tun)
+    Ok((tun, adopted))
 }
 
 /// The MTU of the interface that holds `addr`, if some interface does.

@@ -59,6 +59,7 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
@@ -571,6 +572,17 @@ impl Netlink {
         let flags = if addr.is_ipv6() { IFA_F_NODAD } else { 0 };
         let req = Request::new(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
             .ifaddrmsg(family_of(addr), prefix_len, flags, RT_SCOPE_UNIVERSE, index)
+            .attr_ip(IFA_LOCAL, addr)
+            .attr_ip(IFA_ADDRESS, addr);
+        self.execute(req).map(drop)
+    }
+
+    /// Removes `addr/prefix_len` from interface `index` (`ip addr del`); an address that is
+    /// not there is `EADDRNOTAVAIL`.
+    pub fn del_address(&mut self, index: u32, addr: IpAddr, prefix_len: u8) -> io::Result<()> {
+        check_prefix_len(addr, prefix_len)?;
+        let req = Request::new(RTM_DELADDR, NLM_F_ACK)
+            .ifaddrmsg(family_of(addr), prefix_len, 0, RT_SCOPE_UNIVERSE, index)
             .attr_ip(IFA_LOCAL, addr)
             .attr_ip(IFA_ADDRESS, addr);
         self.execute(req).map(drop)

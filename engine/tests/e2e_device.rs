@@ -1,0 +1,96 @@
+//! End-to-end tests of the device's life around the daemon: a persistent TUN that an
+//! operator made beforehand is adopted and left as it was found. All need root.
+
+mod common;
+
+use common::{require_root, weft_exe};
+use weft_testbed::{
+    overlay_addr, ping, ConfigFile, EngineConfig, Netns, Testbed, WeftConfig, WeftDaemon,
+    DEFAULT_DEVICE,
+};
+
+/// `ip -o addr show dev flannel0` and `ip -o link show dev flannel0` in `netns`.
+fn device_state(netns: &Netns) -> (String, String) {
+    let addrs = netns
+        .ip(&["-o", "-4", "addr", "show", "dev", DEFAULT_DEVICE])
+        .expect("ip addr show");
+    let link = netns
+        .ip(&["-o", "link", "show", "dev", DEFAULT_DEVICE])
+        .expect("ip link show");
+    (addrs, link)
+}
+
+fn start(bed: &Testbed, host: u8, config: &ConfigFile) -> WeftDaemon {
+    WeftDaemon::start(
+        weft_exe(),
+        bed.host(host).netns(),
+        config.path(),
+        DEFAULT_DEVICE,
+    )
+    .unwrap_or_else(|e| panic!("start weft on host {host}: {e}"))
+}
+
+fn adopt_and_leave_as_found(multi_queue: bool) {
+    require_root();
+    let name = if multi_queue { "dev-mq" } else { "dev-sq" };
+    let bed = Testbed::two_hosts(name).expect("two hosts");
+    let h1 = bed.host(1).netns();
+    // The operator's persistent device: down, MTU 1400, an address of its own.
+    let mut add = vec!["tuntap", "add", "dev", DEFAULT_DEVICE, "mode", "tun"];
+    if multi_queue {
+        add.push("multi_queue");
+    }
+    h1.ip(&add).expect("ip tuntap add");
+    h1.ip(&["link", "set", DEFAULT_DEVICE, "mtu", "1400"])
+        .unwrap();
+    h1.ip(&["addr", "add", "100.96.1.77/32", "dev", DEFAULT_DEVICE])
+        .unwrap();
+    let found = device_state(h1);
+
+    let config1 = WeftConfig::udp(1, &[2])
+        .with_engine(EngineConfig::default().workers(2))
+        .write()
+        .unwrap();
+    let config2 = WeftConfig::udp(2, &[1]).write().unwrap();
+    let _b = start(&bed, 2, &config2);
+    for round in 1..=2 {
+        let mut a = start(&bed, 1, &config1);
+        let summary = ping(h1, overlay_addr(2), 2).expect("ping");
+        assert!(
+            summary.all_received(),
+            "round {round}: {summary}\n{}",
+            a.log()
+        );
+        let log = a.log();
+        assert!(log.contains("adopting"), "round {round}: {log}");
+        let workers = a.stats().unwrap().get("workers");
+        assert_eq!(
+            workers,
+            Some(if multi_queue { 2 } else { 1 }),
+            "round {round}: {log}"
+        );
+        // Stopped: the device stays, as the operator left it.
+        let status = a
+            .stop(std::time::Duration::from_secs(10))
+            .expect("weft stops");
+        assert!(status.success(), "round {round}: {status}\n{}", a.log());
+        let after = device_state(h1);
+        assert_eq!(after.0, found.0, "round {round}: addresses\n{}", a.log());
+        assert!(
+            after.1.contains("mtu 1400") && !after.1.contains(",UP"),
+            "round {round}: {}\n{}",
+            after.1,
+            a.log()
+        );
+    }
+}
+
+#[test]
+fn a_persistent_single_queue_tun_is_adopted_and_left_as_found_twice() {
+    adopt_and_leave_as_found(false);
+}
+
+#[test]
+fn a_persistent_multi_queue_tun_is_adopted_with_every_worker() {
+    adopt_and_leave_as_found(true);
+}
