@@ -9,11 +9,16 @@ use weft_testbed::{
     DEFAULT_DEVICE,
 };
 
-/// `ip -o addr show dev flannel0` and `ip -o link show dev flannel0` in `netns`.
+/// `ip -o addr show dev flannel0` (without the interface index, which a recreated device
+/// does not keep) and `ip -o link show dev flannel0` in `netns`.
 fn device_state(netns: &Netns) -> (String, String) {
     let addrs = netns
         .ip(&["-o", "-4", "addr", "show", "dev", DEFAULT_DEVICE])
-        .expect("ip addr show");
+        .expect("ip addr show")
+        .lines()
+        .map(|l| l.split_once(": ").map_or(l, |(_, rest)| rest).to_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
     let link = netns
         .ip(&["-o", "link", "show", "dev", DEFAULT_DEVICE])
         .expect("ip link show");
@@ -93,4 +98,74 @@ fn a_persistent_single_queue_tun_is_adopted_and_left_as_found_twice() {
 #[test]
 fn a_persistent_multi_queue_tun_is_adopted_with_every_worker() {
     adopt_and_leave_as_found(true);
+}
+
+#[test]
+fn a_device_deleted_under_the_daemon_is_noticed_and_recreated_with_its_address() {
+    require_root();
+    let bed = Testbed::two_hosts("dev-del").expect("two hosts");
+    let h1 = bed.host(1).netns();
+    let config1 = WeftConfig::udp(1, &[2])
+        .with_engine(EngineConfig::default().workers(2))
+        .write()
+        .unwrap();
+    let config2 = WeftConfig::udp(2, &[1]).write().unwrap();
+    let _b = start(&bed, 2, &config2);
+    let a = start(&bed, 1, &config1);
+    assert!(ping(h1, overlay_addr(2), 1).unwrap().all_received());
+    let (addresses, _) = device_state(h1);
+
+    // An operator (or a script gone wrong) deletes the device.
+    h1.ip(&["link", "del", DEFAULT_DEVICE])
+        .expect("ip link del");
+    weft_testbed::wait_until(
+        std::time::Duration::from_secs(10),
+        "weft to recreate flannel0",
+        || a.log().contains("recreated"),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    assert!(a.log().contains("was deleted"), "{}", a.log());
+    let (after, link) = device_state(h1);
+    assert_eq!(after, addresses, "the same addresses");
+    assert!(link.contains(",UP"), "{link}");
+    weft_testbed::wait_until(
+        std::time::Duration::from_secs(10),
+        "traffic through the recreated device",
+        || ping(h1, overlay_addr(2), 1).is_ok_and(|s| s.all_received()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    let stats = a.stats().unwrap();
+    assert_eq!(stats.get("device_lost"), Some(1), "{stats}");
+    assert_eq!(stats.get("device_up"), Some(1), "{stats}");
+    // Both workers took their new queue: the device has two queues attached.
+    let queues = h1
+        .exec_ok(&["ls", &format!("/sys/class/net/{DEFAULT_DEVICE}/queues")])
+        .unwrap_or_default();
+    assert!(queues.contains("rx-1"), "{queues}");
+}
+
+#[test]
+fn a_device_that_cannot_be_made_again_stops_the_daemon_with_one_line() {
+    require_root();
+    let bed = Testbed::two_hosts("dev-gone").expect("two hosts");
+    let h1 = bed.host(1).netns();
+    weft_testbed::add_bridge(h1, "br0").expect("br0");
+    let config = weft_testbed::VxlanConfig::l2(1, "weftl2", "br0", &[2])
+        .write()
+        .unwrap();
+    let mut a = WeftDaemon::start(weft_exe(), h1, config.path(), "weftl2").expect("start weft");
+    // The bridge goes first, then the TAP: weft cannot put the TAP back into its bridge.
+    h1.ip(&["link", "del", "br0"]).unwrap();
+    h1.ip(&["link", "del", "weftl2"]).unwrap();
+    let status = a
+        .process()
+        .wait_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    assert!(!status.success(), "{status}\n{}", a.log());
+    let log = a.log();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("weftl2") && last.contains("cannot be recreated") && last.contains("br0"),
+        "{log}"
+    );
 }

@@ -85,6 +85,15 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
+    /// A device vanished while the daemon ran and could not be made again.
+    #[error("device {name} was deleted and cannot be recreated: {source}")]
+    DeviceLost {
+        /// The device.
+        name: String,
+        /// Why it could not be recreated.
+        #[source]
+        source: SetupError,
+    },
 }
 
 /// The sizes derived from the configuration and the underlay.
@@ -322,6 +331,7 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
     };
 
     let counters = engine.counters_handle();
+    let health = Arc::new(DeviceHealth::default());
     let vnis = plans
         .iter()
         .enumerate()
@@ -345,7 +355,14 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         &config.control_socket,
         ControlContext {
             vnis,
-            stats: Box::new(move || counters.snapshot()),
+            stats: {
+                let health = health.clone();
+                Box::new(move || {
+                    let mut stats = counters.snapshot();
+                    health.report(&mut stats);
+                    stats
+                })
+            },
             inspector: Some(engine.inspector()),
             default_port: config.listen.port(),
             underlay: [Some(config.listen), config.listen6]
@@ -405,7 +422,19 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         }
         None => None,
     };
-    let result = wait_for_signals(&engine, &first.routes, &config, options.reload_on_sighup);
+    let keeper = DeviceKeeper {
+        plans: &plans,
+        workers,
+        health,
+        adopted: &mut adopted,
+    };
+    let result = wait_for_signals(
+        &engine,
+        &first.routes,
+        &config,
+        options.reload_on_sighup,
+        keeper,
+    );
     stop.store(true, Ordering::SeqCst);
     if let Some(thread) = feed {
         let _ = thread.join();
@@ -648,6 +677,7 @@ fn wait_for_signals(
     routes: &RouteTable,
     config: &Config,
     reload_on_sighup: bool,
+    mut keeper: DeviceKeeper<'_>,
 ) -> Result<(), DaemonError> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(DaemonError::Signals)?;
@@ -664,6 +694,8 @@ fn wait_for_signals(
             }
         })
         .map_err(DaemonError::Signals)?;
+    let monitor_stop = Arc::new(AtomicBool::new(false));
+    let monitor = keeper.watch(tx.clone(), monitor_stop.clone());
     let mut file_peers = FilePeers {
         routes: config.peers.iter().map(|r| (r.subnet, *r)).collect(),
         vteps: config.vteps.iter().copied().collect(),
@@ -703,6 +735,16 @@ fn wait_for_signals(
             Ok(Event::Signal(SIGHUP)) => {
                 log::info!("SIGHUP: nothing to reload (no configuration file)")
             }
+            Ok(Event::DeviceGone(i)) => {
+                if let Err(e) = keeper.recreate(i, engine) {
+                    break Err(e);
+                }
+            }
+            Ok(Event::CheckDevices) => {
+                if let Err(e) = keeper.check(engine) {
+                    break Err(e);
+                }
+            }
             Ok(Event::Signal(sig)) => {
                 log::info!("signal {sig}: shutting down");
                 break Ok(());
@@ -717,7 +759,134 @@ fn wait_for_signals(
     };
     handle.close();
     let _ = thread.join();
+    monitor_stop.store(true, Ordering::SeqCst);
+    if let Some(monitor) = monitor {
+        let _ = monitor.join();
+    }
     result
+}
+
+/// Whether the devices are all there, and how often one vanished: reported with the
+/// counters (`device_up`, `device_lost`).
+#[derive(Debug, Default)]
+struct DeviceHealth {
+    down: AtomicBool,
+    lost: std::sync::atomic::AtomicU64,
+}
+
+impl DeviceHealth {
+    fn report(&self, stats: &mut crate::dataplane::counters::Stats) {
+        stats.push("device_up", u64::from(!self.down.load(Ordering::SeqCst)));
+        stats.push("device_lost", self.lost.load(Ordering::SeqCst));
+    }
+}
+
+/// Keeps the devices in place: a device deleted under the running daemon (`ip link del`)
+/// is noticed from the kernel's link events, said in the log, and made again with its
+/// addresses, the workers taking the new queues; if it cannot be made again, the daemon
+/// stops with an error (a non-zero exit for its supervisor).
+struct DeviceKeeper<'a> {
+    plans: &'a [DevicePlan],
+    workers: usize,
+    health: Arc<DeviceHealth>,
+    adopted: &'a mut Vec<setup::Adopted>,
+}
+
+impl DeviceKeeper<'_> {
+    /// Starts the thread that turns link events into [`Event::DeviceGone`].
+    fn watch(
+        &self,
+        tx: mpsc::Sender<Event>,
+        stop: Arc<AtomicBool>,
+    ) -> Option<std::thread::JoinHandle<()>> {
+        let names: Vec<String> = self.plans.iter().map(|p| p.setup.name.clone()).collect();
+        let mut monitor = match crate::sys::LinkMonitor::open(Duration::from_millis(200)) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("cannot watch link events ({e}): a deleted device will not be noticed");
+                return None;
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("weft-links".into())
+            .spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let events = match monitor.next() {
+                        Ok(events) => events,
+                        Err(e) => {
+                            log::warn!("link events: {e}; no longer watching the devices");
+                            return;
+                        }
+                    };
+                    for event in events {
+                        let sent = match event {
+                            crate::sys::LinkEvent::Deleted(link) => {
+                                match names.iter().position(|n| *n == link.name) {
+                                    Some(i) => tx.send(Event::DeviceGone(i)),
+                                    None => Ok(()),
+                                }
+                            }
+                            crate::sys::LinkEvent::Lost => tx.send(Event::CheckDevices),
+                            _ => Ok(()),
+                        };
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        spawned.ok()
+    }
+
+    /// Makes device `i` again and hands its queues to the workers.
+    fn recreate(&mut self, i: usize, engine: &Engine) -> Result<(), DaemonError> {
+        let Some(plan) = self.plans.get(i) else {
+            return Ok(());
+        };
+        let name = &plan.setup.name;
+        // A stale event (the device is back already, or was never gone) is not an outage.
+        if let Ok(mut nl) = crate::sys::Netlink::open() {
+            if matches!(nl.link_by_name(name), Ok(Some(_)))
+                && !self.health.down.load(Ordering::SeqCst)
+            {
+                return Ok(());
+            }
+        }
+        self.health.down.store(true, Ordering::SeqCst);
+        self.health.lost.fetch_add(1, Ordering::SeqCst);
+        log::error!("device {name} was deleted under the running daemon; recreating it");
+        let lost = |source| DaemonError::DeviceLost {
+            name: name.clone(),
+            source,
+        };
+        let (first, found) = setup::create_tun(&plan.setup).map_err(lost)?;
+        self.adopted.extend(found);
+        let offload = first.offload();
+        let mut queues = vec![first];
+        for _ in 1..self.workers {
+            queues.push(setup::open_queue(&plan.setup, offload).map_err(lost)?);
+        }
+        engine.replace_device(i, queues)?;
+        self.health.down.store(false, Ordering::SeqCst);
+        log::info!(
+            "device {name} recreated with {} address(es); traffic resumes",
+            plan.setup.addresses.len()
+        );
+        Ok(())
+    }
+
+    /// After lost link events: recreates any device that is gone.
+    fn check(&mut self, engine: &Engine) -> Result<(), DaemonError> {
+        for i in 0..self.plans.len() {
+            let gone = crate::sys::Netlink::open()
+                .and_then(|mut nl| nl.link_by_name(&self.plans[i].setup.name))
+                .is_ok_and(|l| l.is_none());
+            if gone {
+                self.recreate(i, engine)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the daemon's main thread waits for.
@@ -726,6 +895,10 @@ enum Event {
     Signal(i32),
     /// A reload's reading of the file ended.
     Loaded(Box<Result<Config, ConfigError>>),
+    /// Device `.0` (index in the plans) was deleted.
+    DeviceGone(usize),
+    /// Link events were lost: check that every device is there.
+    CheckDevices,
 }
 
 /// The top-level `[[peer]]` entries the file last said: what a reload compares against.

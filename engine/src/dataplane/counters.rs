@@ -156,6 +156,11 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Adds an entry (a control plane's own counter or gauge) after the engine's.
+    pub fn push(&mut self, name: &str, value: u64) {
+        self.entries.push((name.to_owned(), value));
+    }
+
     /// Every counter, in a stable order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
         self.entries.iter().map(|(n, v)| (n.as_str(), *v))

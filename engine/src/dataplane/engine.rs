@@ -447,6 +447,36 @@ impl Engine {
         }
     }
 
+    /// Replaces device `device` with `queues`, one per worker in worker order (the first
+    /// worker's queue first): how a control plane puts back a device that vanished (deleted
+    /// by an operator) without restarting the engine. Each worker closes its old queue,
+    /// takes its new one between batches and detects its offloads again. The queues must be
+    /// of the type the engine was built with, or the workers ignore them.
+    pub fn replace_device<D: Device + 'static>(
+        &self,
+        device: usize,
+        queues: Vec<D>,
+    ) -> Result<(), EngineError> {
+        if queues.len() != self.workers.len() || device >= self.routes.len() {
+            return Err(EngineError::Devices {
+                worker: 0,
+                problem: format!(
+                    "replacing device #{device} needs one queue per worker ({}), got {}",
+                    self.workers.len(),
+                    queues.len()
+                ),
+            });
+        }
+        for (w, queue) in self.workers.iter().zip(queues) {
+            // A worker that is gone cannot take it; is_running says so.
+            let _ = w
+                .control
+                .send(Control::ReplaceDevice(device, Box::new(queue)));
+            let _ = w.waker.wake();
+        }
+        Ok(())
+    }
+
     /// True while every worker runs.
     pub fn is_running(&self) -> bool {
         self.workers

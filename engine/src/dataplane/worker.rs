@@ -51,6 +51,9 @@ pub(crate) type Inspect = Box<dyn FnOnce(&dyn Any) + Send>;
 pub(crate) enum Control {
     Shutdown,
     Inspect(Inspect),
+    /// A new queue for device `.0` (a device recreated after it vanished); the box holds
+    /// the worker's device type.
+    ReplaceDevice(usize, Box<dyn Any + Send>),
 }
 
 /// What one worker is given: its queue of every device, its listening socket, its
@@ -136,6 +139,8 @@ pub(crate) struct Worker<D, B> {
     busy_poll: Duration,
     /// When the last batch moved (or tried to move) packets.
     last_work: Instant,
+    /// Offloads may be used (`[engine] offload = "auto"`).
+    offloads: bool,
 }
 
 /// Which socket sends a flow: the listening socket without a flow hash, else one of the
@@ -320,8 +325,44 @@ impl<D: Device, B: Backend> Worker<D, B> {
             batch,
             busy_poll,
             last_work: Instant::now(),
+            offloads,
         };
         Ok((worker, waker, status))
+    }
+
+    /// Puts `device` (a `D`, else it is ignored) in the place of device `index`: the old
+    /// queue is closed, the new one registered and its offloads detected as at start.
+    fn replace_device(&mut self, index: usize, device: Box<dyn Any + Send>) {
+        let Ok(device) = device.downcast::<D>() else {
+            log::error!(
+                "worker {}: a replacement device of another type; ignored",
+                self.id
+            );
+            return;
+        };
+        let mut device = *device;
+        let Some(slot) = self.devices.get_mut(index) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut slot.device);
+        if let Err(e) = self.poll.registry().register(
+            &mut device,
+            Token(DEVICE_BASE + index),
+            Interest::READABLE,
+        ) {
+            log::error!(
+                "worker {}: cannot register the new device queue: {e}",
+                self.id
+            );
+            return;
+        }
+        let layer = self.backend.device_layer(index).unwrap_or(DeviceLayer::L3);
+        let offload = DeviceOffload::detect(&mut device, layer, self.offloads);
+        *slot = DeviceSlot {
+            device,
+            ready: true,
+            offload,
+        };
     }
 
     fn now_ms(&self) -> u64 {
@@ -365,6 +406,9 @@ impl<D: Device, B: Backend> Worker<D, B> {
                             match msg {
                                 Control::Shutdown => return Ok(()),
                                 Control::Inspect(query) => query(&self.backend),
+                                Control::ReplaceDevice(index, device) => {
+                                    self.replace_device(index, device)
+                                }
                             }
                         }
                         // A closed channel means the Engine handle is gone.

@@ -38,7 +38,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 pub use mmsg::{Mmsg, RecvMeta, SendMsg};
-pub use netlink::Netlink;
+pub use netlink::{LinkEvent, LinkMonitor, Netlink};
 pub use tun::{DeviceKind, Tun, TunOptions};
 
 /// Turns a C-style `-1`-on-error return value into an [`io::Result`], keeping errno.

@@ -32,6 +32,8 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::cvt;
+
 /// How long to wait for the kernel's answer before giving up.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -442,6 +444,71 @@ fn check_route(route: &Route) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A change to an interface, from [`LinkMonitor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The interface appeared or changed (`RTM_NEWLINK`).
+    Changed(LinkInfo),
+    /// The interface is gone (`RTM_DELLINK`).
+    Deleted(LinkInfo),
+    /// The kernel dropped events (the socket's buffer overflowed, `ENOBUFS`): whatever
+    /// state the listener keeps must be read again.
+    Lost,
+}
+
+/// `RTMGRP_LINK`: the multicast group of link changes.
+const RTMGRP_LINK: u32 = 1;
+
+/// Link events of the calling thread's network namespace, as `ip monitor link` shows them.
+#[derive(Debug)]
+pub struct LinkMonitor {
+    nl: Netlink,
+}
+
+impl LinkMonitor {
+    /// Subscribes to link events; [`LinkMonitor::next`] waits at most `wait` for some.
+    pub fn open(wait: Duration) -> io::Result<LinkMonitor> {
+        let nl = Netlink::open()?;
+        nl.socket.set_read_timeout(Some(wait))?;
+        // SAFETY: sockaddr_nl is plain data (integers and padding): all zeroes is a valid
+        // value of it.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = RTMGRP_LINK;
+        // SAFETY: `addr` is a valid, initialised sockaddr_nl whose size is passed; the fd is
+        // the netlink socket owned by `nl`, alive across the call.
+        cvt(unsafe {
+            libc::bind(
+                nl.socket.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        })?;
+        Ok(LinkMonitor { nl })
+    }
+
+    /// The events that arrived, waiting at most the monitor's `wait` for the first; empty
+    /// when none came.
+    pub fn next(&mut self) -> io::Result<Vec<LinkEvent>> {
+        let len = match self.nl.receive() {
+            Ok(len) => len,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(Vec::new()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(vec![LinkEvent::Lost]),
+            Err(e) => return Err(e),
+        };
+        let mut events = Vec::new();
+        for msg in messages(&self.nl.buf[..len]) {
+            let msg = msg?;
+            match msg.kind {
+                RTM_NEWLINK => events.push(LinkEvent::Changed(parse_link(msg.payload)?)),
+                RTM_DELLINK => events.push(LinkEvent::Deleted(parse_link(msg.payload)?)),
+                _ => {}
+            }
+        }
+        Ok(events)
+    }
 }
 
 impl Netlink {
