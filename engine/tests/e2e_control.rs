@@ -58,3 +58,77 @@ fn a_refused_client_is_told_permission_denied_every_time_and_the_log_stays_short
     let lines = log.matches("refused a client").count();
     assert!((1..=3).contains(&lines), "{lines} refusal lines:\n{log}");
 }
+
+/// `GET path` from inside `netns` to `addr`: the status line and the body.
+fn http_get(netns: &weft_testbed::Netns, addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let (addr, path) = (addr.to_owned(), path.to_owned());
+    netns
+        .run_inside(move || {
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect to the metrics");
+            write!(s, "GET {path} HTTP/1.1\r\nHost: weft\r\n\r\n").unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            (
+                head.lines().next().unwrap_or("").to_owned(),
+                body.to_owned(),
+            )
+        })
+        .expect("run inside the namespace")
+}
+
+#[test]
+fn metrics_health_and_readiness_are_served_with_labelled_counters() {
+    common::require_root();
+    let bed = weft_testbed::Testbed::two_hosts("e2e-metrics").expect("two hosts");
+    let toml = format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:9156\"\n",
+        weft_testbed::WeftConfig::udp(1, &[2])
+            .with_engine(weft_testbed::EngineConfig::default().workers(2))
+            .to_toml()
+    );
+    let config1 = weft_testbed::ConfigFile::new(&toml).unwrap();
+    let config2 = weft_testbed::WeftConfig::udp(2, &[1]).write().unwrap();
+    let exe = common::weft_exe();
+    let h1 = bed.host(1).netns();
+    let _b = weft_testbed::WeftDaemon::start(exe, bed.host(2).netns(), config2.path(), "flannel0")
+        .unwrap();
+    let a = weft_testbed::WeftDaemon::start(exe, h1, config1.path(), "flannel0")
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert!(weft_testbed::ping(h1, weft_testbed::overlay_addr(2), 2)
+        .unwrap()
+        .all_received());
+
+    assert_eq!(
+        http_get(h1, "127.0.0.1:9156", "/healthz").0,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(
+        http_get(h1, "127.0.0.1:9156", "/readyz"),
+        ("HTTP/1.1 200 OK".into(), "ready\n".into())
+    );
+    let (status, body) = http_get(h1, "127.0.0.1:9156", "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let base = "backend=\"udp\",device=\"flannel0\"";
+    for wanted in [
+        format!("weft_tx_packets_total{{{base},worker=\"0\"}}"),
+        format!("weft_tx_packets_total{{{base},worker=\"1\"}}"),
+        format!("weft_drops_total{{{base},worker=\"0\",reason=\"no_route\"}}"),
+        format!("weft_offload{{{base},feature=\"udp_gso\"}}"),
+        format!("weft_workers{{{base}}} 2"),
+        format!("weft_peers{{{base}}} 1"),
+        format!("weft_device_up{{{base}}} 1"),
+    ] {
+        assert!(body.contains(&wanted), "missing {wanted}\n{body}");
+    }
+    // The packets counted per worker add up to what `weft stats` says.
+    let tx: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("weft_tx_packets_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(tx >= 2, "{body}");
+    let stats_tx = a.stats().unwrap().get("tx_packets").unwrap();
+    assert!(stats_tx >= tx, "{stats_tx} < {tx}");
+}

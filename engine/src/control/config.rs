@@ -153,6 +153,9 @@ pub struct Config {
     pub listen6: Option<SocketAddr>,
     /// `[control] socket`: the control socket; a leading `@` means the abstract namespace.
     pub control_socket: String,
+    /// `[metrics] listen`: where to serve Prometheus metrics, `/healthz` and `/readyz` over
+    /// HTTP; `None` (the default) serves nothing.
+    pub metrics: Option<SocketAddr>,
     /// `[icmp]`.
     pub icmp: IcmpConfig,
     /// `[validation]`.
@@ -224,6 +227,8 @@ struct RawConfig {
     listen: RawListen,
     #[serde(default)]
     control: RawControl,
+    #[serde(default)]
+    metrics: RawMetrics,
     #[serde(default)]
     icmp: RawIcmp,
     #[serde(default)]
@@ -304,6 +309,12 @@ struct RawListen {
 #[serde(deny_unknown_fields)]
 struct RawControl {
     socket: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1074,6 +1085,16 @@ impl Config {
                 "give a path, or @name for the abstract namespace",
             ));
         }
+        let metrics = match &raw.metrics.listen {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                ctx.err(
+                    "[metrics] listen",
+                    Some(text),
+                    "expected IP:PORT, e.g. \"127.0.0.1:9156\"",
+                )
+            })?),
+        };
 
         let icmp = IcmpConfig {
             rate: raw
@@ -1172,6 +1193,7 @@ impl Config {
             listen,
             listen6,
             control_socket,
+            metrics,
             icmp,
             validation,
             batch,

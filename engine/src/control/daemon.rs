@@ -25,6 +25,7 @@ use weft_encap::vxlan::{VniConfig, VxlanBackend, VxlanConfig, VxlanMode};
 use weft_encap::wire::EthernetAddress;
 
 use crate::control::config::{BackendKind, Config, ConfigError, OffloadMode};
+use crate::control::metrics::{DeviceMetrics, Health, MetricsContext, MetricsServer};
 use crate::control::provision::{self as setup, SetupError, TunSetup};
 use crate::control::socket::{ControlContext, ControlError, ControlServer, VniControl};
 use crate::dataplane::device::Tun;
@@ -85,6 +86,17 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
+    /// The metrics endpoint could not listen.
+    #[error("{path}: [metrics] listen = {addr}: {source}")]
+    Metrics {
+        /// The configuration file.
+        path: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
     /// A device vanished while the daemon ran and could not be made again.
     #[error("device {name} was deleted and cannot be recreated: {source}")]
     DeviceLost {
@@ -204,6 +216,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         RunOptions {
             reload_on_sighup: true,
             feed: None,
+            table_ready: None,
         },
     )
 }
@@ -221,6 +234,9 @@ pub struct RunOptions {
     pub reload_on_sighup: bool,
     /// Started on its own thread once the engine is up; stopped and joined before the engine.
     pub feed: Option<RouteFeed>,
+    /// Set by the control plane once its table is in (the feed's first sync); until then
+    /// `/readyz` answers 503. `None`: ready as soon as the devices are up.
+    pub table_ready: Option<Arc<AtomicBool>>,
 }
 
 /// Runs the daemon for an already built configuration (from a file, or made by the flannel
@@ -376,6 +392,33 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         path: file.clone(),
         source,
     })?;
+
+    let metrics = match config.metrics {
+        Some(addr) => Some(
+            MetricsServer::start(
+                addr,
+                metrics_context(
+                    &config,
+                    &plans,
+                    &engine,
+                    &health,
+                    options.table_ready.clone(),
+                ),
+            )
+            .map_err(|source| DaemonError::Metrics {
+                path: file.clone(),
+                addr,
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    if let Some(m) = &metrics {
+        log::info!(
+            "metrics on http://{}/metrics (and /healthz, /readyz)",
+            m.local_addr()
+        );
+    }
 
     let first = &plans[0];
     log::info!(
@@ -751,6 +794,7 @@ fn wait_for_signals(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if !engine.is_running() {
+                    keeper.health.dead.store(true, Ordering::SeqCst);
                     break Ok(());
                 }
             }
@@ -772,12 +816,111 @@ fn wait_for_signals(
 struct DeviceHealth {
     down: AtomicBool,
     lost: std::sync::atomic::AtomicU64,
+    /// Some worker has stopped (updated by the main loop).
+    dead: AtomicBool,
 }
 
 impl DeviceHealth {
     fn report(&self, stats: &mut crate::dataplane::counters::Stats) {
         stats.push("device_up", u64::from(!self.down.load(Ordering::SeqCst)));
         stats.push("device_lost", self.lost.load(Ordering::SeqCst));
+    }
+}
+
+/// What the metrics endpoint shows of this daemon.
+fn metrics_context(
+    config: &Config,
+    plans: &[DevicePlan],
+    engine: &Engine,
+    health: &Arc<DeviceHealth>,
+    table_ready: Option<Arc<AtomicBool>>,
+) -> MetricsContext {
+    let mut labels = vec![
+        (
+            "backend",
+            match config.backend {
+                BackendKind::Udp => "udp".to_owned(),
+                BackendKind::Vxlan => "vxlan".to_owned(),
+            },
+        ),
+        ("device", config.device.name.clone()),
+    ];
+    if let Some(vni) = plans[0].vni.as_ref() {
+        labels.push(("vni", vni.vni.to_string()));
+    }
+    let counters = engine.counters_handle();
+    let gauge_counters = counters.clone();
+    let gauge_health = health.clone();
+    let devices: Vec<(String, Option<u32>, bool, RouteTable)> = plans
+        .iter()
+        .map(|p| {
+            (
+                p.setup.name.clone(),
+                p.vni.as_ref().map(|v| v.vni),
+                p.vni.as_ref().is_some_and(|v| v.mode == VxlanMode::L2),
+                p.routes.clone(),
+            )
+        })
+        .collect();
+    let inspector = engine.inspector();
+    let health = health.clone();
+    let first_device = config.device.name.clone();
+    MetricsContext {
+        labels,
+        workers: Box::new(move || counters.per_worker()),
+        gauges: Box::new(move || {
+            let mut gauges = gauge_counters.gauges().to_vec();
+            gauges.push((
+                "device_up".into(),
+                u64::from(!gauge_health.down.load(Ordering::SeqCst)),
+            ));
+            gauges.push((
+                "device_lost".into(),
+                gauge_health.lost.load(Ordering::SeqCst),
+            ));
+            gauges
+        }),
+        devices: Box::new(move || {
+            devices
+                .iter()
+                .enumerate()
+                .map(|(i, (name, vni, l2, routes))| DeviceMetrics {
+                    device: name.clone(),
+                    vni: *vni,
+                    peers: routes.routes().len() + routes.vteps().len(),
+                    fdb: if *l2 {
+                        inspector
+                            .inspect(move |b: &VxlanBackend| b.fdb(i).map(|f| f.len()))
+                            .flatten()
+                    } else {
+                        None
+                    },
+                })
+                .collect()
+        }),
+        health: Box::new(move || {
+            let alive = !health.dead.load(Ordering::SeqCst);
+            let down = health.down.load(Ordering::SeqCst);
+            let table = table_ready
+                .as_ref()
+                .is_none_or(|r| r.load(Ordering::SeqCst));
+            let problem = if !alive {
+                Some("a worker has stopped".to_owned())
+            } else if down {
+                Some(format!(
+                    "device {first_device} (or another) is missing; weft is making it again"
+                ))
+            } else if !table {
+                Some("the control plane has not got its table yet".to_owned())
+            } else {
+                None
+            };
+            Health {
+                alive,
+                ready: alive && !down && table,
+                problem,
+            }
+        }),
     }
 }
 

@@ -82,6 +82,8 @@ pub struct FlannelOptions {
     pub state_dir: PathBuf,
     /// `[engine] workers` for the data plane (default: the number of CPUs).
     pub workers: Option<usize>,
+    /// `[metrics] listen` for the data plane: Prometheus metrics, `/healthz`, `/readyz`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why `weft flannel` could not start or stopped.
@@ -686,6 +688,8 @@ struct Follower {
     renew_margin: Duration,
     /// What the table holds, by subnet key: the lease values last applied.
     known: BTreeMap<SubnetKey, LeaseAttrs>,
+    /// Set once the first listing of the leases is in the table (readiness).
+    synced: Arc<AtomicBool>,
 }
 
 /// What the watch thread reports.
@@ -702,7 +706,10 @@ impl Follower {
                 return;
             }
             match self.resync(&routes) {
-                Ok(rev) => break rev,
+                Ok(rev) => {
+                    self.synced.store(true, Ordering::SeqCst);
+                    break rev;
+                }
                 Err(e) => {
                     log::warn!("listing the leases: {e}; retrying");
                     backoff.wait(&stop);
@@ -1155,18 +1162,25 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
         vtep_mac,
         options.workers,
     )?;
+    let config = Config {
+        metrics: options.metrics,
+        ..config
+    };
     ready.store(true, Ordering::SeqCst);
+    let synced = Arc::new(AtomicBool::new(false));
     let follower = Follower {
         manager,
         own,
         renew_margin: options.renew_margin,
         known: BTreeMap::new(),
+        synced: synced.clone(),
     };
     daemon::run_config(
         config,
         RunOptions {
             reload_on_sighup: false,
             feed: Some(Box::new(move |routes, stop| follower.run(routes, stop))),
+            table_ready: Some(synced),
         },
     )?;
     Ok(())

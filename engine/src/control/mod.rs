@@ -15,5 +15,6 @@ pub mod etcd;
 pub mod extension;
 pub mod flannel;
 pub mod flanneld;
+pub mod metrics;
 pub mod provision;
 pub mod socket;

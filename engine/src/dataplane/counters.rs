@@ -118,6 +118,16 @@ impl EngineCounters {
         EngineCounters { workers, gauges }
     }
 
+    /// Each worker's counters on their own, in worker order (without the gauges).
+    pub fn per_worker(&self) -> Vec<Stats> {
+        self.workers.iter().map(|w| w.snapshot()).collect()
+    }
+
+    /// The fixed facts about the engine (worker count, offloads in use).
+    pub fn gauges(&self) -> &[(String, u64)] {
+        &self.gauges
+    }
+
     /// The sum over all workers, then the gauges.
     pub fn snapshot(&self) -> Stats {
         let mut total: Option<Stats> = None;

@@ -86,6 +86,9 @@ pub struct FlannelArgs {
     /// Worker threads of the data plane (default: the number of CPUs).
     #[arg(long)]
     workers: Option<usize>,
+    /// Serve Prometheus metrics, /healthz and /readyz of the data plane on IP:PORT.
+    #[arg(long, env = "WEFT_METRICS_LISTEN", value_name = "IP:PORT")]
+    metrics_listen: Option<String>,
 }
 
 /// A flag weft cannot serve, or a value that cannot work: one line naming both.
@@ -182,6 +185,13 @@ impl FlannelArgs {
         if self.workers == Some(0) {
             return Err(bad("--workers", 0, "must be at least 1"));
         }
+        let metrics = match &self.metrics_listen {
+            None => None,
+            Some(s) => Some(
+                s.parse::<SocketAddr>()
+                    .map_err(|_| bad("--metrics-listen", s, "expected IP:PORT"))?,
+            ),
+        };
         Ok(FlannelOptions {
             etcd: EtcdConfig {
                 endpoints,
@@ -203,6 +213,7 @@ impl FlannelArgs {
             healthz,
             state_dir: self.state_dir,
             workers: self.workers,
+            metrics,
         })
     }
 }
