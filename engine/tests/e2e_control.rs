@@ -53,9 +53,30 @@ fn a_refused_client_is_told_permission_denied_every_time_and_the_log_stays_short
     assert!(stat(&cluster.a, "tx_packets") < u64::MAX);
     let peers = cluster.a.control(&["peer", "list"]).expect("peer list");
     assert!(!String::from_utf8_lossy(&peers.stdout).contains("100.96.9.0"));
+    // A route added by root is logged as one line with its fields.
+    cluster
+        .a
+        .control(&[
+            "peer",
+            "add",
+            "--subnet",
+            "100.96.8.0/24",
+            "--endpoint",
+            "198.18.0.8",
+        ])
+        .expect("peer add");
+    let log = cluster.a.log();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("weft: info: peer route added")
+                && l.contains("subnet=100.96.8.0/24")
+                && l.contains("peer=198.18.0.8:8285")),
+        "{log}"
+    );
     // Thirty refusals within seconds are one or two log lines, not thirty.
     let log = cluster.a.log();
     let lines = log.matches("refused a client").count();
+    assert!(log.contains("uid=65534"), "{log}");
     assert!((1..=3).contains(&lines), "{lines} refusal lines:\n{log}");
 }
 

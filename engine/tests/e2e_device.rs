@@ -124,7 +124,14 @@ fn a_device_deleted_under_the_daemon_is_noticed_and_recreated_with_its_address()
         || a.log().contains("recreated"),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
-    assert!(a.log().contains("was deleted"), "{}", a.log());
+    // One line per event, with the device as a field.
+    assert!(
+        a.log().lines().any(|l| l.starts_with("weft: error: ")
+            && l.contains("was deleted")
+            && l.contains("device=flannel0")),
+        "{}",
+        a.log()
+    );
     let (after, link) = device_state(h1);
     assert_eq!(after, addresses, "the same addresses");
     assert!(link.contains(",UP"), "{link}");

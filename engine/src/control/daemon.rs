@@ -131,14 +131,14 @@ pub fn mtus(config: &Config) -> Mtus {
         None => match setup::interface_mtu(config.listen.ip()) {
             Ok(Some(m)) => m,
             Ok(None) => {
-                log::info!(
+                tracing::info!(
                     "no interface holds {}; assuming an underlay MTU of 1500 (set underlay_mtu)",
                     config.listen.ip()
                 );
                 1500
             }
             Err(e) => {
-                log::warn!("cannot read the underlay MTU ({e}); assuming 1500");
+                tracing::warn!("cannot read the underlay MTU ({e}); assuming 1500");
                 1500
             }
         },
@@ -308,7 +308,7 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         if w == 0 {
             if let Some(a) = adopted.iter().find(|a| a.single_queue()) {
                 if workers > 1 {
-                    log::warn!(
+                    tracing::warn!(
                         "device {} takes one queue (made without multi_queue): running 1 worker instead of {workers}; recreate it with `ip tuntap add ... multi_queue` for more",
                         a.name()
                     );
@@ -414,14 +414,14 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         None => None,
     };
     if let Some(m) = &metrics {
-        log::info!(
+        tracing::info!(
             "metrics on http://{}/metrics (and /healthz, /readyz)",
             m.local_addr()
         );
     }
 
     let first = &plans[0];
-    log::info!(
+    tracing::info!(
         "up: {} device {} ({}, mtu {}){}, udp {}{}, {} peer route(s), control {}",
         match config.backend {
             BackendKind::Udp => "udp".to_owned(),
@@ -485,10 +485,10 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
     drop(control);
     let stopped = engine.shutdown();
     if adopted.is_empty() {
-        log::info!("stopped; device {} removed", config.device.name);
+        tracing::info!("stopped; device {} removed", config.device.name);
     } else {
         drop(adopted);
-        log::info!("stopped");
+        tracing::info!("stopped");
     }
     result.and(stopped.map_err(DaemonError::from))
 }
@@ -749,7 +749,7 @@ fn wait_for_signals(
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(Event::Signal(SIGHUP)) if reload_on_sighup && reloading => {
-                log::warn!(
+                tracing::warn!(
                     "SIGHUP: the previous reload is still reading {}; ignored",
                     config.path.display()
                 );
@@ -764,7 +764,9 @@ fn wait_for_signals(
                 match spawned {
                     Ok(_) => reloading = true,
                     Err(e) => {
-                        log::error!("reload failed: cannot start a thread to read the file: {e}")
+                        tracing::error!(
+                            "reload failed: cannot start a thread to read the file: {e}"
+                        )
                     }
                 }
             }
@@ -772,11 +774,13 @@ fn wait_for_signals(
                 reloading = false;
                 match *loaded {
                     Ok(new) => reload(&new, config, routes, &mut file_peers),
-                    Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+                    Err(e) => {
+                        tracing::error!("reload failed, keeping the running configuration: {e}")
+                    }
                 }
             }
             Ok(Event::Signal(SIGHUP)) => {
-                log::info!("SIGHUP: nothing to reload (no configuration file)")
+                tracing::info!("SIGHUP: nothing to reload (no configuration file)")
             }
             Ok(Event::DeviceGone(i)) => {
                 if let Err(e) = keeper.recreate(i, engine) {
@@ -789,7 +793,7 @@ fn wait_for_signals(
                 }
             }
             Ok(Event::Signal(sig)) => {
-                log::info!("signal {sig}: shutting down");
+                tracing::info!("signal {sig}: shutting down");
                 break Ok(());
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -946,7 +950,9 @@ impl DeviceKeeper<'_> {
         let mut monitor = match crate::sys::LinkMonitor::open(Duration::from_millis(200)) {
             Ok(m) => m,
             Err(e) => {
-                log::warn!("cannot watch link events ({e}): a deleted device will not be noticed");
+                tracing::warn!(
+                    "cannot watch link events ({e}): a deleted device will not be noticed"
+                );
                 return None;
             }
         };
@@ -957,7 +963,7 @@ impl DeviceKeeper<'_> {
                     let events = match monitor.next() {
                         Ok(events) => events,
                         Err(e) => {
-                            log::warn!("link events: {e}; no longer watching the devices");
+                            tracing::warn!("link events: {e}; no longer watching the devices");
                             return;
                         }
                     };
@@ -997,7 +1003,7 @@ impl DeviceKeeper<'_> {
         }
         self.health.down.store(true, Ordering::SeqCst);
         self.health.lost.fetch_add(1, Ordering::SeqCst);
-        log::error!("device {name} was deleted under the running daemon; recreating it");
+        tracing::error!(device = %name, "the device was deleted under the running daemon; recreating it");
         let lost = |source| DaemonError::DeviceLost {
             name: name.clone(),
             source,
@@ -1011,9 +1017,10 @@ impl DeviceKeeper<'_> {
         }
         engine.replace_device(i, queues)?;
         self.health.down.store(false, Ordering::SeqCst);
-        log::info!(
-            "device {name} recreated with {} address(es); traffic resumes",
-            plan.setup.addresses.len()
+        tracing::info!(
+            device = %name,
+            addresses = plan.setup.addresses.len(),
+            "the device is recreated; traffic resumes"
         );
         Ok(())
     }
@@ -1061,7 +1068,7 @@ fn reload(new: &Config, running: &Config, routes: &RouteTable, file: &mut FilePe
         || new.fdb != running.fdb
         || new.extra_vnis != running.extra_vnis
     {
-        log::warn!(
+        tracing::warn!(
             "reload: only top-level [[peer]] entries change without a restart; other changes are ignored"
         );
     }
@@ -1091,14 +1098,14 @@ fn reload(new: &Config, running: &Config, routes: &RouteTable, file: &mut FilePe
         added += 1;
     }
     if let Err(e) = routes.apply(edits) {
-        log::error!("reload failed, keeping the running peers: {e}");
+        tracing::error!("reload failed, keeping the running peers: {e}");
         return;
     }
     *file = FilePeers {
         routes: wanted,
         vteps: wanted_vteps,
     };
-    log::info!(
+    tracing::info!(
         "reloaded {}: {added} peer(s) added or changed, {removed} removed",
         new.path.display()
     );

@@ -349,7 +349,7 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
 /// Logs `message` unless it is the same as the last one logged through `last`.
 fn log_once(last: &mut String, message: String) {
     if *last != message {
-        log::warn!("{message}");
+        tracing::warn!("{message}");
         *last = message;
     }
 }
@@ -449,7 +449,7 @@ impl Manager {
                 Ok(Some(own)) => return Ok(Some(own)),
                 Ok(None) => {
                     races += 1;
-                    log::info!("another host took the subnet first; listing again");
+                    tracing::info!("another host took the subnet first; listing again");
                     if races >= RACE_RETRIES {
                         return Err(FlannelError::Races {
                             prefix: self.prefix.clone(),
@@ -483,13 +483,13 @@ impl Manager {
             &mut random_index,
         );
         for key in &allocation.delete {
-            log::info!("deleting our lease {key}: it no longer fits the network config");
+            tracing::info!("deleting our lease {key}: it no longer fits the network config");
             self.client.delete(self.key_path(key))?;
         }
         match allocation.choice {
             Choice::Reuse { key, reservation } => {
                 let own = self.write_own(key, reservation)?;
-                log::info!(
+                tracing::info!(
                     "reusing {} {key} (it holds our public IP {})",
                     if reservation { "reservation" } else { "lease" },
                     self.public_ip
@@ -500,7 +500,7 @@ impl Manager {
                 let Some(own) = self.create_own(key)? else {
                     return Ok(None);
                 };
-                log::info!(
+                tracing::info!(
                     "leased {key} for {} s{}",
                     self.ttl.as_secs(),
                     if matches!(allocation.choice, Choice::Previous(_)) {
@@ -557,7 +557,7 @@ impl Manager {
             || ip.is_broadcast()
             || ip == self.public_ip
         {
-            log::warn!("lease {key}: PublicIP {ip} cannot be a peer; ignored");
+            tracing::warn!("lease {key}: PublicIP {ip} cannot be a peer; ignored");
             return Vec::new();
         }
         match self.network.backend {
@@ -586,7 +586,7 @@ impl Manager {
                 let data = match attrs.vxlan_data() {
                     Ok(d) => d,
                     Err(e) => {
-                        log::warn!("lease {key}: {e}; ignored");
+                        tracing::warn!("lease {key}: {e}; ignored");
                         return Vec::new();
                     }
                 };
@@ -620,7 +620,7 @@ impl Manager {
             return None;
         }
         let Some(ip6) = attrs.public_ipv6 else {
-            log::warn!("lease {key}: no PublicIPv6; its IPv6 subnet is not routed");
+            tracing::warn!("lease {key}: no PublicIPv6; its IPv6 subnet is not routed");
             return None;
         };
         if ip6.is_unspecified()
@@ -628,7 +628,7 @@ impl Manager {
             || ip6.is_multicast()
             || Some(ip6) == self.public_ipv6
         {
-            log::warn!(
+            tracing::warn!(
                 "lease {key}: PublicIPv6 {ip6} cannot be a peer; its IPv6 subnet is not routed"
             );
             return None;
@@ -640,9 +640,27 @@ impl Manager {
                 vtep_mac: Some(data.vtep_mac),
             }),
             Err(e) => {
-                log::warn!("lease {key}: {e}; its IPv6 subnet is not routed");
+                tracing::warn!("lease {key}: {e}; its IPv6 subnet is not routed");
                 None
             }
+        }
+    }
+}
+
+/// One log line per route a lease change adds or removes, with its fields.
+fn log_edits(edits: &[RouteEdit]) {
+    for edit in edits {
+        match edit {
+            RouteEdit::Insert(r) => tracing::info!(
+                subnet = %r.subnet,
+                peer = %r.endpoint,
+                vtep_mac = %r.vtep_mac.map_or_else(|| "-".to_owned(), |m| m.to_string()),
+                "lease route added"
+            ),
+            RouteEdit::Remove(subnet) => {
+                tracing::info!(subnet = %subnet, "lease route removed")
+            }
+            _ => {}
         }
     }
 }
@@ -664,7 +682,7 @@ impl From<EtcdError> for AcquireError {
 fn parse_lease(prefix: &str, kv: &Kv) -> Option<ListedLease> {
     let name = kv.key_str()?.strip_prefix(prefix)?;
     let Some(key) = SubnetKey::parse(name) else {
-        log::warn!("{prefix}{name}: not a subnet key; ignored");
+        tracing::warn!("{prefix}{name}: not a subnet key; ignored");
         return None;
     };
     match LeaseAttrs::parse(&kv.value) {
@@ -674,7 +692,7 @@ fn parse_lease(prefix: &str, kv: &Kv) -> Option<ListedLease> {
             reservation: kv.lease == 0,
         }),
         Err(e) => {
-            log::warn!("{prefix}{name}: {e}; ignored");
+            tracing::warn!("{prefix}{name}: {e}; ignored");
             None
         }
     }
@@ -711,7 +729,7 @@ impl Follower {
                     break rev;
                 }
                 Err(e) => {
-                    log::warn!("listing the leases: {e}; retrying");
+                    tracing::warn!("listing the leases: {e}; retrying");
                     backoff.wait(&stop);
                 }
             }
@@ -738,7 +756,7 @@ impl Follower {
                 }
             };
             if !last.is_empty() {
-                log::info!("watching the leases again from revision {}", revision + 1);
+                tracing::info!("watching the leases again from revision {}", revision + 1);
                 last.clear();
             }
             backoff.reset();
@@ -773,10 +791,10 @@ impl Follower {
                         revision = revision.max(rev);
                     }
                     Ok(Watched::Failed(e)) if e.is_compacted() => {
-                        log::warn!("{e}: listing the leases again");
+                        tracing::warn!("{e}: listing the leases again");
                         match self.resync(&routes) {
                             Ok(rev) => revision = rev,
-                            Err(e) => log::warn!("listing the leases: {e}"),
+                            Err(e) => tracing::warn!("listing the leases: {e}"),
                         }
                         break;
                     }
@@ -814,10 +832,11 @@ impl Follower {
             }
         }
         let n = edits.len();
+        log_edits(&edits);
         if let Err(e) = routes.apply(edits) {
-            log::error!("applying {n} lease change(s): {e}");
+            tracing::error!("applying {n} lease change(s): {e}");
         } else if n > 0 {
-            log::info!("{n} route change(s) from {} lease(s)", listed.len());
+            tracing::info!("{n} route change(s) from {} lease(s)", listed.len());
         }
         self.known = listed;
         Ok(revision)
@@ -878,13 +897,14 @@ impl Follower {
         }
         let n = edits.len();
         if n > 0 {
+            log_edits(&edits);
             match routes.apply(edits) {
-                Ok(_) => log::info!("{n} route change(s) from the lease watch"),
-                Err(e) => log::error!("applying {n} lease change(s): {e}"),
+                Ok(_) => tracing::info!("{n} route change(s) from the lease watch"),
+                Err(e) => tracing::error!("applying {n} lease change(s): {e}"),
             }
         }
         if own_deleted {
-            log::warn!("our lease {} was deleted; taking it back", self.own.key);
+            tracing::warn!("our lease {} was deleted; taking it back", self.own.key);
             self.take_back(stop);
         }
     }
@@ -896,19 +916,19 @@ impl Follower {
             let attempt = self.manager.create_own(self.own.key);
             match attempt {
                 Ok(Some(own)) => {
-                    log::info!("took our lease {} back", own.key);
+                    tracing::info!("took our lease {} back", own.key);
                     self.own = own;
                     return;
                 }
                 Ok(None) => {
-                    log::error!(
+                    tracing::error!(
                         "our subnet {} was taken by another host; keeping to it until restart",
                         self.own.key
                     );
                     return;
                 }
                 Err(e) => {
-                    log::warn!("taking our lease back: {e}; retrying");
+                    tracing::warn!("taking our lease back: {e}; retrying");
                     backoff.wait(stop);
                 }
             }
@@ -926,11 +946,11 @@ impl Follower {
         }
         match self.manager.write_own(self.own.key, false) {
             Ok(own) => {
-                log::info!("renewed our lease {}", own.key);
+                tracing::info!("renewed our lease {}", own.key);
                 self.own = own;
             }
             Err(e) => {
-                log::warn!("renewing our lease {}: {e}; retrying", self.own.key);
+                tracing::warn!("renewing our lease {}: {e}; retrying", self.own.key);
                 // Do not hammer etcd: try again in a minute, as flanneld does (the next
                 // attempt comes when `now + margin` reaches this).
                 self.own.expires =
@@ -1044,7 +1064,7 @@ fn lease_ttl() -> Duration {
         .and_then(|v| v.parse::<u64>().ok())
     {
         Some(secs) if secs > 0 => {
-            log::warn!("{TEST_LEASE_TTL} is set: leases last {secs} s instead of 24 h");
+            tracing::warn!("{TEST_LEASE_TTL} is set: leases last {secs} s instead of 24 h");
             Duration::from_secs(secs)
         }
         _ => SUBNET_TTL,
@@ -1067,7 +1087,7 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
     }
     let iface = choose_interface(&options)?;
     let public_ip = options.public_ip.unwrap_or(iface.addr);
-    log::info!(
+    tracing::info!(
         "using interface {} ({}, mtu {}), public IP {public_ip}",
         iface.name,
         iface.addr,
@@ -1076,7 +1096,7 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
     let client = Arc::new(Client::new(options.etcd.clone())?);
     let prefix = options.prefix.trim_end_matches('/').to_owned();
     let Some(network) = wait_for_config(&client, &prefix, &stop) else {
-        log::info!("stopped while waiting for the network config");
+        tracing::info!("stopped while waiting for the network config");
         return Ok(());
     };
     // A dual-stack vxlan network has an IPv6 VTEP too, on the interface's IPv6 address.
@@ -1093,7 +1113,7 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
             });
         };
         let public = options.public_ipv6.unwrap_or(addr6);
-        log::info!("IPv6 VTEP on {addr6}, public IPv6 {public}");
+        tracing::info!("IPv6 VTEP on {addr6}, public IPv6 {public}");
         Some((addr6, public))
     } else {
         None
@@ -1124,7 +1144,7 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
     };
     let previous = subnet_env::read_previous(&options.subnet_file);
     let Some(own) = manager.acquire(previous, &stop)? else {
-        log::info!("stopped before a subnet was leased");
+        tracing::info!("stopped before a subnet was leased");
         return Ok(());
     };
     if stop.load(Ordering::SeqCst) {
@@ -1152,7 +1172,7 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
         ipmasq: false,
     }
     .write_atomic(&options.subnet_file)?;
-    log::info!("wrote {}", options.subnet_file.display());
+    tracing::info!("wrote {}", options.subnet_file.display());
     let config = daemon_config(
         &prefix,
         &network,
@@ -1201,7 +1221,7 @@ fn previous_mac(
                 if lease.attrs.public_ip == public_ip {
                     if let Ok(data) = lease.attrs.vxlan_data() {
                         if let Err(e) = daemon::store_vtep_mac(file, data.vtep_mac) {
-                            log::warn!("{}: cannot keep the VTEP MAC: {e}", file.display());
+                            tracing::warn!("{}: cannot keep the VTEP MAC: {e}", file.display());
                         }
                         return Ok(data.vtep_mac);
                     }

@@ -216,7 +216,7 @@ fn serve(listener: TcpListener, ctx: Arc<MetricsContext>) {
             .name("weft-metrics-client".into())
             .spawn(move || {
                 if let Err(e) = serve_one(&stream, &ctx) {
-                    log::debug!("metrics client: {e}");
+                    tracing::debug!("metrics client: {e}");
                 }
                 done.fetch_sub(1, Ordering::SeqCst);
             });

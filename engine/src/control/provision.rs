@@ -97,7 +97,7 @@ pub fn negotiate_offload(tun: &mut Tun) -> u32 {
         return 0;
     }
     if std::env::var_os(FAULT_REFUSE_TUN_OFFLOAD).is_some() {
-        log::info!(
+        tracing::info!(
             "{FAULT_REFUSE_TUN_OFFLOAD} is set: no offloads on {}",
             tun.name()
         );
@@ -107,10 +107,10 @@ pub fn negotiate_offload(tun: &mut Tun) -> u32 {
     for wish in OFFLOAD_WISHES {
         match tun.set_offload(wish) {
             Ok(()) => return wish,
-            Err(e) => log::debug!("TUNSETOFFLOAD {wish:#x} on {}: {e}", tun.name()),
+            Err(e) => tracing::debug!("TUNSETOFFLOAD {wish:#x} on {}: {e}", tun.name()),
         }
     }
-    log::warn!(
+    tracing::warn!(
         "the kernel refuses TUN offloads on {}: one packet per read and write",
         tun.name()
     );
@@ -172,7 +172,7 @@ impl Adopted {
 impl Drop for Adopted {
     fn drop(&mut self) {
         let Ok(mut nl) = Netlink::open() else {
-            log::warn!("cannot restore device {}: no netlink socket", self.name);
+            tracing::warn!("cannot restore device {}: no netlink socket", self.name);
             return;
         };
         // The device may be gone (deleted under us); then there is nothing to restore.
@@ -181,7 +181,7 @@ impl Drop for Adopted {
         }
         for &(addr, len) in &self.added {
             if let Err(e) = nl.del_address(self.index, addr, len) {
-                log::warn!("{}: cannot remove {addr}/{len}: {e}", self.name);
+                tracing::warn!("{}: cannot remove {addr}/{len}: {e}", self.name);
             }
         }
         if self.enslaved {
@@ -194,7 +194,7 @@ impl Drop for Adopted {
         if !self.up {
             let _ = nl.set_down(self.index);
         }
-        log::info!("device {} left as weft found it", self.name);
+        tracing::info!("device {} left as weft found it", self.name);
     }
 }
 
@@ -273,7 +273,7 @@ pub fn create_tun(setup: &TunSetup) -> Result<(Tun, Option<Adopted>), SetupError
         None => Vec::new(),
     };
     if before.is_some() {
-        log::info!(
+        tracing::info!(
             "device {name} exists: adopting it (mtu {}, {}, {} address(es) of its own){}",
             link.mtu,
             if link.up { "up" } else { "down" },
@@ -309,7 +309,7 @@ pub fn create_tun(setup: &TunSetup) -> Result<(Tun, Option<Adopted>), SetupError
                     a.ipv6_disabled = was.trim() == "0";
                 }
             }
-            Err(e) => log::debug!("cannot write {knob}: {e} (IPv6 stays enabled on {name})"),
+            Err(e) => tracing::debug!("cannot write {knob}: {e} (IPv6 stays enabled on {name})"),
         }
     }
     for &(addr, len) in &setup.addresses {
@@ -367,7 +367,7 @@ pub fn steer_flannel_flows(socket: &UdpSocket, workers: usize) {
         return;
     };
     if let Err(e) = crate::sys::steer::steer_by_inner_flow(socket, n) {
-        log::warn!("cannot steer flannel flows over the {workers} workers: {e}; each peer host's traffic stays on one worker");
+        tracing::warn!("cannot steer flannel flows over the {workers} workers: {e}; each peer host's traffic stays on one worker");
     }
 }
 
@@ -376,7 +376,7 @@ pub fn steer_flannel_flows(socket: &UdpSocket, workers: usize) {
 /// still works, and its buffer is bounded.
 pub fn refuse_input(socket: &UdpSocket) {
     if let Err(e) = crate::sys::steer::refuse_input(socket) {
-        log::warn!("cannot make a VXLAN source-port socket send-only: {e}");
+        tracing::warn!("cannot make a VXLAN source-port socket send-only: {e}");
     }
 }
 

@@ -138,7 +138,12 @@ impl ControlContext {
             ["peer", "add", subnet, endpoint, rest @ ..] if rest.len() <= 1 => {
                 let route = self.parse_route(target, subnet, endpoint, rest.first().copied())?;
                 target.routes.insert(route).map_err(|e| e.to_string())?;
-                log::info!("peer added: {} via {}", route.subnet, route.endpoint);
+                tracing::info!(
+                    subnet = %route.subnet,
+                    peer = %route.endpoint,
+                    vni = %vni_field(target.vni),
+                    "peer route added"
+                );
                 Ok(())
             }
             ["peer", "del", subnet] => {
@@ -147,7 +152,12 @@ impl ControlContext {
                     .map_err(|e| format!("subnet {subnet:?}: {e}"))?;
                 match target.routes.remove(&subnet) {
                     Some(r) => {
-                        log::info!("peer removed: {} via {}", r.subnet, r.endpoint);
+                        tracing::info!(
+                            subnet = %r.subnet,
+                            peer = %r.endpoint,
+                            vni = %vni_field(target.vni),
+                            "peer route removed"
+                        );
                         Ok(())
                     }
                     None => Err(format!("no route for {subnet}")),
@@ -166,12 +176,13 @@ impl ControlContext {
             ["vtep", "add", endpoint] => {
                 let ep = self.parse_endpoint(endpoint)?;
                 target.routes.insert_vtep(ep).map_err(|e| e.to_string())?;
-                log::info!("vtep added: {ep}");
+                tracing::info!(peer = %ep, vni = %vni_field(target.vni), "vtep added");
                 Ok(())
             }
             ["vtep", "del", endpoint] => {
                 let ep = self.parse_endpoint(endpoint)?;
                 if target.routes.remove_vtep(&ep) {
+                    tracing::info!(peer = %ep, vni = %vni_field(target.vni), "vtep removed");
                     Ok(())
                 } else {
                     Err(format!("no vtep {ep}"))
@@ -180,7 +191,12 @@ impl ControlContext {
             ["fdb", "add", mac, endpoint] => {
                 let mac = parse_mac(mac)?;
                 let ep = self.parse_endpoint(endpoint)?;
-                target.routes.insert_fdb(mac, ep).map_err(|e| e.to_string())
+                target
+                    .routes
+                    .insert_fdb(mac, ep)
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(mac = %mac, peer = %ep, vni = %vni_field(target.vni), "static fdb entry added");
+                Ok(())
             }
             ["fdb", "del", mac] => {
                 let mac = parse_mac(mac)?;
@@ -271,6 +287,11 @@ impl ControlContext {
             vtep_mac,
         })
     }
+}
+
+/// A VNI as a log field: `-` for the UDP backend.
+fn vni_field(vni: Option<u32>) -> String {
+    vni.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
 fn parse_mac(text: &str) -> Result<EthernetAddress, String> {
@@ -438,7 +459,11 @@ impl RefusalLog {
             0 => String::new(),
             n => format!(" ({n} more refused since the last report)"),
         };
-        log::warn!("control socket {name}: refused a client with uid {uid} (only root and the daemon's user may use it){more}");
+        tracing::warn!(
+            socket = %name,
+            uid,
+            "refused a client (only root and the daemon's user may use the control socket){more}"
+        );
         self.last = Some(now);
         self.suppressed = 0;
     }
@@ -446,7 +471,7 @@ impl RefusalLog {
 
 fn serve(listener: UnixListener, ctx: Arc<ControlContext>, name: String) {
     if let Err(e) = serve_clients(listener, &ctx, &name) {
-        log::error!("control socket {name} stopped: {e}");
+        tracing::error!("control socket {name} stopped: {e}");
     }
 }
 
@@ -494,7 +519,7 @@ fn serve_clients(listener: UnixListener, ctx: &ControlContext, name: &str) -> io
                 continue;
             };
             let over = client.progress(ctx).unwrap_or_else(|e| {
-                log::debug!("control socket {name}: {e}");
+                tracing::debug!("control socket {name}: {e}");
                 true
             });
             if over {
@@ -529,7 +554,7 @@ fn accept(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
-                    log::warn!("control socket: cannot accept a client: {e}");
+                    tracing::warn!("control socket: cannot accept a client: {e}");
                 }
                 return;
             }

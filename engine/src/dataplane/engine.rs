@@ -516,7 +516,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
-            log::error!("{e}");
+            tracing::error!("{e}");
         }
     }
 }

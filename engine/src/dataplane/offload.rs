@@ -110,7 +110,7 @@ pub(crate) fn carries_ip(pkt: &[u8], l3_offset: usize) -> bool {
 /// not addressed to it, so nothing is forwarded or flooded.
 fn probe_gso_write<D: Device>(device: &mut D, l3_offset: usize) -> bool {
     if std::env::var_os(FAULT_REFUSE_GSO_WRITE).is_some() {
-        log::info!("{FAULT_REFUSE_GSO_WRITE} is set: treating GSO writes as refused");
+        tracing::info!("{FAULT_REFUSE_GSO_WRITE} is set: treating GSO writes as refused");
         return false;
     }
     const PAYLOAD: usize = 200;
@@ -154,7 +154,7 @@ fn probe_gso_write<D: Device>(device: &mut D, l3_offset: usize) -> bool {
     match device.send_vectored(&[IoSlice::new(&hdr), IoSlice::new(prefix), IoSlice::new(pkt)]) {
         Ok(_) => true,
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            log::warn!(
+            tracing::warn!(
                 "the kernel refuses GSO writes to the device ({e}); writing one packet at a time"
             );
             false
@@ -162,7 +162,7 @@ fn probe_gso_write<D: Device>(device: &mut D, l3_offset: usize) -> bool {
         Err(e) => {
             // Not the kernel's verdict on GSO (e.g. the device is down): keep them, a
             // refusal at runtime still turns them off.
-            log::debug!("GSO write probe inconclusive: {e}");
+            tracing::debug!("GSO write probe inconclusive: {e}");
             true
         }
     }
@@ -191,7 +191,7 @@ pub(crate) fn write_device<D: Device>(
         Ok(_) => true,
         Err(e) => {
             let len: usize = parts.iter().map(|p| p.len()).sum();
-            log::debug!("device write of {len} bytes failed: {e}");
+            tracing::debug!("device write of {len} bytes failed: {e}");
             local.drop(DropReason::IoError);
             false
         }
@@ -270,7 +270,7 @@ pub(crate) fn write_single<T: WriteTarget>(
             write_cut(target, pkt, hdr, local, scratch);
         }
         Err(e) => {
-            log::debug!("device write of {len} bytes failed: {e}");
+            tracing::debug!("device write of {len} bytes failed: {e}");
             local.drop(DropReason::IoError);
         }
     }
@@ -278,7 +278,9 @@ pub(crate) fn write_single<T: WriteTarget>(
 
 /// Turns coalesced writes off for a device whose kernel refused one.
 fn refuse_gso_writes<T: WriteTarget>(target: &mut T, local: &mut LocalCounters, e: &io::Error) {
-    log::warn!("the kernel refused a GSO write to the device ({e}); writing one packet at a time");
+    tracing::warn!(
+        "the kernel refused a GSO write to the device ({e}); writing one packet at a time"
+    );
     target.offload_mut().gso_write = false;
     local.gso_fallbacks += 1;
 }
@@ -314,7 +316,7 @@ fn write_cut<T: WriteTarget>(
                 local.rx_bytes += segment.len() as u64;
             }
             Err(e) => {
-                log::debug!("device write of {} bytes failed: {e}", segment.len());
+                tracing::debug!("device write of {} bytes failed: {e}", segment.len());
                 local.drop(DropReason::IoError);
             }
         }
@@ -415,7 +417,7 @@ pub(crate) fn write_groups<T: WriteTarget>(
                 write_alone(target, group.members, deliveries, rx_bufs, local, scratch);
             }
             Err(e) => {
-                log::debug!("device write of a {bytes}-byte super-packet failed: {e}");
+                tracing::debug!("device write of a {bytes}-byte super-packet failed: {e}");
                 local.drop(DropReason::IoError);
             }
         }

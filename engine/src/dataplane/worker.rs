@@ -334,7 +334,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
     /// queue is closed, the new one registered and its offloads detected as at start.
     fn replace_device(&mut self, index: usize, device: Box<dyn Any + Send>) {
         let Ok(device) = device.downcast::<D>() else {
-            log::error!(
+            tracing::error!(
                 "worker {}: a replacement device of another type; ignored",
                 self.id
             );
@@ -350,7 +350,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
             Token(DEVICE_BASE + index),
             Interest::READABLE,
         ) {
-            log::error!(
+            tracing::error!(
                 "worker {}: cannot register the new device queue: {e}",
                 self.id
             );
@@ -505,7 +505,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::warn!("device read failed: {e}");
+                    tracing::warn!("device read failed: {e}");
                     more = false;
                     break;
                 }
@@ -805,7 +805,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
             Err(e) => {
-                log::warn!("UDP receive failed: {e}");
+                tracing::warn!("UDP receive failed: {e}");
                 return false;
             }
         };
@@ -1016,7 +1016,7 @@ fn flush_queue(
                 q.sent += 1;
                 let Some(segment) = m.segment else {
                     // The first message failed (e.g. EMSGSIZE, ENETUNREACH): drop it alone.
-                    log::debug!("send of {} bytes to {} failed: {e}", m.range.len(), m.dest);
+                    tracing::debug!("send of {} bytes to {} failed: {e}", m.range.len(), m.dest);
                     local.drop(DropReason::IoError);
                     continue;
                 };
@@ -1028,7 +1028,7 @@ fn flush_queue(
                     slot.max_segments
                 } else {
                     if slot.gso {
-                        log::warn!(
+                        tracing::warn!(
                             "UDP GSO refused by the kernel ({e}); sending datagrams one by one"
                         );
                     }

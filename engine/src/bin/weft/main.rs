@@ -11,6 +11,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 use weft::control::config::{default_control_socket, Config};
 use weft::control::socket as control;
@@ -22,7 +26,7 @@ use weft_encap::table::Cidr;
 struct Cli {
     /// Log level: error, warn, info, debug or trace (or set WEFT_LOG).
     #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_level)]
-    log_level: Option<log::LevelFilter>,
+    log_level: Option<LevelFilter>,
     #[command(subcommand)]
     command: Command,
 }
@@ -177,25 +181,41 @@ impl Target {
     }
 }
 
-fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+fn parse_level(s: &str) -> Result<LevelFilter, String> {
     s.parse()
         .map_err(|_| "expected off, error, warn, info, debug or trace".to_owned())
 }
 
-/// Logs `weft: level: message` lines to stderr.
-struct StderrLogger;
+/// One line per event on stderr: `weft: <level>: <message> key=value ...` (the event's
+/// fields, e.g. `device=flannel0 peer=198.18.0.2:8285 vni=1`).
+struct LineFormat;
 
-impl log::Log for StderrLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::max_level()
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = event.metadata().level().as_str().to_ascii_lowercase();
+        write!(writer, "weft: {level}: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
     }
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            let level = record.level().as_str().to_ascii_lowercase();
-            let _ = writeln!(std::io::stderr(), "weft: {level}: {}", record.args());
-        }
-    }
-    fn flush(&self) {}
+}
+
+/// Sends every event (and the `log` records of the libraries) through `tracing` to stderr,
+/// up to `level`.
+fn init_logging(level: LevelFilter) {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .event_format(LineFormat)
+        .try_init();
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -256,10 +276,9 @@ fn main() -> ExitCode {
         std::env::var("WEFT_LOG")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(log::LevelFilter::Info)
+            .unwrap_or(LevelFilter::INFO)
     });
-    let _ = log::set_logger(&StderrLogger);
-    log::set_max_level(level);
+    init_logging(level);
 
     match cli.command {
         Command::Run { config } => match weft::control::daemon::run(&config) {

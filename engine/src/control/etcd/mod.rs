@@ -302,7 +302,7 @@ fn read_certificates(what: &'static str, path: &Path) -> Result<Vec<Certificate<
 fn tls_config(config: &EtcdConfig) -> Result<Option<TlsConfig>> {
     let (Some(cert_file), Some(key_file)) = (&config.cert_file, &config.key_file) else {
         if config.ca_file.is_some() || config.cert_file.is_some() || config.key_file.is_some() {
-            log::warn!(
+            tracing::warn!(
                 "etcd: TLS needs both a client certificate and its key; ignoring the CA, \
                  certificate or key file given alone and connecting without a client \
                  certificate (http:// endpoints are then insecure)"
@@ -573,14 +573,14 @@ impl Client {
             match attempt(endpoint) {
                 Ok(value) => {
                     if index != first {
-                        log::info!("etcd: now using {endpoint}");
+                        tracing::info!("etcd: now using {endpoint}");
                         self.preferred.store(index, Ordering::Relaxed);
                     }
                     return Ok(value);
                 }
                 Err(error) if error.is_unreachable() => {
                     if offset + 1 < count {
-                        log::warn!("{error}; trying the next endpoint");
+                        tracing::warn!("{error}; trying the next endpoint");
                     }
                     failure = Some(error);
                 }
@@ -623,7 +623,7 @@ impl Client {
                         && matches!(&error, EtcdError::Server { message, .. }
                             if message.contains("user name is empty"))) =>
             {
-                log::info!("{error}; authenticating again");
+                tracing::info!("{error}; authenticating again");
                 let state = self.authenticate(endpoint, credentials)?;
                 let token = match &state {
                     TokenState::Token(token) => Some(token.as_str()),
@@ -661,7 +661,9 @@ impl Client {
             Err(EtcdError::Server { message, .. })
                 if message.contains("authentication is not enabled") =>
             {
-                log::info!("etcd at {endpoint}: authentication is not enabled; sending no token");
+                tracing::info!(
+                    "etcd at {endpoint}: authentication is not enabled; sending no token"
+                );
                 TokenState::NotNeeded
             }
             Err(error) => return Err(error),
