@@ -103,6 +103,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         addresses: vec![args.address],
         mac: None,
         bridge: None,
+        persist: false,
     })?;
     let routes = RouteTable::new(args.peers)?;
     let local_v4 = match args.address.0 {

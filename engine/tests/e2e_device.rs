@@ -176,3 +176,146 @@ fn a_device_that_cannot_be_made_again_stops_the_daemon_with_one_line() {
         "{log}"
     );
 }
+
+/// Receives one TCP stream on port 5009: prints `bytes N` as it goes, then at the end
+/// `done <bytes> <sha256> <longest gap between reads in ms>`.
+const RECEIVER: &str = r#"
+import hashlib, socket, sys, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", 5009)); srv.listen(1); srv.settimeout(60)
+conn, _ = srv.accept(); conn.settimeout(30)
+h = hashlib.sha256(); n = 0; gap = 0.0; last = time.monotonic(); reported = 0
+while True:
+    data = conn.recv(65536)
+    now = time.monotonic()
+    if not data:
+        break
+    gap = max(gap, now - last); last = now
+    h.update(data); n += len(data)
+    if n - reported >= 1 << 20:
+        print("bytes", n, flush=True); reported = n
+print("done", n, h.hexdigest(), int(gap * 1000), flush=True)
+"#;
+
+/// Sends `sys.argv[2]` chunks of 64 KiB of seeded pseudo-random data to `sys.argv[1]:5009`,
+/// one every 10 ms, then prints `sent <bytes> <sha256>`.
+const SENDER: &str = r#"
+import hashlib, random, socket, sys, time
+rng = random.Random(7); h = hashlib.sha256(); n = 0
+s = socket.create_connection((sys.argv[1], 5009), timeout=30)
+for _ in range(int(sys.argv[2])):
+    chunk = rng.randbytes(65536)
+    s.sendall(chunk); h.update(chunk); n += len(chunk)
+    time.sleep(0.01)
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+print("sent", n, h.hexdigest(), flush=True)
+"#;
+
+#[test]
+fn a_restart_with_a_persistent_device_keeps_a_tcp_transfer_alive() {
+    require_root();
+    let bed = Testbed::two_hosts("dev-rst").expect("two hosts");
+    let (h1, h2) = (bed.host(1).netns(), bed.host(2).netns());
+    let toml = WeftConfig::udp(1, &[2])
+        .with_engine(EngineConfig::default().workers(2))
+        .to_toml()
+        .replacen("[device]\n", "[device]\npersist = true\n", 1);
+    assert!(toml.contains("persist = true"), "{toml}");
+    let config1 = ConfigFile::new(&toml).unwrap();
+    let config2 = WeftConfig::udp(2, &[1]).write().unwrap();
+    let _b = start(&bed, 2, &config2);
+    let mut a = start(&bed, 1, &config1);
+
+    let mut receiver = h2.spawn(&["python3", "-c", RECEIVER]).expect("receiver");
+    weft_testbed::wait_until(
+        std::time::Duration::from_secs(10),
+        "the receiver to listen",
+        || {
+            h2.exec_ok(&["ss", "-H", "-l", "-t", "-n"])
+                .is_ok_and(|s| s.contains(":5009"))
+        },
+    )
+    .unwrap();
+    // About 40 MiB over about 8 s, through two restarts.
+    let dest = overlay_addr(2).to_string();
+    let mut sender = h1
+        .spawn(&["python3", "-c", SENDER, &dest, "640"])
+        .expect("sender");
+    weft_testbed::wait_until(
+        std::time::Duration::from_secs(20),
+        "4 MiB to arrive",
+        || {
+            receiver
+                .stdout()
+                .lines()
+                .filter_map(|l| l.strip_prefix("bytes "))
+                .filter_map(|n| n.parse::<u64>().ok())
+                .any(|n| n >= 4 << 20)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", receiver.stderr(), sender.stderr()));
+
+    // The daemon restarts (an upgrade, say) in the middle of the transfer.
+    let status = a.stop(std::time::Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}\n{}", a.log());
+    let kept = h1
+        .ip(&["-o", "-4", "addr", "show", "dev", DEFAULT_DEVICE])
+        .expect("the device stays");
+    assert!(kept.contains("100.96.1.0/16"), "{kept}");
+    let mut a2 = start(&bed, 1, &config1);
+    assert!(a2.log().contains("adopting"), "{}", a2.log());
+
+    // Later it crashes (SIGKILL: nothing is cleaned up) and is started again.
+    weft_testbed::wait_until(
+        std::time::Duration::from_secs(30),
+        "20 MiB to arrive",
+        || {
+            receiver
+                .stdout()
+                .lines()
+                .filter_map(|l| l.strip_prefix("bytes "))
+                .filter_map(|n| n.parse::<u64>().ok())
+                .any(|n| n >= 20 << 20)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", receiver.stderr(), a2.log()));
+    a2.process().signal("KILL").unwrap();
+    a2.process()
+        .wait_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let a2 = start(&bed, 1, &config1);
+    assert!(a2.log().contains("adopting"), "{}", a2.log());
+
+    let finished = |child: &mut weft_testbed::NsChild| !child.is_running();
+    weft_testbed::wait_until(
+        std::time::Duration::from_secs(60),
+        "the transfer to end",
+        || finished(&mut sender) && finished(&mut receiver),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", receiver.stdout(), sender.stderr()));
+    let sent = sender.stdout();
+    let got = receiver.stdout();
+    let sent: Vec<&str> = sent
+        .lines()
+        .find_map(|l| l.strip_prefix("sent "))
+        .unwrap_or_else(|| panic!("sender: {sent}\n{}", sender.stderr()))
+        .split(' ')
+        .collect();
+    let done: Vec<&str> = got
+        .lines()
+        .find_map(|l| l.strip_prefix("done "))
+        .unwrap_or_else(|| panic!("receiver: {got}\n{}", receiver.stderr()))
+        .split(' ')
+        .collect();
+    assert_eq!(
+        sent[..2],
+        done[..2],
+        "bytes and SHA-256 through the restart"
+    );
+    let gap_ms: u64 = done[2].parse().unwrap();
+    println!("restart with a persistent device: the transfer paused for {gap_ms} ms at most");
+    assert!(gap_ms < 5_000, "the connection stalled for {gap_ms} ms");
+    drop(a2);
+    // Leave nothing behind: the persistent device goes with the namespace.
+}

@@ -196,6 +196,10 @@ pub struct DeviceConfig {
     pub address6: Option<Ipv6Addr>,
     /// `mtu`; `None` = underlay MTU minus the encapsulation overhead.
     pub mtu: Option<u32>,
+    /// `persist`: the device (and every `[[vni]]` device) is made persistent and left
+    /// configured when weft stops, so that a restarted weft adopts it again and traffic only
+    /// pauses (no TCP connection through it breaks).
+    pub persist: bool,
 }
 
 /// `[icmp]`: the rate limit of generated ICMP errors.
@@ -291,6 +295,8 @@ struct RawDevice {
     address6: Option<String>,
     mtu: Option<i64>,
     bridge: Option<String>,
+    #[serde(default)]
+    persist: bool,
 }
 
 fn default_device_name() -> String {
@@ -1189,6 +1195,7 @@ impl Config {
                 address6,
                 mtu,
                 bridge: d.bridge.clone(),
+                persist: d.persist,
             },
             listen,
             listen6,

@@ -484,7 +484,10 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
     }
     drop(control);
     let stopped = engine.shutdown();
-    if adopted.is_empty() {
+    if config.device.persist {
+        drop(adopted);
+        tracing::info!(device = %config.device.name, "stopped; the device stays for the next start (persist)");
+    } else if adopted.is_empty() {
         tracing::info!("stopped; device {} removed", config.device.name);
     } else {
         drop(adopted);
@@ -632,6 +635,7 @@ fn plan_devices(config: &Config, mtus: &Mtus) -> Result<Vec<DevicePlan>, DaemonE
                 .filter(|v| v.mode == VxlanMode::L2)
                 .map(|v| v.vtep_mac.0),
             bridge: config.device.bridge.clone(),
+            persist: config.device.persist,
         },
         routes,
         vni: first_vni,
@@ -680,6 +684,7 @@ fn plan_devices(config: &Config, mtus: &Mtus) -> Result<Vec<DevicePlan>, DaemonE
                 addresses: extra.address.into_iter().collect(),
                 mac: (extra.mode == VxlanMode::L2).then_some(mac.0),
                 bridge: extra.bridge.clone(),
+                persist: config.device.persist,
             },
             routes,
             vni,

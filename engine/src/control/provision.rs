@@ -70,6 +70,9 @@ pub struct TunSetup {
     pub mac: Option<[u8; 6]>,
     /// A bridge to enslave the device to (it must exist).
     pub bridge: Option<String>,
+    /// Make the device persistent and leave it configured when weft stops (a restart
+    /// adopts it again, so traffic only pauses): `[device] persist`.
+    pub persist: bool,
 }
 
 impl TunSetup {
@@ -154,6 +157,8 @@ pub struct Adopted {
     enslaved: bool,
     ipv6_disabled: bool,
     single_queue: bool,
+    /// Leave it as weft configured it (`[device] persist`): nothing is undone.
+    keep: bool,
 }
 
 impl Adopted {
@@ -171,6 +176,10 @@ impl Adopted {
 
 impl Drop for Adopted {
     fn drop(&mut self) {
+        if self.keep {
+            tracing::info!(device = %self.name, "the device stays configured for the next start (persist)");
+            return;
+        }
         let Ok(mut nl) = Netlink::open() else {
             tracing::warn!("cannot restore device {}: no netlink socket", self.name);
             return;
@@ -295,7 +304,12 @@ pub fn create_tun(setup: &TunSetup) -> Result<(Tun, Option<Adopted>), SetupError
         enslaved: false,
         ipv6_disabled: false,
         single_queue,
+        keep: setup.persist,
     });
+    if setup.persist {
+        tun.set_persist(true)
+            .map_err(configure("make the device persistent".into()))?;
+    }
     nl.set_mtu(link.index, setup.mtu)
         .map_err(configure(format!("set MTU {}", setup.mtu)))?;
     if !setup.has_ipv6() {

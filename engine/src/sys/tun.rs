@@ -263,6 +263,16 @@ impl Tun {
         self.offload = flags;
         Ok(())
     }
+
+    /// Makes the device persistent (`TUNSETPERSIST`): it stays, with its addresses and
+    /// routes, when its last queue closes (a restarted daemon attaches to it again); `false`
+    /// makes it go with its last queue again.
+    pub fn set_persist(&self, on: bool) -> io::Result<()> {
+        let arg = libc::c_ulong::from(on);
+        // SAFETY: TUNSETPERSIST takes an integer argument and dereferences no pointer.
+        cvt(unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETPERSIST, arg) })?;
+        Ok(())
+    }
 }
 
 impl AsRawFd for Tun {
