@@ -153,3 +153,131 @@ fn metrics_health_and_readiness_are_served_with_labelled_counters() {
     let stats_tx = a.stats().unwrap().get("tx_packets").unwrap();
     assert!(stats_tx >= tx, "{stats_tx} < {tx}");
 }
+
+/// `CapEff`, `CapPrm` and `CapBnd` of every thread of process `pid`.
+fn thread_capabilities(pid: u32) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads") {
+        let task = task.unwrap().path();
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        out.push((
+            name.trim().to_owned(),
+            field("CapEff:"),
+            field("CapPrm:"),
+            field("CapBnd:"),
+        ));
+    }
+    out
+}
+
+/// CAP_NET_ADMIN (12) alone, as /proc prints capability sets.
+const NET_ADMIN_ONLY: &str = "0000000000001000";
+
+#[test]
+fn after_setup_the_daemon_keeps_only_cap_net_admin_in_every_thread() {
+    let mut cluster = UdpCluster::two_hosts("e2e-caps", false);
+    let pid = cluster.a.process().id();
+    let threads = thread_capabilities(pid);
+    assert!(threads.len() >= 3, "{threads:?}");
+    for (name, eff, prm, bnd) in &threads {
+        assert_eq!(
+            (eff.as_str(), prm.as_str(), bnd.as_str()),
+            (NET_ADMIN_ONLY, NET_ADMIN_ONLY, NET_ADMIN_ONLY),
+            "thread {name}: {threads:?}"
+        );
+    }
+    // And it still does its job, device upkeep included.
+    assert!(stat(&cluster.a, "tx_packets") < u64::MAX);
+    let h1 = cluster.host(1);
+    assert!(weft_testbed::ping(h1, weft_testbed::overlay_addr(2), 1)
+        .unwrap()
+        .all_received());
+}
+
+#[test]
+fn a_non_root_user_given_cap_net_admin_runs_the_daemon() {
+    let mut cluster = UdpCluster::two_hosts("e2e-nonroot", false);
+    // Host 1's root daemon makes way for one run by `nobody`.
+    cluster
+        .a
+        .stop(std::time::Duration::from_secs(10))
+        .expect("stop host 1's root daemon");
+    let h1 = cluster.host(1);
+    let exe = common::weft_exe();
+    let config = cluster.configs[0].path().to_str().unwrap().to_owned();
+    // /dev/net/tun is 0666 on Debian, but 0600 in some containers: the daemon gets a 0666
+    // node of its own in a private mount namespace (the host's is left alone).
+    let dev = weft_testbed::TempDir::new("weft-dev").unwrap();
+    let dev = dev.path().to_str().unwrap().to_owned();
+    // The capabilities the example systemd unit gives, with its NoNewPrivileges.
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/weft.service"),
+    )
+    .expect("examples/weft.service");
+    assert!(unit.lines().any(|l| l == "NoNewPrivileges=yes"), "{unit}");
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities in the unit")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let caps = caps.join(",");
+    let script = format!(
+        "mount -t tmpfs -o mode=755 tmpfs {dev} && mknod -m 666 {dev}/tun c 10 200 && \
+         mount --bind {dev}/tun /dev/net/tun && exec setpriv --reuid=nobody --regid=nogroup \
+         --clear-groups --no-new-privs --inh-caps={caps} --ambient-caps={caps} {} run \
+         --config {config}",
+        exe.to_str().unwrap()
+    );
+    let mut daemon = h1
+        .spawn(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .expect("start weft as nobody");
+    weft_testbed::wait_until(
+        std::time::Duration::from_secs(20),
+        "the daemon to come up",
+        || {
+            h1.exec(&[exe.to_str().unwrap(), "stats"])
+                .is_ok_and(|o| o.status.success())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.stderr()));
+    let summary = weft_testbed::ping(h1, weft_testbed::overlay_addr(2), 2).unwrap();
+    assert!(summary.all_received(), "{summary}\n{}", daemon.stderr());
+    let pid = daemon.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "{status}"
+    );
+    for (name, eff, prm, _) in thread_capabilities(pid) {
+        assert_eq!(
+            (eff.as_str(), prm.as_str()),
+            (NET_ADMIN_ONLY, NET_ADMIN_ONLY),
+            "thread {name}"
+        );
+    }
+    daemon.signal("TERM").unwrap();
+    let exit = daemon
+        .wait_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(exit.success(), "{exit}\n{}", daemon.stderr());
+}

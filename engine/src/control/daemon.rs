@@ -324,6 +324,22 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         });
     }
 
+    // The metrics port may be a privileged one: bind it while that is allowed.
+    let metrics_listener = match config.metrics {
+        Some(addr) => {
+            Some(
+                std::net::TcpListener::bind(addr).map_err(|source| DaemonError::Metrics {
+                    path: file.clone(),
+                    addr,
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    // Everything privileged but device upkeep is done: keep CAP_NET_ADMIN only, before any
+    // thread (workers, control, metrics) starts.
+    setup::drop_capabilities();
     // The source-port sockets only send: what anyone sends to them is dropped by the kernel
     // before it takes any buffer.
     for socket in queues.iter().flat_map(|q| &q.source_sockets) {
@@ -393,10 +409,10 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         source,
     })?;
 
-    let metrics = match config.metrics {
-        Some(addr) => Some(
-            MetricsServer::start(
-                addr,
+    let metrics = match (metrics_listener, config.metrics) {
+        (Some(listener), Some(addr)) => Some(
+            MetricsServer::serve(
+                listener,
                 metrics_context(
                     &config,
                     &plans,
@@ -411,7 +427,7 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
                 source,
             })?,
         ),
-        None => None,
+        _ => None,
     };
     if let Some(m) = &metrics {
         tracing::info!(

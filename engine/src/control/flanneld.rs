@@ -972,6 +972,8 @@ fn serve_health(addr: SocketAddr, ready: Ready) -> Result<(), FlannelError> {
     std::thread::Builder::new()
         .name("weft-healthz".into())
         .spawn(move || {
+            // This thread only answers on a bound socket: it needs no capability at all.
+            crate::control::provision::drop_thread_capabilities();
             for stream in listener.incoming().flatten() {
                 let _ = answer_health(stream, &ready);
             }

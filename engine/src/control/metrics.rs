@@ -186,7 +186,12 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Binds `addr` and serves on a thread of its own.
     pub fn start(addr: SocketAddr, ctx: MetricsContext) -> io::Result<MetricsServer> {
-        let listener = TcpListener::bind(addr)?;
+        MetricsServer::serve(TcpListener::bind(addr)?, ctx)
+    }
+
+    /// Serves on `listener` (bound earlier, e.g. before privileges were dropped) on a thread
+    /// of its own.
+    pub fn serve(listener: TcpListener, ctx: MetricsContext) -> io::Result<MetricsServer> {
         let addr = listener.local_addr()?;
         let ctx = Arc::new(ctx);
         std::thread::Builder::new()

@@ -360,6 +360,57 @@ pub fn create_tun(setup: &TunSetup) -> Result<(Tun, Option<Adopted>), SetupError
     Ok((tun, adopted))
 }
 
+/// Keeps only what the running daemon needs: `CAP_NET_ADMIN` (devices, addresses, a deleted
+/// device made again, socket buffer sizes) and nothing else in the permitted, effective,
+/// inheritable and ambient sets; the bounding set is cut down too where that is allowed
+/// (it needs `CAP_SETPCAP`, which a non-root user given only `CAP_NET_ADMIN` lacks). Call
+/// it once the sockets are bound and the devices made: it applies to the calling thread and
+/// to every thread it starts afterwards. Best effort: what cannot be dropped is logged.
+pub fn drop_capabilities() {
+    use caps::{CapSet, Capability};
+    let keep: caps::CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
+    let had = caps::read(None, CapSet::Permitted).unwrap_or_default();
+    if let Ok(bounding) = caps::read(None, CapSet::Bounding) {
+        for cap in bounding.difference(&keep) {
+            if caps::drop(None, CapSet::Bounding, *cap).is_err() {
+                break; // no CAP_SETPCAP: the bounding set stays, the other sets do not
+            }
+        }
+    }
+    let _ = caps::clear(None, CapSet::Ambient);
+    let kept: caps::CapsHashSet = had.intersection(&keep).copied().collect();
+    let none = caps::CapsHashSet::new();
+    for (set, target) in [
+        (CapSet::Inheritable, &none),
+        (CapSet::Effective, &kept),
+        (CapSet::Permitted, &kept),
+    ] {
+        if let Err(e) = caps::set(None, set, target) {
+            tracing::warn!("cannot drop capabilities from the {set:?} set: {e}");
+        }
+    }
+    let dropped = had.len().saturating_sub(kept.len());
+    if kept.is_empty() {
+        tracing::warn!("running without CAP_NET_ADMIN: a deleted device cannot be made again");
+    } else {
+        tracing::info!(dropped, "capabilities: only CAP_NET_ADMIN kept");
+    }
+}
+
+/// Drops every capability of the calling thread (for a helper thread started before
+/// [`drop_capabilities`] that needs none); best effort.
+pub fn drop_thread_capabilities() {
+    use caps::CapSet;
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        let _ = caps::clear(None, set);
+    }
+}
+
 /// The MTU of the interface that holds `addr`, if some interface does.
 pub fn interface_mtu(addr: IpAddr) -> Result<Option<u32>, SetupError> {
     if addr.is_unspecified() {
