@@ -442,6 +442,7 @@ impl Mmsg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::test_support::skip_unless_root;
     use crate::sys::test_support::{in_private_netns, wait_readable};
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
@@ -567,16 +568,19 @@ mod tests {
 
     #[test]
     fn batch_of_64_over_ipv4() {
+        skip_unless_root!();
         in_private_netns(|| batch_round_trip("127.0.0.1:0", "127.0.0.1:0"));
     }
 
     #[test]
     fn batch_of_64_over_ipv6() {
+        skip_unless_root!();
         in_private_netns(|| batch_round_trip("[::1]:0", "[::1]:0"));
     }
 
     #[test]
     fn empty_socket_would_block() {
+        skip_unless_root!();
         in_private_netns(|| {
             let receiver = socket("127.0.0.1:0");
             let mut rx = Mmsg::new(8);
@@ -592,6 +596,7 @@ mod tests {
 
     #[test]
     fn short_buffer_sets_truncated() {
+        skip_unless_root!();
         in_private_netns(|| {
             let sender = socket("127.0.0.1:0");
             let receiver = socket("127.0.0.1:0");
@@ -615,6 +620,7 @@ mod tests {
 
     #[test]
     fn out_of_range_input_is_rejected_before_any_io() {
+        skip_unless_root!();
         in_private_netns(|| {
             let sender = socket("127.0.0.1:0");
             let receiver = socket("127.0.0.1:0");
@@ -684,6 +690,7 @@ mod tests {
 
     #[test]
     fn batches_are_capped_at_capacity() {
+        skip_unless_root!();
         in_private_netns(|| {
             let sender = socket("127.0.0.1:0");
             let receiver = socket("127.0.0.1:0");
@@ -713,6 +720,7 @@ mod tests {
 
     #[test]
     fn dual_stack_socket_reports_ipv4_peers_as_v4() {
+        skip_unless_root!();
         in_private_netns(|| {
             let v4 = socket("127.0.0.1:0");
             let dual = socket("[::]:0");

@@ -203,12 +203,13 @@ pub fn unshare_netns() -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 #[cfg(test)]
 mod tests {
     use super::test_support::{in_private_netns, NamedNetns};
     use super::*;
+    use crate::sys::test_support::skip_unless_root;
     use std::os::unix::net::UnixStream;
 
     #[test]
@@ -228,6 +229,7 @@ mod tests {
 
     #[test]
     fn unshare_gives_only_a_down_loopback() {
+        skip_unless_root!();
         std::thread::spawn(|| {
             unshare_netns().unwrap();
             let mut nl = Netlink::open().unwrap();
@@ -242,6 +244,7 @@ mod tests {
 
     #[test]
     fn private_netns_helper_brings_lo_up() {
+        skip_unless_root!();
         in_private_netns(|| {
             let mut nl = Netlink::open().unwrap();
             assert!(nl.link_by_name("lo").unwrap().unwrap().up);
@@ -250,6 +253,7 @@ mod tests {
 
     #[test]
     fn enter_netns_moves_only_this_thread() {
+        skip_unless_root!();
         let ns = NamedNetns::create();
         let path = ns.path();
         // Mark the named namespace with a veth pair so we can tell it apart (this kernel has

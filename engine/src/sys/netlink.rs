@@ -868,6 +868,7 @@ impl Netlink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::test_support::skip_unless_root;
     use crate::sys::test_support::{in_private_netns, ip};
     use crate::sys::tun::{Tun, TunOptions};
 
@@ -945,6 +946,7 @@ mod tests {
 
     #[test]
     fn stale_replies_are_skipped() {
+        skip_unless_root!();
         in_private_netns(|| {
             let mut nl = Netlink::open().unwrap();
             // A request whose answer nobody reads, as if an earlier call had failed half-way.
@@ -962,6 +964,7 @@ mod tests {
 
     #[test]
     fn links_and_lookups() {
+        skip_unless_root!();
         in_private_netns(|| {
             let mut nl = Netlink::open().unwrap();
             let lo = nl.link_by_name("lo").unwrap().unwrap();
@@ -994,6 +997,7 @@ mod tests {
 
     #[test]
     fn errors_keep_errno() {
+        skip_unless_root!();
         in_private_netns(|| {
             let mut nl = Netlink::open().unwrap();
             let tun = Tun::open("wt0", &TunOptions::default()).unwrap();
@@ -1041,6 +1045,7 @@ mod tests {
 
     #[test]
     fn routes_are_added_replaced_and_deleted() {
+        skip_unless_root!();
         in_private_netns(|| {
             let mut nl = Netlink::open().unwrap();
             let tun = Tun::open("wt0", &TunOptions::default()).unwrap();
@@ -1099,6 +1104,7 @@ mod tests {
 
     #[test]
     fn link_with_address_finds_the_underlay() {
+        skip_unless_root!();
         in_private_netns(|| {
             let mut nl = Netlink::open().unwrap();
             let (a, b) = veth_pair(&mut nl, "wtu0", "wtu1");
@@ -1128,6 +1134,7 @@ mod tests {
 
     #[test]
     fn large_dumps_span_several_datagrams() {
+        skip_unless_root!();
         in_private_netns(|| {
             let mut nl = Netlink::open().unwrap();
             let (a, _) = veth_pair(&mut nl, "wtd0", "wtd1");
@@ -1147,6 +1154,7 @@ mod tests {
 
     #[test]
     fn permanent_neighbours() {
+        skip_unless_root!();
         in_private_netns(|| {
             let mut nl = Netlink::open().unwrap();
             let (a, _) = veth_pair(&mut nl, "wtn0", "wtn1");

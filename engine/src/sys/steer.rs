@@ -209,6 +209,7 @@ pub fn refuse_input(socket: impl AsFd) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::sys::test_support::in_private_netns;
+    use crate::sys::test_support::skip_unless_root;
     use socket2::{Domain, Protocol, Socket, Type};
     use std::net::{SocketAddr, UdpSocket};
     use std::time::Duration;
@@ -258,6 +259,7 @@ mod tests {
 
     #[test]
     fn the_program_is_accepted_and_spreads_inner_flows_over_the_group() {
+        skip_unless_root!();
         in_private_netns(|| {
             let addr: SocketAddr = "127.0.0.1:8285".parse().unwrap();
             let group = [member(addr), member(addr)];
@@ -327,6 +329,7 @@ mod tests {
 
     #[test]
     fn a_socket_that_refuses_input_queues_nothing() {
+        skip_unless_root!();
         in_private_netns(|| {
             let refusing = UdpSocket::bind("127.0.0.1:0").unwrap();
             refuse_input(&refusing).expect("the kernel accepts the filter");

@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 
 use super::netlink::Netlink;
 
+/// Ends the calling test early, passing, with a note on stderr, when it does not run as
+/// root: a test that needs a network namespace or a device skips cleanly in an unprivileged
+/// `cargo test` instead of failing on `EPERM`. CI runs every test as root.
+macro_rules! skip_unless_root {
+    () => {
+        if !weft_testbed::is_root() {
+            eprintln!("skipped: this test needs root (network namespaces, devices)");
+            return;
+        }
+    };
+}
+pub(crate) use skip_unless_root;
+
 /// Runs `f` on a fresh thread that first moves into a private network namespace (with `lo`
 /// brought up). The namespace disappears when the thread ends and its fds are closed, also when
 /// `f` panics; the panic is forwarded to the caller.

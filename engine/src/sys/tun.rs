@@ -321,6 +321,7 @@ impl mio::event::Source for Tun {
 mod tests {
     use super::*;
     use crate::sys::netlink::Netlink;
+    use crate::sys::test_support::skip_unless_root;
     use crate::sys::test_support::{in_private_netns, ip};
     use std::net::{IpAddr, Ipv4Addr, UdpSocket};
     use std::time::{Duration, Instant};
@@ -400,6 +401,7 @@ mod tests {
 
     #[test]
     fn tun_carries_packets_both_ways() {
+        skip_unless_root!();
         in_private_netns(|| {
             let mut tun = Tun::open("wt0", &TunOptions::default()).unwrap();
             assert_eq!(tun.name(), "wt0");
@@ -448,6 +450,7 @@ mod tests {
 
     #[test]
     fn read_without_packets_would_block() {
+        skip_unless_root!();
         in_private_netns(|| {
             let tun = Tun::open("wt0", &TunOptions::default()).unwrap();
             let err = tun.read(&mut [0u8; 1500]).unwrap_err();
@@ -457,6 +460,7 @@ mod tests {
 
     #[test]
     fn name_template_and_empty_name_get_a_kernel_name() {
+        skip_unless_root!();
         in_private_netns(|| {
             let a = Tun::open("wt%d", &TunOptions::default()).unwrap();
             let b = Tun::open("wt%d", &TunOptions::default()).unwrap();
@@ -482,6 +486,7 @@ mod tests {
 
     #[test]
     fn kernel_rejections_keep_errno() {
+        skip_unless_root!();
         in_private_netns(|| {
             let err = Tun::open("wt/0", &TunOptions::default()).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
@@ -494,6 +499,7 @@ mod tests {
 
     #[test]
     fn device_disappears_with_its_last_queue() {
+        skip_unless_root!();
         in_private_netns(|| {
             let mut nl = Netlink::open().unwrap();
             let tun = Tun::open("wt0", &TunOptions::default()).unwrap();
@@ -505,6 +511,7 @@ mod tests {
 
     #[test]
     fn multi_queue_device_takes_several_queues() {
+        skip_unless_root!();
         in_private_netns(|| {
             let options = TunOptions {
                 multi_queue: true,
@@ -525,6 +532,7 @@ mod tests {
 
     #[test]
     fn tap_with_mac_and_vnet_header() {
+        skip_unless_root!();
         in_private_netns(|| {
             let options = TunOptions {
                 kind: DeviceKind::Tap,
@@ -550,6 +558,7 @@ mod tests {
 
     #[test]
     fn from_fd_recovers_name_and_kind() {
+        skip_unless_root!();
         in_private_netns(|| {
             let options = TunOptions {
                 kind: DeviceKind::Tap,
