@@ -559,6 +559,29 @@ fn hostile_inputs_never_panic() {
         state
     };
     let base = v4_packet([100, 96, 2, 7], [100, 96, 1, 5], 64, 60, false);
+    // Every verdict's range lies in the buffer; what is delivered or sent is a whole,
+    // well-formed IP packet of the length its header says; and the generator reaches both
+    // outcomes, not only drops.
+    let check = |v: &Verdict, buf: &[u8]| -> bool {
+        let range = match v {
+            Verdict::Drop(_) => return false,
+            Verdict::SendToPeer { range, .. }
+            | Verdict::SendTrain { range, .. }
+            | Verdict::Flood { range, .. }
+            | Verdict::DeliverToDevice { range, .. }
+            | Verdict::ReplyToDevice { range, .. }
+            | Verdict::ReplyToPeer { range, .. } => range.clone(),
+        };
+        assert!(
+            range.start <= range.end && range.end <= buf.len(),
+            "{v:?} outside {} bytes",
+            buf.len()
+        );
+        let inner = parse_inner(&buf[range.clone()]).unwrap_or_else(|| panic!("{v:?}: not IP"));
+        assert_eq!(inner.len, range.len(), "{v:?}");
+        true
+    };
+    let (mut delivered, mut sent) = (0, 0);
     for _ in 0..20_000 {
         let mut pkt = base.clone();
         let flips = next() % 6;
@@ -566,9 +589,14 @@ fn hostile_inputs_never_panic() {
             let i = (next() as usize) % pkt.len();
             pkt[i] = next() as u8;
         }
-        let len = (next() as usize) % (pkt.len() + 1);
+        // Whole half the time, cut anywhere otherwise.
+        let len = if next() % 2 == 0 {
+            pkt.len()
+        } else {
+            (next() as usize) % (pkt.len() + 1)
+        };
         let mut buf = buffer(&pkt);
-        let _ = b.handle_datagram(
+        let v = b.handle_datagram(
             &table,
             B_UNDERLAY.parse().unwrap(),
             &mut buf,
@@ -576,9 +604,15 @@ fn hostile_inputs_never_panic() {
             len,
             0,
         );
+        delivered += usize::from(check(&v, &buf));
         let mut buf = buffer(&pkt);
-        let _ = b.handle_device_packet(&table, &mut buf, HEADROOM, len, next() % 100_000);
+        let v = b.handle_device_packet(&table, &mut buf, HEADROOM, len, next() % 100_000);
+        sent += usize::from(check(&v, &buf));
     }
+    assert!(
+        delivered > 1000 && sent > 100,
+        "{delivered} delivered, {sent} sent or answered"
+    );
 }
 
 #[test]
