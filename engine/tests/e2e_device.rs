@@ -212,6 +212,21 @@ s.recv(1)
 print("sent", n, h.hexdigest(), flush=True)
 "#;
 
+/// Waits until [`RECEIVER`] in `receiver` has said it got at least `bytes`; `context` goes
+/// into the failure.
+fn wait_received(receiver: &weft_testbed::NsChild, bytes: u64, context: &str) {
+    let what = format!("{bytes} bytes to arrive");
+    weft_testbed::wait_until(std::time::Duration::from_secs(30), &what, || {
+        receiver
+            .stdout()
+            .lines()
+            .filter_map(|l| l.strip_prefix("bytes "))
+            .filter_map(|n| n.parse::<u64>().ok())
+            .any(|n| n >= bytes)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{context}", receiver.stderr()));
+}
+
 #[test]
 fn a_restart_with_a_persistent_device_keeps_a_tcp_transfer_alive() {
     require_root();
@@ -242,19 +257,7 @@ fn a_restart_with_a_persistent_device_keeps_a_tcp_transfer_alive() {
     let mut sender = h1
         .spawn(&["python3", "-c", SENDER, &dest, "640"])
         .expect("sender");
-    weft_testbed::wait_until(
-        std::time::Duration::from_secs(20),
-        "4 MiB to arrive",
-        || {
-            receiver
-                .stdout()
-                .lines()
-                .filter_map(|l| l.strip_prefix("bytes "))
-                .filter_map(|n| n.parse::<u64>().ok())
-                .any(|n| n >= 4 << 20)
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", receiver.stderr(), sender.stderr()));
+    wait_received(&receiver, 4 << 20, &sender.stderr());
 
     // The daemon restarts (an upgrade, say) in the middle of the transfer.
     let status = a.stop(std::time::Duration::from_secs(10)).unwrap();
@@ -267,19 +270,7 @@ fn a_restart_with_a_persistent_device_keeps_a_tcp_transfer_alive() {
     assert!(a2.log().contains("adopting"), "{}", a2.log());
 
     // Later it crashes (SIGKILL: nothing is cleaned up) and is started again.
-    weft_testbed::wait_until(
-        std::time::Duration::from_secs(30),
-        "20 MiB to arrive",
-        || {
-            receiver
-                .stdout()
-                .lines()
-                .filter_map(|l| l.strip_prefix("bytes "))
-                .filter_map(|n| n.parse::<u64>().ok())
-                .any(|n| n >= 20 << 20)
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", receiver.stderr(), a2.log()));
+    wait_received(&receiver, 20 << 20, &a2.log());
     a2.process().signal("KILL").unwrap();
     a2.process()
         .wait_timeout(std::time::Duration::from_secs(10))

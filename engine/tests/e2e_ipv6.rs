@@ -53,24 +53,22 @@ fn ping6(bed: &Testbed, from: u8, to: &str) -> bool {
     out.status.success()
 }
 
-fn run(backend: &str) {
+/// Two hosts with an IPv6 underlay address next to the IPv4 one, weft on both with the
+/// configuration `config(backend, me, peer)` gives; checks that the device MTU leaves room
+/// for the IPv6 underlay's longer headers.
+fn start_pair(
+    name: &str,
+    backend: &str,
+    config: fn(&str, u8, u8) -> String,
+) -> (Testbed, Vec<(WeftDaemon, ConfigFile)>) {
     assert!(
         weft_testbed::is_root(),
         "this end-to-end test builds network namespaces: run it as root"
     );
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
-    let bed = Testbed::two_hosts(&format!("w6{}", &backend[..1])).unwrap();
+    let bed = Testbed::two_hosts(&format!("{name}{}", &backend[..1])).unwrap();
     for n in [1u8, 2] {
-        let ns = bed.host(n).netns();
-        ns.ip(&[
-            "addr",
-            "add",
-            &format!("fd00:198:18::{n}/64"),
-            "dev",
-            "u0",
-            "nodad",
-        ])
-        .unwrap();
+        weft_testbed::add_underlay_addr6(bed.host(n).netns(), n).unwrap();
     }
     let mut daemons = Vec::new();
     for (me, peer) in [(1u8, 2u8), (2, 1)] {
@@ -78,7 +76,6 @@ fn run(backend: &str) {
         let daemon = WeftDaemon::start(exe, bed.host(me).netns(), file.path(), "weft6").unwrap();
         daemons.push((daemon, file));
     }
-    // The device MTU leaves room for the IPv6 underlay's larger headers.
     let link = bed
         .host(1)
         .netns()
@@ -90,6 +87,11 @@ fn run(backend: &str) {
         "mtu 1430"
     };
     assert!(link.contains(expected), "{backend}: {link}");
+    (bed, daemons)
+}
+
+fn run(backend: &str) {
+    let (bed, daemons) = start_pair("w6", backend, config);
     for (from, to) in [(1u8, "fd00:100:96:2::1"), (2, "fd00:100:96:1::1")] {
         wait_until(
             Duration::from_secs(10),
@@ -164,33 +166,8 @@ fn captured(capture: &weft_testbed::PacketCapture) -> usize {
 }
 
 fn run_dual_stack(backend: &str) {
-    assert!(
-        weft_testbed::is_root(),
-        "this end-to-end test builds network namespaces: run it as root"
-    );
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
-    let bed = Testbed::two_hosts(&format!("wd{}", &backend[..1])).unwrap();
-    for n in [1u8, 2] {
-        weft_testbed::add_underlay_addr6(bed.host(n).netns(), n).unwrap();
-    }
-    let mut daemons = Vec::new();
-    for (me, peer) in [(1u8, 2u8), (2, 1)] {
-        let file = ConfigFile::new(&dual_stack_config(backend, me, peer)).unwrap();
-        let daemon = WeftDaemon::start(exe, bed.host(me).netns(), file.path(), "weft6").unwrap();
-        daemons.push((daemon, file));
-    }
     // The one device carries both families: its MTU fits the IPv6 underlay's headers.
-    let link = bed
-        .host(1)
-        .netns()
-        .ip(&["-o", "link", "show", "weft6"])
-        .unwrap();
-    let expected = if backend == UDP {
-        "mtu 1452"
-    } else {
-        "mtu 1430"
-    };
-    assert!(link.contains(expected), "{backend}: {link}");
+    let (bed, daemons) = start_pair("wd", backend, dual_stack_config);
 
     let port = if backend == UDP { "8285" } else { "8472" };
     let h2 = bed.host(2).netns();

@@ -11,7 +11,7 @@
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use super::cvt;
 
@@ -163,23 +163,11 @@ pub(crate) fn flow_program(sockets: u32) -> Vec<libc::sock_filter> {
 /// Attaches [`flow_program`] to the reuseport group of `socket` (any member; the group has
 /// `sockets` members, bound in worker order).
 pub fn steer_by_inner_flow(socket: impl AsFd, sockets: u32) -> io::Result<()> {
-    let mut program = flow_program(sockets);
-    let prog = libc::sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_mut_ptr(),
-    };
-    // SAFETY: `prog` points at `program`, which lives across the call and holds `len`
-    // instructions; the kernel copies the program (and validates it) before returning.
-    cvt(unsafe {
-        libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            (&prog as *const libc::sock_fprog).cast(),
-            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
+    attach(
+        socket.as_fd(),
+        SO_ATTACH_REUSEPORT_CBPF,
+        &mut flow_program(sockets),
+    )
 }
 
 /// Attaches a socket filter that drops every datagram before it is queued: for sockets that
@@ -187,17 +175,28 @@ pub fn steer_by_inner_flow(socket: impl AsFd, sockets: u32) -> io::Result<()> {
 /// The kernel counts what it drops in the socket's drops (`/proc/net/udp`).
 pub fn refuse_input(socket: impl AsFd) -> io::Result<()> {
     let mut program = [stmt(libc::BPF_RET | libc::BPF_K, 0)];
+    attach(socket.as_fd(), libc::SO_ATTACH_FILTER, &mut program)
+}
+
+/// Hands the classic BPF `program` to `socket` with the `SOL_SOCKET` option `option`.
+fn attach(
+    socket: BorrowedFd<'_>,
+    option: libc::c_int,
+    program: &mut [libc::sock_filter],
+) -> io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "program too long"))?;
     let prog = libc::sock_fprog {
-        len: program.len() as u16,
+        len,
         filter: program.as_mut_ptr(),
     };
     // SAFETY: `prog` points at `program`, which lives across the call and holds `len`
     // instructions; the kernel copies the program (and validates it) before returning.
     cvt(unsafe {
         libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
+            socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
+            option,
             (&prog as *const libc::sock_fprog).cast(),
             mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
         )

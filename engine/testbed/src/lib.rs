@@ -2002,15 +2002,29 @@ impl VxlanConfig {
 /// segmentation offload on): the kernel then sends its TSO frames whole and with partial
 /// inner checksums, as it does between containers on one machine, and weft must take them.
 pub fn add_kernel_flannel_device(netns: &Netns, host: u8, mac: &str) -> Result<()> {
-    let vni = VXLAN_VNI.to_string();
-    let local = underlay_addr(host).to_string();
-    let port = VXLAN_PORT.to_string();
-    let mtu = VXLAN_OVERLAY_MTU.to_string();
     let address = format!("{}/32", overlay_addr(host));
+    let local = IpAddr::V4(underlay_addr(host));
+    add_kernel_vxlan(netns, VXLAN_DEVICE, local, mac, VXLAN_OVERLAY_MTU, &address)
+}
+
+/// A kernel vxlan device `name` as flanneld makes one: VNI 1 on `u0` from `local`, port
+/// 8472, no learning, MAC `mac`, MTU `mtu`, up, with `address` (`IP/len`).
+fn add_kernel_vxlan(
+    netns: &Netns,
+    name: &str,
+    local: IpAddr,
+    mac: &str,
+    mtu: u32,
+    address: &str,
+) -> Result<()> {
+    let vni = VXLAN_VNI.to_string();
+    let local = local.to_string();
+    let port = VXLAN_PORT.to_string();
+    let mtu = mtu.to_string();
     netns.ip(&[
         "link",
         "add",
-        VXLAN_DEVICE,
+        name,
         "type",
         "vxlan",
         "id",
@@ -2023,17 +2037,8 @@ pub fn add_kernel_flannel_device(netns: &Netns, host: u8, mac: &str) -> Result<(
         &port,
         "nolearning",
     ])?;
-    netns.ip(&[
-        "link",
-        "set",
-        VXLAN_DEVICE,
-        "address",
-        mac,
-        "mtu",
-        &mtu,
-        "up",
-    ])?;
-    netns.ip(&["addr", "add", &address, "dev", VXLAN_DEVICE])?;
+    netns.ip(&["link", "set", name, "address", mac, "mtu", &mtu, "up"])?;
+    netns.ip(&["addr", "add", address, "dev", name, "nodad"])?;
     Ok(())
 }
 
@@ -2051,39 +2056,16 @@ pub fn add_kernel_flannel_v6_device(
     mac: &str,
     v6: Ipv6Addr,
 ) -> Result<()> {
-    let vni = VXLAN_VNI.to_string();
-    let local = underlay_addr6(host).to_string();
-    let port = VXLAN_PORT.to_string();
-    let mtu = (UNDERLAY_MTU - 70).to_string();
-    netns.ip(&[
-        "link",
-        "add",
-        VXLAN_V6_DEVICE,
-        "type",
-        "vxlan",
-        "id",
-        &vni,
-        "local",
-        &local,
-        "dev",
-        UNDERLAY_IFNAME,
-        "dstport",
-        &port,
-        "nolearning",
-    ])?;
-    netns.ip(&[
-        "link",
-        "set",
-        VXLAN_V6_DEVICE,
-        "address",
-        mac,
-        "mtu",
-        &mtu,
-        "up",
-    ])?;
+    let local = IpAddr::V6(underlay_addr6(host));
     let address = format!("{v6}/128");
-    netns.ip(&["addr", "add", &address, "dev", VXLAN_V6_DEVICE, "nodad"])?;
-    Ok(())
+    add_kernel_vxlan(
+        netns,
+        VXLAN_V6_DEVICE,
+        local,
+        mac,
+        UNDERLAY_MTU - 70,
+        &address,
+    )
 }
 
 /// Adds to the kernel's `flannel-v6.1` in `netns` what flanneld programs for a remote host's
