@@ -30,9 +30,13 @@ pub mod backend;
 pub mod fdb;
 pub mod flannel;
 pub mod flowhash;
+#[cfg(test)]
+mod fuzz_replay;
 pub mod icmp;
 pub mod neigh;
 pub mod offload;
+#[cfg(test)]
+mod proptests;
 pub mod ratelimit;
 pub mod table;
 #[cfg(test)]

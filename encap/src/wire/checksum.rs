@@ -117,7 +117,9 @@ pub fn pseudo_header_v6(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, len: u3
 /// changed from `old` to `new` (RFC 1624 eqn. 3: `HC' = ~(~HC + ~m + m')`).
 ///
 /// Unlike eqn. 2 this never produces the `0x0000` vs. `0xffff` discrepancy of RFC 1141:
-/// the result equals a full recomputation over the changed data.
+/// the result equals a full recomputation over the changed data, unless the data becomes
+/// all zeros (then `0xffff` against a recomputed `0x0000`; never for an IP header, whose
+/// version field is not zero).
 pub fn update16(checksum: u16, old: u16, new: u16) -> u16 {
     let s = u64::from(!checksum) + u64::from(!old) + u64::from(new);
     !fold(s)

@@ -21,11 +21,18 @@ pub fn check_config(data: &[u8]) {
     match Config::parse(path, &text) {
         Ok(config) => {
             assert_eq!(config.path, path);
-            assert_eq!(Config::parse(path, &text), Ok(config), "parse is deterministic");
+            assert_eq!(
+                Config::parse(path, &text),
+                Ok(config),
+                "parse is deterministic"
+            );
         }
         Err(e) => {
             let line = e.to_string();
-            assert!(!line.contains('\n'), "an error of more than one line: {line:?}");
+            assert!(
+                !line.contains('\n'),
+                "an error of more than one line: {line:?}"
+            );
             assert!(
                 line.starts_with(FUZZ_PATH),
                 "an error that does not name the file: {line:?}"

@@ -3,10 +3,23 @@
 //! flipped, inserted, deleted, lines swapped, dictionary tokens from `config.dict` spliced
 //! in), with a fixed-seed generator so a failure reproduces.
 
+use std::path::{Path, PathBuf};
+
 use super::check_config;
 
+/// `engine/fuzz`: the manifest directory, or its `fuzz/` when this file is included by a
+/// test of the `weft` crate (`#[path = "../fuzz/src/lib.rs"] mod fuzz;` in `engine/tests/`).
+fn fuzz_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if manifest.join("seeds/config").is_dir() {
+        manifest.to_path_buf()
+    } else {
+        manifest.join("fuzz")
+    }
+}
+
 fn seeds() -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/config");
+    let dir = fuzz_dir().join("seeds/config");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -20,7 +33,7 @@ fn seeds() -> Vec<Vec<u8>> {
 /// The tokens of `config.dict` (libFuzzer's dictionary format: `"..."` per line, `\xNN` and
 /// `\"` escapes).
 fn dictionary() -> Vec<Vec<u8>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.dict");
+    let path = fuzz_dir().join("config.dict");
     let text = std::fs::read_to_string(&path).unwrap();
     text.lines()
         .filter_map(|l| {
@@ -114,10 +127,13 @@ fn config_seeds_that_are_valid_configurations_parse() {
         .iter()
         .filter(|s| {
             let text = String::from_utf8_lossy(s);
-            weft::control::config::Config::parse(std::path::Path::new("x.toml"), &text).is_ok()
+            weft::control::config::Config::parse(Path::new("x.toml"), &text).is_ok()
         })
         .count();
-    assert!(ok >= 4, "only {ok} seeds parse: the fuzzer would start from errors only");
+    assert!(
+        ok >= 4,
+        "only {ok} seeds parse: the fuzzer would start from errors only"
+    );
 }
 
 #[test]
