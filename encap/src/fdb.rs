@@ -313,7 +313,93 @@ impl Fdb {
 }
 
 #[cfg(test)]
+pub(crate) mod model {
+    //! The obvious FDB, for the tests (here and in the property tests).
+    use super::Learned;
+    use crate::wire::EthernetAddress;
+    use std::net::SocketAddr;
+
+    /// The obvious FDB, for the tests (here and in the property tests): a vector in recency
+    /// order, most recent first.
+    pub(crate) struct Model {
+        max_entries: usize,
+        ageing_ms: u64,
+        pub(crate) now: u64,
+        pub(crate) entries: Vec<(EthernetAddress, SocketAddr, u64)>,
+    }
+
+    impl Model {
+        /// An empty model with the FDB's bounds.
+        pub(crate) fn new(max_entries: usize, ageing_ms: u64) -> Model {
+            Model {
+                max_entries,
+                ageing_ms,
+                now: 0,
+                entries: Vec::new(),
+            }
+        }
+
+        fn aged(&self, last_seen: u64) -> bool {
+            self.ageing_ms != 0 && self.now - last_seen >= self.ageing_ms
+        }
+
+        pub(crate) fn learn(&mut self, m: EthernetAddress, ep: SocketAddr, now: u64) -> Learned {
+            if m.is_multicast() || m == EthernetAddress::default() || self.max_entries == 0 {
+                return Learned::Ignored;
+            }
+            self.now = self.now.max(now);
+            let result = match self.entries.iter().position(|e| e.0 == m) {
+                Some(at) => {
+                    let (_, old, seen) = self.entries.remove(at);
+                    if self.aged(seen) {
+                        Learned::New
+                    } else if old != ep {
+                        Learned::Moved
+                    } else {
+                        Learned::Refreshed
+                    }
+                }
+                None => {
+                    if self.entries.len() == self.max_entries {
+                        self.entries.pop();
+                    }
+                    Learned::New
+                }
+            };
+            self.entries.insert(0, (m, ep, self.now));
+            result
+        }
+
+        pub(crate) fn lookup(&mut self, m: &EthernetAddress, now: u64) -> Option<SocketAddr> {
+            self.now = self.now.max(now);
+            let at = self.entries.iter().position(|e| e.0 == *m)?;
+            let (_, ep, seen) = self.entries[at];
+            if self.aged(seen) {
+                self.entries.remove(at);
+                return None;
+            }
+            Some(ep)
+        }
+
+        pub(crate) fn expire(&mut self, now: u64) -> usize {
+            self.now = self.now.max(now);
+            let before = self.entries.len();
+            let (now, ageing) = (self.now, self.ageing_ms);
+            self.entries.retain(|e| ageing == 0 || now - e.2 < ageing);
+            before - self.entries.len()
+        }
+
+        pub(crate) fn remove_endpoint(&mut self, ep: SocketAddr) -> usize {
+            let before = self.entries.len();
+            self.entries.retain(|e| e.1 != ep);
+            before - self.entries.len()
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
+    use super::model::Model;
     use super::*;
 
     fn mac(n: u32) -> EthernetAddress {
@@ -533,72 +619,6 @@ mod tests {
         assert!(f.len() <= 64);
     }
 
-    /// The obvious implementation: a vector in recency order, most recent first.
-    struct Model {
-        max_entries: usize,
-        ageing_ms: u64,
-        now: u64,
-        entries: Vec<(EthernetAddress, SocketAddr, u64)>,
-    }
-
-    impl Model {
-        fn aged(&self, last_seen: u64) -> bool {
-            self.ageing_ms != 0 && self.now - last_seen >= self.ageing_ms
-        }
-
-        fn learn(&mut self, m: EthernetAddress, ep: SocketAddr, now: u64) -> Learned {
-            if m.is_multicast() || m == EthernetAddress::default() || self.max_entries == 0 {
-                return Learned::Ignored;
-            }
-            self.now = self.now.max(now);
-            let result = match self.entries.iter().position(|e| e.0 == m) {
-                Some(at) => {
-                    let (_, old, seen) = self.entries.remove(at);
-                    if self.aged(seen) {
-                        Learned::New
-                    } else if old != ep {
-                        Learned::Moved
-                    } else {
-                        Learned::Refreshed
-                    }
-                }
-                None => {
-                    if self.entries.len() == self.max_entries {
-                        self.entries.pop();
-                    }
-                    Learned::New
-                }
-            };
-            self.entries.insert(0, (m, ep, self.now));
-            result
-        }
-
-        fn lookup(&mut self, m: &EthernetAddress, now: u64) -> Option<SocketAddr> {
-            self.now = self.now.max(now);
-            let at = self.entries.iter().position(|e| e.0 == *m)?;
-            let (_, ep, seen) = self.entries[at];
-            if self.aged(seen) {
-                self.entries.remove(at);
-                return None;
-            }
-            Some(ep)
-        }
-
-        fn expire(&mut self, now: u64) -> usize {
-            self.now = self.now.max(now);
-            let before = self.entries.len();
-            let (now, ageing) = (self.now, self.ageing_ms);
-            self.entries.retain(|e| ageing == 0 || now - e.2 < ageing);
-            before - self.entries.len()
-        }
-
-        fn remove_endpoint(&mut self, ep: SocketAddr) -> usize {
-            let before = self.entries.len();
-            self.entries.retain(|e| e.1 != ep);
-            before - self.entries.len()
-        }
-    }
-
     #[test]
     fn matches_a_naive_model() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -610,12 +630,7 @@ mod tests {
         };
         for (max_entries, ageing_ms) in [(8, 60), (1, 30), (5, 0), (0, 10), (32, 500)] {
             let mut f = fdb(max_entries, ageing_ms);
-            let mut m = Model {
-                max_entries,
-                ageing_ms,
-                now: 0,
-                entries: Vec::new(),
-            };
+            let mut m = Model::new(max_entries, ageing_ms);
             let mut now = 0u64;
             for step in 0..20_000 {
                 let r = next();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use crate::backend::{Backend, PacketBuf};
-use crate::fdb::{Fdb, FdbConfig, Learned};
+use crate::fdb::{Fdb, FdbConfig};
 use crate::flannel::{FlannelBackend, FlannelConfig};
 use crate::offload::vnet::{F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 use crate::offload::{split, split_layout, Coalescer, Gso, GsoKind};
@@ -361,81 +361,7 @@ proptest! {
 // FDB
 // ---------------------------------------------------------------------------------------
 
-/// The obvious FDB: a vector in recency order, most recently learned first.
-#[derive(Debug)]
-struct FdbModel {
-    max: usize,
-    ageing: u64,
-    now: u64,
-    entries: Vec<(EthernetAddress, SocketAddr, u64)>,
-}
-
-impl FdbModel {
-    fn new(max: usize, ageing: u64) -> FdbModel {
-        FdbModel {
-            max,
-            ageing,
-            now: 0,
-            entries: Vec::new(),
-        }
-    }
-
-    fn aged(&self, seen: u64) -> bool {
-        self.ageing != 0 && self.now - seen >= self.ageing
-    }
-
-    fn learn(&mut self, m: EthernetAddress, ep: SocketAddr, now: u64) -> Learned {
-        if m.is_multicast() || m == EthernetAddress::default() || self.max == 0 {
-            return Learned::Ignored;
-        }
-        self.now = self.now.max(now);
-        let result = match self.entries.iter().position(|e| e.0 == m) {
-            Some(at) => {
-                let (_, old, seen) = self.entries.remove(at);
-                if self.aged(seen) {
-                    Learned::New
-                } else if old != ep {
-                    Learned::Moved
-                } else {
-                    Learned::Refreshed
-                }
-            }
-            None => {
-                if self.entries.len() == self.max {
-                    self.entries.pop();
-                }
-                Learned::New
-            }
-        };
-        self.entries.insert(0, (m, ep, self.now));
-        result
-    }
-
-    fn lookup(&mut self, m: &EthernetAddress, now: u64) -> Option<SocketAddr> {
-        self.now = self.now.max(now);
-        let at = self.entries.iter().position(|e| e.0 == *m)?;
-        let (_, ep, seen) = self.entries[at];
-        if self.aged(seen) {
-            self.entries.remove(at);
-            return None;
-        }
-        Some(ep)
-    }
-
-    fn expire(&mut self, now: u64) -> usize {
-        self.now = self.now.max(now);
-        let before = self.entries.len();
-        let (now, ageing) = (self.now, self.ageing);
-        self.entries.retain(|e| ageing == 0 || now - e.2 < ageing);
-        before - self.entries.len()
-    }
-
-    fn remove_endpoint(&mut self, ep: SocketAddr) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|e| e.1 != ep);
-        before - self.entries.len()
-    }
-}
+use crate::fdb::model::Model as FdbModel;
 
 /// MAC `n`: a few unicast addresses, the all-zero one and group addresses.
 fn fdb_mac(n: u8) -> EthernetAddress {

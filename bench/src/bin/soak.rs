@@ -209,20 +209,7 @@ fn main() -> ExitCode {
 
 /// The weft binary: `--weft`, else `$WEFT_BIN`, else `weft` next to this executable.
 fn weft_binary(cli: &Cli) -> Result<PathBuf> {
-    let path = match (&cli.weft, std::env::var_os("WEFT_BIN")) {
-        (Some(path), _) => path.clone(),
-        (None, Some(path)) => PathBuf::from(path),
-        (None, None) => std::env::current_exe()
-            .context("finding this executable")?
-            .with_file_name("weft"),
-    };
-    ensure!(
-        path.is_file(),
-        "no weft binary at {}: build it with `cargo build --release -p weft`, or pass --weft \
-         PATH or set WEFT_BIN",
-        path.display()
-    );
-    Ok(path)
+    weft_bench::weft_binary(cli.weft.as_deref())
 }
 
 /// Whether `program --version` runs.
