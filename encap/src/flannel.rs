@@ -186,22 +186,8 @@ impl FlannelBackend {
         cause: DropReason,
         now_ms: u64,
     ) -> Verdict {
-        match self.icmp.error(
-            buf,
-            offender.start,
-            offender.len(),
-            src,
-            kind,
-            IcmpTo::Device,
-            now_ms,
-        ) {
-            Some(range) => Verdict::ReplyToDevice {
-                device: 0,
-                range,
-                cause,
-            },
-            None => Verdict::Drop(cause),
-        }
+        self.icmp
+            .reply_to_device(buf, offender, src, kind, 0, cause, now_ms)
     }
 
     /// Decides what happens to the packet `buf[start..start + len]` read from the device.

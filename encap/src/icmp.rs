@@ -932,6 +932,32 @@ impl IcmpResponder {
         write_error(buf, start, len, src, kind)
     }
 
+    /// An error about `buf[offender]` for a sender on this host, written back into device
+    /// `device` ([`IcmpTo::Device`]'s budget): [`Verdict::ReplyToDevice`] counting the
+    /// packet as dropped for `cause`, or [`Verdict::Drop`] when the rules or the limit say
+    /// no error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reply_to_device(
+        &mut self,
+        buf: &mut [u8],
+        offender: Range<usize>,
+        src: IpAddr,
+        kind: IcmpErrorKind,
+        device: usize,
+        cause: crate::verdict::DropReason,
+        now_ms: u64,
+    ) -> crate::verdict::Verdict {
+        let (start, len) = (offender.start, offender.len());
+        match self.error(buf, start, len, src, kind, IcmpTo::Device, now_ms) {
+            Some(range) => crate::verdict::Verdict::ReplyToDevice {
+                device,
+                range,
+                cause,
+            },
+            None => crate::verdict::Verdict::Drop(cause),
+        }
+    }
+
     /// Errors suppressed by the rate limit so far.
     pub fn rate_limited(&self) -> u64 {
         self.rate_limited.load(std::sync::atomic::Ordering::Relaxed)

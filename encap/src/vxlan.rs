@@ -36,7 +36,7 @@ use crate::backend::{Backend, DeviceLayer, PacketBuf};
 use crate::fdb::{Fdb, FdbConfig};
 use crate::flannel::{never_tunnelled, parse_inner, too_big_mtu};
 use crate::flowhash;
-use crate::icmp::{IcmpErrorKind, IcmpResponder, IcmpTo};
+use crate::icmp::{IcmpErrorKind, IcmpResponder};
 use crate::neigh;
 use crate::ratelimit::TokenBucket;
 use crate::table::SubnetTable;
@@ -199,22 +199,8 @@ impl VxlanBackend {
             Some(inner) => inner.dst,
             None => return Verdict::Drop(cause),
         };
-        match self.icmp.error(
-            buf,
-            offender.start,
-            offender.len(),
-            src,
-            kind,
-            IcmpTo::Device,
-            now_ms,
-        ) {
-            Some(range) => Verdict::ReplyToDevice {
-                device,
-                range,
-                cause,
-            },
-            None => Verdict::Drop(cause),
-        }
+        self.icmp
+            .reply_to_device(buf, offender, src, kind, device, cause, now_ms)
     }
 
     fn l3_out(
