@@ -483,7 +483,6 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
     };
     let keeper = DeviceKeeper {
         plans: &plans,
-        workers,
         health,
         adopted: &mut adopted,
     };
@@ -955,7 +954,6 @@ fn metrics_context(
 /// stops with an error (a non-zero exit for its supervisor).
 struct DeviceKeeper<'a> {
     plans: &'a [DevicePlan],
-    workers: usize,
     health: Arc<DeviceHealth>,
     adopted: &'a mut Vec<setup::Adopted>,
 }
@@ -1033,7 +1031,7 @@ impl DeviceKeeper<'_> {
         self.adopted.extend(found);
         let offload = first.offload();
         let mut queues = vec![first];
-        for _ in 1..self.workers {
+        for _ in 1..engine.status().workers {
             queues.push(setup::open_queue(&plan.setup, offload).map_err(lost)?);
         }
         engine.replace_device(i, queues)?;

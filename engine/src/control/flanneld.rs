@@ -1012,7 +1012,7 @@ fn daemon_config(
     listen6: Option<Ipv6Addr>,
     own: &OwnLease,
     vtep_mac: Option<EthernetAddress>,
-    workers: Option<usize>,
+    options: &FlannelOptions,
 ) -> Result<Config, DaemonError> {
     let mut text = String::new();
     let address = own.key.ipv4.addr();
@@ -1052,8 +1052,11 @@ fn daemon_config(
             v.vni
         );
     }
-    if let Some(w) = workers {
+    if let Some(w) = options.workers {
         let _ = writeln!(text, "\n[engine]\nworkers = {w}");
+    }
+    if let Some(addr) = options.metrics {
+        let _ = writeln!(text, "\n[metrics]\nlisten = \"{addr}\"");
     }
     let path = PathBuf::from(format!("etcd:{prefix}/config"));
     Ok(Config::parse(&path, &text)?)
@@ -1182,12 +1185,8 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
         underlay6.map(|(addr6, _)| addr6),
         &own,
         vtep_mac,
-        options.workers,
+        &options,
     )?;
-    let config = Config {
-        metrics: options.metrics,
-        ..config
-    };
     ready.store(true, Ordering::SeqCst);
     let synced = Arc::new(AtomicBool::new(false));
     let follower = Follower {

@@ -2079,44 +2079,15 @@ pub fn add_kernel_flannel_v6_peer(
     endpoint: Ipv6Addr,
     peer_mac: &str,
 ) -> Result<()> {
-    let gateway = gateway.to_string();
-    let endpoint = endpoint.to_string();
-    netns.ip(&[
-        "-6",
-        "route",
-        "add",
+    let (gateway, endpoint) = (IpAddr::V6(gateway), IpAddr::V6(endpoint));
+    let via = (gateway, endpoint, peer_mac);
+    program_kernel_peer(
+        netns,
+        VXLAN_V6_DEVICE,
         subnet6,
-        "via",
-        &gateway,
-        "dev",
-        VXLAN_V6_DEVICE,
-        "onlink",
-    ])?;
-    netns.ip(&[
-        "-6",
-        "neigh",
-        "add",
-        &gateway,
-        "lladdr",
-        peer_mac,
-        "dev",
-        VXLAN_V6_DEVICE,
-        "nud",
-        "permanent",
-    ])?;
-    netns.exec_ok(&[
-        "bridge",
-        "fdb",
-        "add",
-        peer_mac,
-        "dev",
-        VXLAN_V6_DEVICE,
-        "dst",
-        &endpoint,
-        "self",
-        "permanent",
-    ])?;
-    Ok(())
+        via,
+        KernelNeighbour::Permanent,
+    )
 }
 
 /// How the kernel's `flannel.1` learns a remote host's VTEP MAC.
@@ -2139,18 +2110,32 @@ pub fn add_kernel_flannel_peer(
     peer_mac: &str,
     neighbour: KernelNeighbour,
 ) -> Result<()> {
+    let gateway = IpAddr::V4(overlay_addr(peer));
+    let endpoint = IpAddr::V4(underlay_addr(peer));
     let subnet = overlay_subnet(peer);
-    let gateway = overlay_addr(peer).to_string();
-    let endpoint = underlay_addr(peer).to_string();
-    netns.ip(&[
-        "route",
-        "add",
-        &subnet,
-        "via",
-        &gateway,
-        "dev",
+    program_kernel_peer(
+        netns,
         VXLAN_DEVICE,
-        "onlink",
+        &subnet,
+        (gateway, endpoint, peer_mac),
+        neighbour,
+    )
+}
+
+/// What flanneld programs on the kernel vxlan device `device` for one remote lease: the
+/// route `<subnet> via <gateway> onlink`, the neighbour entry for the gateway (see
+/// [`KernelNeighbour`]) and the FDB entry `<mac> dst <endpoint>`; `via` is (gateway,
+/// endpoint, mac).
+fn program_kernel_peer(
+    netns: &Netns,
+    device: &str,
+    subnet: &str,
+    via: (IpAddr, IpAddr, &str),
+    neighbour: KernelNeighbour,
+) -> Result<()> {
+    let (gateway, endpoint, peer_mac) = (via.0.to_string(), via.1.to_string(), via.2);
+    netns.ip(&[
+        "route", "add", subnet, "via", &gateway, "dev", device, "onlink",
     ])?;
     match neighbour {
         KernelNeighbour::Permanent => {
@@ -2161,7 +2146,7 @@ pub fn add_kernel_flannel_peer(
                 "lladdr",
                 peer_mac,
                 "dev",
-                VXLAN_DEVICE,
+                device,
                 "nud",
                 "permanent",
             ])?;
@@ -2173,7 +2158,7 @@ pub fn add_kernel_flannel_peer(
                 "append",
                 "00:00:00:00:00:00",
                 "dev",
-                VXLAN_DEVICE,
+                device,
                 "dst",
                 &endpoint,
             ])?;
@@ -2185,7 +2170,7 @@ pub fn add_kernel_flannel_peer(
         "add",
         peer_mac,
         "dev",
-        VXLAN_DEVICE,
+        device,
         "dst",
         &endpoint,
         "self",
