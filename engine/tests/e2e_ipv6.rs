@@ -8,20 +8,31 @@ use weft_testbed::{wait_until, ConfigFile, Testbed, WeftDaemon};
 const UDP: &str = "udp";
 const VXLAN: &str = "vxlan";
 
-fn config(backend: &str, me: u8, peer: u8) -> String {
-    let port = if backend == UDP { 8285 } else { 8472 };
-    let vxlan = if backend == VXLAN {
-        format!("[vxlan]\nvni = 7\nvtep_mac = \"02:00:00:00:0{me}:00\"\n")
+/// Host `me`'s configuration for `backend`, with an IPv4 and an IPv6 overlay: over an IPv6
+/// underlay alone, or (`dual`) over a dual-stack one (`[listen] address` and `address6`,
+/// IPv4 peers over IPv4, two workers).
+fn config_for(backend: &str, me: u8, peer: u8, dual: bool) -> String {
+    let (port, vxlan, mac) = if backend == VXLAN {
+        (
+            8472,
+            format!("[vxlan]\nvni = 7\nvtep_mac = \"02:00:00:00:0{me}:00\"\n"),
+            format!("vtep_mac = \"02:00:00:00:0{peer}:00\"\n"),
+        )
     } else {
-        String::new()
+        (8285, String::new(), String::new())
     };
-    let mac = |n: u8| {
-        if backend == VXLAN {
-            format!("vtep_mac = \"02:00:00:00:0{n}:00\"\n")
-        } else {
-            String::new()
-        }
+    let (listen, endpoint4) = if dual {
+        (
+            format!("address = \"198.18.0.{me}\"\naddress6 = \"fd00:198:18::{me}\"\n"),
+            format!("198.18.0.{peer}"),
+        )
+    } else {
+        (
+            format!("address = \"fd00:198:18::{me}\"\n"),
+            format!("fd00:198:18::{peer}"),
+        )
     };
+    let engine = if dual { "[engine]\nworkers = 2\n" } else { "" };
     format!(
         r#"backend = "{backend}"
 network = "100.96.0.0/16"
@@ -31,17 +42,19 @@ name = "weft6"
 address = "100.96.{me}.0"
 address6 = "fd00:100:96:{me}::1"
 [listen]
-address = "fd00:198:18::{me}"
-port = {port}
-{vxlan}[[peer]]
+{listen}port = {port}
+{engine}{vxlan}[[peer]]
 subnet = "100.96.{peer}.0/24"
-endpoint = "fd00:198:18::{peer}"
-{mac_peer}[[peer]]
+endpoint = "{endpoint4}"
+{mac}[[peer]]
 subnet = "fd00:100:96:{peer}::/64"
 endpoint = "fd00:198:18::{peer}"
-{mac_peer}"#,
-        mac_peer = mac(peer),
+{mac}"#
     )
+}
+
+fn config(backend: &str, me: u8, peer: u8) -> String {
+    config_for(backend, me, peer, false)
 }
 
 fn ping6(bed: &Testbed, from: u8, to: &str) -> bool {
@@ -123,41 +136,8 @@ fn vxlan_backend_over_an_ipv6_underlay_carries_ipv6_and_ipv4() {
     run(VXLAN);
 }
 
-/// A dual-stack underlay (`[listen] address` and `address6`) for `backend`: host `me`
-/// reaches its peer's IPv4 subnet over the IPv4 underlay and its IPv6 subnet over the IPv6
-/// one, with two workers.
 fn dual_stack_config(backend: &str, me: u8, peer: u8) -> String {
-    let (port, vxlan, mac) = if backend == VXLAN {
-        (
-            8472,
-            format!("[vxlan]\nvni = 7\nvtep_mac = \"02:00:00:00:0{me}:00\"\n"),
-            format!("vtep_mac = \"02:00:00:00:0{peer}:00\"\n"),
-        )
-    } else {
-        (8285, String::new(), String::new())
-    };
-    format!(
-        r#"backend = "{backend}"
-network = "100.96.0.0/16"
-network6 = "fd00:100:96::/48"
-[device]
-name = "weft6"
-address = "100.96.{me}.0"
-address6 = "fd00:100:96:{me}::1"
-[listen]
-address = "198.18.0.{me}"
-address6 = "fd00:198:18::{me}"
-port = {port}
-[engine]
-workers = 2
-{vxlan}[[peer]]
-subnet = "100.96.{peer}.0/24"
-endpoint = "198.18.0.{peer}"
-{mac}[[peer]]
-subnet = "fd00:100:96:{peer}::/64"
-endpoint = "fd00:198:18::{peer}"
-{mac}"#
-    )
+    config_for(backend, me, peer, true)
 }
 
 /// How many packets `capture` has seen so far.

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use weft_encap::table::Route;
 use weft_encap::wire::EthernetAddress;
 
-use crate::control::config::Config;
+use crate::control::config::{endpoint_problem, Config};
 use crate::control::daemon::{self, DaemonError, RunOptions};
 use crate::control::etcd::{Client, EtcdConfig, EtcdError, Kv, WatchEvent};
 use crate::control::flannel::{
@@ -551,13 +551,10 @@ impl Manager {
             return Vec::new();
         }
         let ip = attrs.public_ip;
-        if ip.is_unspecified()
-            || ip.is_loopback()
-            || ip.is_multicast()
-            || ip.is_broadcast()
-            || ip == self.public_ip
+        if let Some(why) =
+            endpoint_problem(IpAddr::V4(ip)).or((ip == self.public_ip).then_some("is ours"))
         {
-            tracing::warn!("lease {key}: PublicIP {ip} cannot be a peer; ignored");
+            tracing::warn!("lease {key}: PublicIP {ip} {why}; ignored");
             return Vec::new();
         }
         match self.network.backend {
@@ -623,14 +620,9 @@ impl Manager {
             tracing::warn!("lease {key}: no PublicIPv6; its IPv6 subnet is not routed");
             return None;
         };
-        if ip6.is_unspecified()
-            || ip6.is_loopback()
-            || ip6.is_multicast()
-            || Some(ip6) == self.public_ipv6
-        {
-            tracing::warn!(
-                "lease {key}: PublicIPv6 {ip6} cannot be a peer; its IPv6 subnet is not routed"
-            );
+        let ours = (Some(ip6) == self.public_ipv6).then_some("is ours");
+        if let Some(why) = endpoint_problem(IpAddr::V6(ip6)).or(ours) {
+            tracing::warn!("lease {key}: PublicIPv6 {ip6} {why}; its IPv6 subnet is not routed");
             return None;
         }
         match attrs.vxlan_v6_data() {
