@@ -933,8 +933,8 @@ impl IcmpResponder {
     }
 
     /// An error about `buf[offender]` for a sender on this host, written back into device
-    /// `device` ([`IcmpTo::Device`]'s budget): [`Verdict::ReplyToDevice`] counting the
-    /// packet as dropped for `cause`, or [`Verdict::Drop`] when the rules or the limit say
+    /// `device` ([`IcmpTo::Device`]'s budget): [`crate::verdict::Verdict::ReplyToDevice`] counting the
+    /// packet as dropped for `cause`, or [`crate::verdict::Verdict::Drop`] when the rules or the limit say
     /// no error.
     #[allow(clippy::too_many_arguments)]
     pub fn reply_to_device(
