@@ -526,7 +526,31 @@ impl Manager {
             let _ = self.client.lease_revoke(lease.id);
             return Ok(None);
         }
+        // etcd only keeps two hosts off one whole key: on a dual-stack network two new keys
+        // may share their IPv6 half. The one created later gives its key back and tries again.
+        if key.ipv6.is_some() && self.lost_ipv6_race(&key)? {
+            let _ = self.client.lease_revoke(lease.id);
+            return Ok(None);
+        }
         Ok(Some(OwnLease::bound(key, lease)))
+    }
+
+    /// Whether another lease, created before ours at `key`, holds our IPv6 subnet.
+    fn lost_ipv6_race(&self, key: &SubnetKey) -> Result<bool, EtcdError> {
+        let prefix = self.subnets_prefix();
+        let listing = self.client.range_prefix(&prefix)?;
+        let ours = self.key_path(key);
+        let Some(mine) = listing
+            .kvs
+            .iter()
+            .find(|kv| kv.key_str() == Some(ours.as_str()))
+        else {
+            return Ok(true); // gone already: try again
+        };
+        Ok(listing.kvs.iter().any(|kv| {
+            kv.create_revision < mine.create_revision
+                && parse_lease(&prefix, kv).is_some_and(|l| l.key != *key && l.key.ipv6 == key.ipv6)
+        }))
     }
 
     /// Writes our value at `key`: bound to a fresh etcd lease, or without a lease for a
