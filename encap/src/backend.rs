@@ -80,6 +80,15 @@ impl<'a> PacketBuf<'a> {
         &mut self.buf[self.start..self.start + self.len]
     }
 
+    /// The same packet, borrowed for a shorter time (to hand it on and keep it).
+    pub fn reborrow(&mut self) -> PacketBuf<'_> {
+        PacketBuf {
+            buf: self.buf,
+            start: self.start,
+            len: self.len,
+        }
+    }
+
     /// The whole buffer, its start and the packet's length: what the backends' in-place
     /// code works on.
     pub fn into_parts(self) -> (&'a mut [u8], usize, usize) {
@@ -143,6 +152,16 @@ pub trait Backend: Send + 'static {
 
     /// Periodic housekeeping (e.g. FDB ageing), called at least once a second.
     fn on_tick(&mut self, _now_ms: u64) {}
+
+    /// What the engine's inspector queries (`weft::dataplane::engine::Inspector`): the
+    /// backend itself, or for a wrapper such as [`crate::policy::Policed`], the backend it
+    /// wraps.
+    fn inspect_target(&self) -> &dyn std::any::Any
+    where
+        Self: Sized,
+    {
+        self
+    }
 }
 
 #[cfg(test)]

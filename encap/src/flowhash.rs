@@ -216,7 +216,20 @@ fn mix_ipv6(m: &mut Mixer, p: &[u8]) -> bool {
     m.word(src_lo);
     m.word(dst_hi);
     m.word(dst_lo);
-    let mut next_header = p[6];
+    let (next_header, offset, fragment) = ipv6_upper_layer(p);
+    m.word(u64::from(next_header) << 32 | transport_ports(p, offset, next_header, fragment));
+    true
+}
+
+/// Walks the extension headers of the IPv6 packet `p` (hop-by-hop, routing, destination
+/// options, fragment, AH; at most [`MAX_EXTENSION_HEADERS`]): the upper-layer protocol,
+/// where its header starts, and whether the packet is a fragment. A chain cut short stops
+/// at the last header that was whole. Never panics.
+pub(crate) fn ipv6_upper_layer(p: &[u8]) -> (u8, usize, bool) {
+    let Some(&first) = p.get(6) else {
+        return (crate::wire::PROTO_IPV6_NONXT, p.len(), false);
+    };
+    let mut next_header = first;
     let mut offset = 40;
     let mut fragment = false;
     for _ in 0..MAX_EXTENSION_HEADERS {
@@ -239,13 +252,12 @@ fn mix_ipv6(m: &mut Mixer, p: &[u8]) -> bool {
         next_header = following;
         offset += len;
     }
-    m.word(u64::from(next_header) << 32 | transport_ports(p, offset, next_header, fragment));
-    true
+    (next_header, offset, fragment)
 }
 
 /// The two ports of a TCP, UDP or SCTP header at `p[offset..]` as one word, or 0 for
 /// other protocols, fragments, and headers cut short.
-fn transport_ports(p: &[u8], offset: usize, protocol: u8, fragment: bool) -> u64 {
+pub(crate) fn transport_ports(p: &[u8], offset: usize, protocol: u8, fragment: bool) -> u64 {
     if fragment || !matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
         return 0;
     }

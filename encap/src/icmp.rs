@@ -48,6 +48,11 @@ pub enum IcmpErrorKind {
         /// The MTU of the next hop, in bytes.
         mtu: u32,
     },
+    /// A filter (weft's policy hook or `[[acl]]` rules) refused the packet.
+    ///
+    /// IPv4: type 3 code 13 (communication administratively prohibited, RFC 1812 5.2.7.1).
+    /// IPv6: type 1 code 1 (communication with destination administratively prohibited).
+    AdminProhibited,
 }
 
 /// Bytes of headroom [`write_error`] needs in front of the offending packet (IPv6 header +
@@ -203,6 +208,11 @@ fn write_error_v4(
             icmpv4::CODE_FRAG_NEEDED,
             mtu.min(u32::from(u16::MAX)),
         ),
+        IcmpErrorKind::AdminProhibited => (
+            icmpv4::TYPE_DEST_UNREACHABLE,
+            icmpv4::CODE_ADMIN_PROHIBITED,
+            0,
+        ),
     };
     let end = start + quote_len;
     let error = buf.get_mut(first..end)?;
@@ -251,6 +261,11 @@ fn write_error_v6(
             0,
         ),
         IcmpErrorKind::TooBig { mtu } => (icmpv6::TYPE_PACKET_TOO_BIG, 0, mtu),
+        IcmpErrorKind::AdminProhibited => (
+            icmpv6::TYPE_DEST_UNREACHABLE,
+            icmpv6::CODE_ADMIN_PROHIBITED,
+            0,
+        ),
     };
     let end = start + quote_len;
     let error = buf.get_mut(first..end)?;

@@ -22,10 +22,14 @@
 //! - [`backend`]: the [`backend::Backend`] trait the engine drives.
 //! - [`verdict`]: the outcome of each of those decisions, and the counted drop reasons.
 //! - [`ratelimit`]: the token bucket that bounds the ICMP errors weft generates.
+//! - [`policy`]: the per-packet policy hook ([`policy::Policy`], allow / drop / reject on
+//!   the inner flow, both directions) and [`policy::Policed`], which puts one in front of
+//!   any backend; [`acl`]: ordered `[[acl]]`-style rules as a ready-made policy.
 //! - [`offload`]: TSO/USO split and GRO coalesce of 64 KB super-packets, the
 //!   `virtio_net_hdr` and partial checksums of a TUN/TAP with offloads.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod backend;
 pub mod fdb;
 pub mod flannel;
@@ -35,6 +39,7 @@ mod fuzz_replay;
 pub mod icmp;
 pub mod neigh;
 pub mod offload;
+pub mod policy;
 #[cfg(test)]
 mod proptests;
 pub mod ratelimit;

@@ -190,6 +190,9 @@ drop_reasons! {
     /// An ARP request or IPv6 neighbour solicitation left unanswered by the rate limit on
     /// answers (so weft is no 1:1 reflector).
     NeighRateLimited => "neigh_rate_limited",
+    /// Refused by the policy hook (an embedder's [`crate::policy::Policy`] or the daemon's
+    /// `[[acl]]` rules); an ICMP administratively-prohibited error may have been sent.
+    Policy => "policy",
 }
 
 #[cfg(test)]

@@ -173,6 +173,8 @@ fn icmp_fields(kind: IcmpErrorKind, v6: bool) -> (u8, u8, u32) {
         (IcmpErrorKind::NetUnreachable, true) => (1, 0, 0),
         (IcmpErrorKind::TimeExceeded, true) => (3, 0, 0),
         (IcmpErrorKind::TooBig { mtu }, true) => (2, 0, mtu),
+        (IcmpErrorKind::AdminProhibited, false) => (3, 13, 0),
+        (IcmpErrorKind::AdminProhibited, true) => (1, 1, 0),
     }
 }
 
@@ -264,9 +266,10 @@ pub fn check_icmp(data: &[u8]) {
     let mtu = u32::from_be_bytes([input.byte(), input.byte(), input.byte(), input.byte()]);
     let flags = input.byte();
     let offender = input.rest();
-    let kind = match sel % 3 {
+    let kind = match sel % 4 {
         0 => IcmpErrorKind::NetUnreachable,
         1 => IcmpErrorKind::TimeExceeded,
+        2 => IcmpErrorKind::AdminProhibited,
         _ => IcmpErrorKind::TooBig { mtu },
     };
     let src = [

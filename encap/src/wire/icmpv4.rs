@@ -33,6 +33,8 @@ pub const CODE_PORT_UNREACHABLE: u8 = 3;
 /// Destination unreachable code: fragmentation needed and DF set (RFC 1191: the next-hop MTU
 /// is in the low 16 bits of the rest of header).
 pub const CODE_FRAG_NEEDED: u8 = 4;
+/// Destination unreachable code: communication administratively prohibited (RFC 1812).
+pub const CODE_ADMIN_PROHIBITED: u8 = 13;
 /// Time exceeded code: TTL exceeded in transit.
 pub const CODE_TTL_EXCEEDED: u8 = 0;
 

@@ -36,6 +36,8 @@ pub const TYPE_NEIGHBOR_ADVERTISEMENT: u8 = 136;
 
 /// Destination unreachable code: no route to destination.
 pub const CODE_NO_ROUTE: u8 = 0;
+/// Destination unreachable code: communication with destination administratively prohibited.
+pub const CODE_ADMIN_PROHIBITED: u8 = 1;
 /// Destination unreachable code: address unreachable.
 pub const CODE_ADDRESS_UNREACHABLE: u8 = 3;
 /// Destination unreachable code: port unreachable.
