@@ -8,12 +8,10 @@
 //! use weft_encap::policy::{Decision, Direction, FlowKey, Policy, PolicyContext};
 //!
 //! // Allow TCP to port 80 from 100.96.1.0/24; deny everything else.
-//! let web = AclRule {
-//!     source: Some("100.96.1.0/24".parse()?),
-//!     protocol: Some(6),
-//!     destination_ports: Some(PortRange::new(80, 80)),
-//!     ..AclRule::new(Decision::Allow)
-//! };
+//! let web = AclRule::new(Decision::Allow)
+//!     .source("100.96.1.0/24".parse()?)
+//!     .protocol(6)
+//!     .destination_ports(PortRange::new(80, 80));
 //! let acl = Acl::new(AclSet::new(vec![web], Decision::Drop));
 //! let mut policy = acl.policy(); // one per worker: the engine clones it
 //!
@@ -118,6 +116,42 @@ impl AclRule {
             source_ports: None,
             destination_ports: None,
         }
+    }
+
+    /// Only packets going `direction`.
+    pub fn direction(mut self, direction: Direction) -> AclRule {
+        self.direction = Some(direction);
+        self
+    }
+
+    /// Only packets from `network`.
+    pub fn source(mut self, network: Cidr) -> AclRule {
+        self.source = Some(network);
+        self
+    }
+
+    /// Only packets to `network`.
+    pub fn destination(mut self, network: Cidr) -> AclRule {
+        self.destination = Some(network);
+        self
+    }
+
+    /// Only packets of IP protocol `protocol` (6: TCP, 17: UDP, 1: ICMP, 58: ICMPv6).
+    pub fn protocol(mut self, protocol: u8) -> AclRule {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Only packets from a port in `ports`.
+    pub fn source_ports(mut self, ports: PortRange) -> AclRule {
+        self.source_ports = Some(ports);
+        self
+    }
+
+    /// Only packets to a port in `ports`.
+    pub fn destination_ports(mut self, ports: PortRange) -> AclRule {
+        self.destination_ports = Some(ports);
+        self
     }
 
     /// Whether `flow`, going `direction`, matches this rule.
