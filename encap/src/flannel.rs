@@ -24,6 +24,114 @@
 //! - received datagrams are validated (well-formed IP, known peer, inner source inside that
 //!   peer's subnets); flanneld accepts anything from anyone;
 //! - generated ICMP errors are rate limited.
+//!
+//! ## Driving it from your own event loop
+//!
+//! The engine (`weft::Engine`) runs this backend for you, but nothing here needs it: a
+//! caller with its own loop owns the buffers, keeps [`HEADROOM`] bytes free in front of
+//! each packet, hands the packet over as a [`PacketBuf`] through the [`Backend`] trait, and
+//! carries out the [`Verdict`], whose ranges index into that same buffer. The example
+//! below is both ends of the tunnel in one process: host A encapsulates a packet read from
+//! its TUN, the datagram payload "crosses the network" (a copy into host B's receive buffer),
+//! and host B decapsulates it.
+//!
+//! ```
+//! use std::net::{Ipv4Addr, SocketAddr};
+//! use std::sync::Arc;
+//!
+//! use weft_encap::backend::{Backend, PacketBuf};
+//! use weft_encap::flannel::{FlannelBackend, FlannelConfig, HEADROOM};
+//! use weft_encap::table::{Route, SubnetTable};
+//! use weft_encap::verdict::{DropReason, Verdict};
+//! use weft_encap::wire::{ipv4, udp, PROTO_ICMP, PROTO_UDP};
+//!
+//! // Host A (underlay 198.18.0.1) leases 100.96.1.0/24, host B (198.18.0.2) 100.96.2.0/24.
+//! let a_underlay: SocketAddr = "198.18.0.1:8285".parse()?;
+//! let b_underlay: SocketAddr = "198.18.0.2:8285".parse()?;
+//! let route = |subnet: &str, endpoint| Route {
+//!     subnet: subnet.parse().unwrap(),
+//!     endpoint,
+//!     vtep_mac: None,
+//! };
+//! // Each host's routing snapshot: one table per device; the UDP backend has one device.
+//! let tables_a = [Arc::new(SubnetTable::new(1, &[route("100.96.2.0/24", b_underlay)])?)];
+//! let tables_b = [Arc::new(SubnetTable::new(1, &[route("100.96.1.0/24", a_underlay)])?)];
+//! let mut host_a = FlannelBackend::new(FlannelConfig::default());
+//! let mut host_b = FlannelBackend::new(FlannelConfig::default());
+//!
+//! // A UDP packet from a pod on A (100.96.1.5) to a pod on B (100.96.2.7), as A's TUN
+//! // hands it over.
+//! let message = b"hello from A";
+//! let ip = ipv4::Repr {
+//!     src_addr: Ipv4Addr::new(100, 96, 1, 5),
+//!     dst_addr: Ipv4Addr::new(100, 96, 2, 7),
+//!     protocol: PROTO_UDP,
+//!     payload_len: udp::HEADER_LEN + message.len(),
+//!     ttl: 64,
+//! };
+//! let mut packet = vec![0u8; ip.buffer_len() + ip.payload_len];
+//! ip.emit(&mut ipv4::Packet::new_unchecked(&mut packet[..]));
+//! let dgram = udp::Repr { src_port: 40000, dst_port: 7, payload_len: message.len() };
+//! dgram.emit(&mut udp::Packet::new_unchecked(&mut packet[20..]));
+//! packet[28..].copy_from_slice(message);
+//!
+//! // Host A: the packet goes into a buffer owned by the caller, after HEADROOM free bytes
+//! // (where ICMP errors are built in place).
+//! let mut tx = vec![0u8; HEADROOM + 2048];
+//! tx[HEADROOM..HEADROOM + packet.len()].copy_from_slice(&packet);
+//! let pkt = PacketBuf::new(&mut tx, HEADROOM, packet.len()).expect("inside the buffer");
+//! // `Backend::handle_device_packet` (the trait method, as the engine calls it; the
+//! // inherent method of the same name takes a single table and `(buf, start, len)`).
+//! let now_ms = 0; // the caller's clock: milliseconds from any fixed start
+//! let verdict = Backend::handle_device_packet(&mut host_a, &tables_a, 0, pkt, now_ms);
+//! let (dest, datagram) = match verdict {
+//!     // `flow: None`: flannel sends from the listening port (8285) to the peer's.
+//!     Verdict::SendToPeer { dest, range, flow: None } => (dest, tx[range].to_vec()),
+//!     other => panic!("expected SendToPeer, got {other:?}"),
+//! };
+//! assert_eq!(dest, b_underlay);
+//! // flannel's wire format: the datagram payload is the inner packet itself, TTL - 1.
+//! assert_eq!(datagram.len(), packet.len());
+//! assert_eq!(ipv4::Packet::new_checked(&datagram[..])?.ttl(), 63);
+//!
+//! // Host B: the datagram payload arrives from A's underlay address (any source port).
+//! let mut rx = vec![0u8; HEADROOM + 2048];
+//! rx[HEADROOM..HEADROOM + datagram.len()].copy_from_slice(&datagram);
+//! let pkt = PacketBuf::new(&mut rx, HEADROOM, datagram.len()).expect("inside the buffer");
+//! let verdict = Backend::handle_datagram(&mut host_b, &tables_b, a_underlay, pkt, now_ms);
+//! let Verdict::DeliverToDevice { device: 0, range } = verdict else {
+//!     panic!("expected DeliverToDevice, got {verdict:?}");
+//! };
+//! // What B writes into its TUN is A's packet as two routers would have forwarded it:
+//! // byte for byte the same but for the TTL (one hop per host) and the header checksum.
+//! let mut expected = packet.clone();
+//! let mut forwarded = ipv4::Packet::new_unchecked(&mut expected[..]);
+//! forwarded.set_ttl(62);
+//! forwarded.fill_checksum();
+//! assert_eq!(&rx[range.clone()], &expected[..]);
+//! assert_eq!(&rx[range.end - message.len()..range.end], message);
+//!
+//! // No route: the packet is dropped and an ICMP net unreachable is written in place,
+//! // partly in the headroom in front of it, to be written back into A's device.
+//! let mut lost = packet.clone();
+//! let mut header = ipv4::Packet::new_unchecked(&mut lost[..]);
+//! header.set_dst_addr(Ipv4Addr::new(100, 96, 9, 9));
+//! header.fill_checksum();
+//! tx[HEADROOM..HEADROOM + lost.len()].copy_from_slice(&lost);
+//! let pkt = PacketBuf::new(&mut tx, HEADROOM, lost.len()).expect("inside the buffer");
+//! match Backend::handle_device_packet(&mut host_a, &tables_a, 0, pkt, now_ms) {
+//!     Verdict::ReplyToDevice { device: 0, range, cause: DropReason::NoRoute } => {
+//!         assert!(range.start < HEADROOM, "the ICMP headers went into the headroom");
+//!         let icmp = ipv4::Packet::new_checked(&tx[range])?;
+//!         assert_eq!(icmp.protocol(), PROTO_ICMP);
+//!         assert_eq!(icmp.dst_addr(), Ipv4Addr::new(100, 96, 1, 5), "back to the sender");
+//!     }
+//!     // An event loop counts every drop under its reason; `Verdict` may grow variants.
+//!     Verdict::Drop(reason) => panic!("dropped without an answer: {}", reason.name()),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -381,6 +381,9 @@ enum Refusal {
 
 impl<B: Backend, P: Policy> Backend for Policed<B, P> {
     fn headroom(&self) -> usize {
+        if !P::INSPECTS {
+            return self.inner.headroom();
+        }
         // Room for an ICMP error (and an Ethernet header) in front of a decapsulated packet,
         // and the backend's own headers in front of that.
         self.inner.headroom() + crate::icmp::HEADROOM + ETHERNET_HEADER_LEN

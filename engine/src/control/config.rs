@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use weft_encap::acl::{protocol_number, AclRule, PortRange};
+use weft_encap::policy::{Decision, Direction};
 use weft_encap::table::{Cidr, Route};
 use weft_encap::wire::EthernetAddress;
 
@@ -180,7 +182,14 @@ pub struct Config {
     pub vxlan: Option<VxlanSettings>,
     /// `[[vni]]`: further VNIs.
     pub extra_vnis: Vec<ExtraVni>,
+    /// `[[acl]]`: the rules every inner packet is judged by, in order (first match wins).
+    pub acl: Vec<AclRule>,
+    /// `[policy] default`: what happens to a packet no `[[acl]]` rule matches.
+    pub acl_default: Decision,
 }
+
+/// The most `[[acl]]` rules a file may hold (each packet is checked against them in order).
+pub const MAX_ACL_RULES: usize = 10_000;
 
 /// `[device]`: the TUN device weft creates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +255,45 @@ struct RawConfig {
     fdb: Vec<RawFdb>,
     #[serde(default)]
     vni: Vec<RawVni>,
+    #[serde(default)]
+    acl: Vec<RawAcl>,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcl {
+    action: String,
+    direction: Option<String>,
+    source: Option<String>,
+    destination: Option<String>,
+    protocol: Option<RawNumberOrText>,
+    ports: Option<RawNumberOrText>,
+    source_ports: Option<RawNumberOrText>,
+}
+
+/// A value written either as a number or as a string (`ports = 80`, `ports = "80-90"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawNumberOrText {
+    Number(i64),
+    Text(String),
+}
+
+impl RawNumberOrText {
+    fn text(&self) -> String {
+        match self {
+            RawNumberOrText::Number(n) => n.to_string(),
+            RawNumberOrText::Text(t) => t.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    default: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1183,6 +1231,12 @@ impl Config {
             seen.push((v.vni, v.device.as_str()));
         }
 
+        let acl = acl_rules(&ctx, &raw.acl)?;
+        let acl_default = match &raw.policy.default {
+            Some(v) => decision(&ctx, "[policy] default", v)?,
+            None => Decision::Allow,
+        };
+
         Ok(Config {
             path: path.to_owned(),
             backend,
@@ -1212,8 +1266,123 @@ impl Config {
             fdb,
             vxlan,
             extra_vnis,
+            acl,
+            acl_default,
         })
     }
+}
+
+/// `allow`, `deny` or `reject`.
+fn decision(ctx: &Ctx<'_>, key: &str, value: &str) -> Result<Decision, ConfigError> {
+    match value {
+        "allow" => Ok(Decision::Allow),
+        "deny" => Ok(Decision::Drop),
+        "reject" => Ok(Decision::Reject),
+        _ => Err(ctx.err(
+            key,
+            Some(value),
+            "expected \"allow\", \"deny\" (drop silently) or \"reject\" (drop and answer with ICMP administratively prohibited)",
+        )),
+    }
+}
+
+/// `N` or `N-M`, ports 0-65535.
+fn port_range(ctx: &Ctx<'_>, key: &str, value: &str) -> Result<PortRange, ConfigError> {
+    let bad = || {
+        ctx.err(
+            key,
+            Some(value),
+            "expected a port (0-65535) or a range FIRST-LAST",
+        )
+    };
+    let (first, last) = value.split_once('-').unwrap_or((value, value));
+    let first: u16 = first.trim().parse().map_err(|_| bad())?;
+    let last: u16 = last.trim().parse().map_err(|_| bad())?;
+    if first > last {
+        return Err(ctx.err(key, Some(value), "the range's first port is above its last"));
+    }
+    Ok(PortRange::new(first, last))
+}
+
+/// `[[acl]]` and `[policy]`.
+fn acl_rules(ctx: &Ctx<'_>, raw: &[RawAcl]) -> Result<Vec<AclRule>, ConfigError> {
+    if raw.len() > MAX_ACL_RULES {
+        return Err(ctx.err(
+            "[[acl]]",
+            Some(&raw.len().to_string()),
+            format!("too many rules (at most {MAX_ACL_RULES})"),
+        ));
+    }
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let key = |field: &str| format!("[[acl]] #{} {field}", i + 1);
+        let mut rule = AclRule::new(decision(ctx, &key("action"), &r.action)?);
+        match r.direction.as_deref() {
+            None | Some("both") => {}
+            Some("in") => rule = rule.direction(Direction::Ingress),
+            Some("out") => rule = rule.direction(Direction::Egress),
+            Some(other) => {
+                return Err(ctx.err(
+                    &key("direction"),
+                    Some(other),
+                    "expected \"in\" (from peers to this host), \"out\" (from this host to peers) or \"both\"",
+                ))
+            }
+        }
+        if let Some(v) = &r.source {
+            rule = rule.source(ctx.cidr(&key("source"), v)?);
+        }
+        if let Some(v) = &r.destination {
+            rule = rule.destination(ctx.cidr(&key("destination"), v)?);
+        }
+        if let (Some(s), Some(d)) = (rule.source, rule.destination) {
+            if s.is_ipv4() != d.is_ipv4() {
+                return Err(ctx.err(
+                    &key("destination"),
+                    r.destination.as_deref(),
+                    "is of another address family than source: the rule could never match",
+                ));
+            }
+        }
+        if let Some(v) = &r.protocol {
+            let text = v.text();
+            let protocol = protocol_number(&text).ok_or_else(|| {
+                ctx.err(
+                    &key("protocol"),
+                    Some(&text),
+                    "expected tcp, udp, icmp, icmpv6, sctp or a protocol number 0-255",
+                )
+            })?;
+            let family = rule.source.or(rule.destination).map(|c| c.is_ipv4());
+            let wrong_icmp = matches!((protocol, family), (1, Some(false)) | (58, Some(true)));
+            if wrong_icmp {
+                return Err(ctx.err(
+                    &key("protocol"),
+                    Some(&text),
+                    "is the ICMP of the other address family than the rule's networks: the rule could never match",
+                ));
+            }
+            rule = rule.protocol(protocol);
+        }
+        for (field, value) in [("ports", &r.ports), ("source_ports", &r.source_ports)] {
+            let Some(value) = value else { continue };
+            let text = value.text();
+            if !matches!(rule.protocol, Some(6 | 17 | 132)) {
+                return Err(ctx.err(
+                    &key(field),
+                    Some(&text),
+                    "ports need protocol = \"tcp\", \"udp\" or \"sctp\"",
+                ));
+            }
+            let range = port_range(ctx, &key(field), &text)?;
+            rule = match field {
+                "ports" => rule.destination_ports(range),
+                _ => rule.source_ports(range),
+            };
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
 }
 
 /// The default control socket of a device: `@weft/<device>` in the abstract namespace,

@@ -17,6 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use weft_encap::acl::{Acl, AclPolicy, AclSet};
 use weft_encap::backend::Backend;
 use weft_encap::fdb::FdbConfig;
 use weft_encap::flannel::{FlannelBackend, FlannelConfig};
@@ -351,14 +352,15 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
             setup::steer_flannel_flows(other, workers);
         }
     }
+    let acl = Acl::new(AclSet::new(config.acl.clone(), config.acl_default));
     let engine = match config.backend {
         BackendKind::Udp => {
             let backend = FlannelBackend::new(flannel_config(&config, &mtus));
-            spawn(backend, queues, &plans, &config)?
+            spawn(backend, acl.policy(), queues, &plans, &config)?
         }
         BackendKind::Vxlan => {
             let backend = VxlanBackend::new(vxlan_config(&config, &mtus, &plans));
-            spawn(backend, queues, &plans, &config)?
+            spawn(backend, acl.policy(), queues, &plans, &config)?
         }
     };
 
@@ -388,14 +390,16 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         ControlContext {
             vnis,
             stats: {
-                let health = health.clone();
+                let (health, acl) = (health.clone(), acl.clone());
                 Box::new(move || {
                     let mut stats = counters.snapshot();
                     health.report(&mut stats);
+                    report_acl(&acl, &mut stats);
                     stats
                 })
             },
             inspector: Some(engine.inspector()),
+            acl: Some(acl.clone()),
             default_port: config.listen.port(),
             underlay: [Some(config.listen), config.listen6]
                 .into_iter()
@@ -489,6 +493,7 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
     let result = wait_for_signals(
         &engine,
         &first.routes,
+        &acl,
         &config,
         options.reload_on_sighup,
         keeper,
@@ -521,6 +526,7 @@ struct WorkerQueues {
 
 fn spawn<B: Backend + Clone>(
     backend: B,
+    policy: AclPolicy,
     queues: Vec<WorkerQueues>,
     plans: &[DevicePlan],
     config: &Config,
@@ -531,6 +537,7 @@ fn spawn<B: Backend + Clone>(
     let first_device = devices.next().expect("at least one device");
     let mut builder = Engine::builder(first_device, first.socket)
         .backend(backend)
+        .policy(policy)
         .routes(plans[0].routes.clone())
         .source_sockets(first.source_sockets)
         .batch_size(config.batch)
@@ -738,6 +745,7 @@ fn vxlan_config(config: &Config, mtus: &Mtus, plans: &[DevicePlan]) -> VxlanConf
 fn wait_for_signals(
     engine: &Engine,
     routes: &RouteTable,
+    acl: &Acl,
     config: &Config,
     reload_on_sighup: bool,
     mut keeper: DeviceKeeper<'_>,
@@ -793,7 +801,10 @@ fn wait_for_signals(
             Ok(Event::Loaded(loaded)) => {
                 reloading = false;
                 match *loaded {
-                    Ok(new) => reload(&new, config, routes, &mut file_peers),
+                    Ok(new) => {
+                        reload(&new, config, routes, &mut file_peers);
+                        reload_acl(&new, acl);
+                    }
                     Err(e) => {
                         tracing::error!("reload failed, keeping the running configuration: {e}")
                     }
@@ -1068,6 +1079,32 @@ enum Event {
     DeviceGone(usize),
     /// Link events were lost: check that every device is there.
     CheckDevices,
+}
+
+/// The ACL counters, with `weft stats`: `acl_rule_<N>_hits` for rule N (from 1, in file
+/// order) and `acl_default_hits`.
+fn report_acl(acl: &Acl, stats: &mut crate::dataplane::counters::Stats) {
+    let set = acl.current();
+    for i in 0..set.rules().len() {
+        stats.push(&format!("acl_rule_{}_hits", i + 1), set.hits(i));
+    }
+    stats.push("acl_default_hits", set.default_hits());
+}
+
+/// SIGHUP: puts the file's `[[acl]]` rules and `[policy] default` in force, if they changed.
+/// Rules that stay keep their counters; traffic both versions allow flows on.
+fn reload_acl(new: &Config, acl: &Acl) {
+    let running = acl.current();
+    if running.rules() == new.acl.as_slice() && running.default_action() == new.acl_default {
+        return;
+    }
+    acl.replace(AclSet::new(new.acl.clone(), new.acl_default));
+    tracing::info!(
+        "reloaded {}: {} acl rule(s), default {}",
+        new.path.display(),
+        new.acl.len(),
+        new.acl_default.name()
+    );
 }
 
 /// The top-level `[[peer]]` entries the file last said: what a reload compares against.

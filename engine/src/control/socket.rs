@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
+use weft_encap::acl::Acl;
 use weft_encap::table::{Cidr, Route};
 use weft_encap::wire::EthernetAddress;
 
@@ -108,6 +109,8 @@ pub struct ControlContext {
     pub stats: Box<dyn Fn() -> Stats + Send + Sync>,
     /// Looks into the running backend (the learned FDB), if there is one.
     pub inspector: Option<Inspector>,
+    /// The `[[acl]]` rules in force, if the daemon has them (`acl list`).
+    pub acl: Option<Acl>,
     /// The port of an endpoint given without one.
     pub default_port: u16,
     /// The daemon's underlay (listen) addresses: an endpoint must be of one of their
@@ -116,7 +119,7 @@ pub struct ControlContext {
 }
 
 const USAGE: &str = "expected [vni N] followed by `peer add SUBNET ENDPOINT [MAC]`, `peer del SUBNET`, \
-`peer list`, `vtep add ENDPOINT`, `vtep del ENDPOINT`, `fdb add MAC ENDPOINT`, `fdb del MAC`, `fdb list`, or `stats`";
+`peer list`, `vtep add ENDPOINT`, `vtep del ENDPOINT`, `fdb add MAC ENDPOINT`, `fdb del MAC`, `fdb list`, `acl list`, or `stats`";
 
 impl ControlContext {
     fn handle(&self, line: &str, out: &mut Vec<String>) -> Result<(), String> {
@@ -226,6 +229,18 @@ impl ControlContext {
                         .fdb_entries()
                         .map(|(m, e)| format!("{m} {e} static")),
                 );
+                Ok(())
+            }
+            ["acl", "list"] => {
+                let set = self.acl.as_ref().ok_or("this daemon has no acl")?.current();
+                for (i, rule) in set.rules().iter().enumerate() {
+                    out.push(format!("{} {rule} hits {}", i + 1, set.hits(i)));
+                }
+                out.push(format!(
+                    "default {} hits {}",
+                    set.default_action().name(),
+                    set.default_hits()
+                ));
                 Ok(())
             }
             ["stats"] => {
@@ -653,6 +668,7 @@ mod tests {
             }],
             stats: Box::new(move || counters.snapshot()),
             inspector: None,
+            acl: None,
             default_port: 8285,
             underlay: vec!["198.18.0.1".parse().unwrap()],
         }
@@ -821,6 +837,7 @@ mod tests {
             ],
             stats: Box::new(move || counters.snapshot()),
             inspector: None,
+            acl: None,
             default_port: 8472,
             underlay: vec!["198.18.0.1".parse().unwrap()],
         };

@@ -50,6 +50,8 @@ use std::time::Duration;
 use mio::Waker;
 use weft_encap::backend::Backend;
 use weft_encap::flannel::{FlannelBackend, FlannelConfig};
+use weft_encap::icmp::IcmpResponder;
+use weft_encap::policy::{AllowAll, Policed, Policy, DEFAULT_REJECT_RATE};
 
 use crate::dataplane::counters::{Counters, EngineCounters, Stats};
 use crate::dataplane::device::Device;
@@ -180,16 +182,17 @@ impl OffloadStatus {
 /// engine.shutdown()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct EngineBuilder<D, B> {
+pub struct EngineBuilder<D, B, P = AllowAll> {
     workers: Vec<WorkerIo<D>>,
     routes: Vec<RouteTable>,
     backend: B,
+    policy: P,
     batch: usize,
     offload: OffloadMode,
     busy_poll: Duration,
 }
 
-impl<D: Device, B: Backend + Clone> EngineBuilder<D, B> {
+impl<D: Device, B: Backend + Clone, P: Policy + Clone> EngineBuilder<D, B, P> {
     /// Uses this route table for the first device (a shared handle: keep a clone to edit
     /// routes later).
     pub fn routes(mut self, routes: RouteTable) -> Self {
@@ -235,17 +238,36 @@ impl<D: Device, B: Backend + Clone> EngineBuilder<D, B> {
     }
 
     /// Uses the flannel UDP backend with these settings.
-    pub fn flannel(self, config: FlannelConfig) -> EngineBuilder<D, FlannelBackend> {
+    pub fn flannel(self, config: FlannelConfig) -> EngineBuilder<D, FlannelBackend, P> {
         self.backend(FlannelBackend::new(config))
     }
 
     /// Uses this backend (e.g. [`weft_encap::vxlan::VxlanBackend`]); every worker runs a
     /// clone of it.
-    pub fn backend<B2: Backend + Clone>(self, backend: B2) -> EngineBuilder<D, B2> {
+    pub fn backend<B2: Backend + Clone>(self, backend: B2) -> EngineBuilder<D, B2, P> {
         EngineBuilder {
             workers: self.workers,
             routes: self.routes,
             backend,
+            policy: self.policy,
+            batch: self.batch,
+            offload: self.offload,
+            busy_poll: self.busy_poll,
+        }
+    }
+
+    /// Judges every packet with `policy` ([`weft_encap::policy`]): each worker runs a clone
+    /// of it, after the backend on the way out (so it sees the peer) and before the device
+    /// on the way in. Refused packets are counted as `drop_policy`. Without this the engine
+    /// allows everything at no cost ([`AllowAll`]). A closure
+    /// `|flow: &FlowKey, ctx: &PolicyContext| -> Decision` is a policy, and so is
+    /// [`weft_encap::acl::Acl::policy`] (rules that can be replaced while the engine runs).
+    pub fn policy<P2: Policy + Clone>(self, policy: P2) -> EngineBuilder<D, B, P2> {
+        EngineBuilder {
+            workers: self.workers,
+            routes: self.routes,
+            backend: self.backend,
+            policy,
             batch: self.batch,
             offload: self.offload,
             busy_poll: self.busy_poll,
@@ -296,6 +318,8 @@ impl<D: Device, B: Backend + Clone> EngineBuilder<D, B> {
             ..OffloadStatus::default()
         };
         let mut handles = Vec::with_capacity(self.workers.len());
+        // One limit on policy rejections for all the workers together.
+        let icmp = IcmpResponder::new(DEFAULT_REJECT_RATE, DEFAULT_REJECT_RATE);
         let mut counters = Vec::with_capacity(self.workers.len());
         for (w, io) in self.workers.into_iter().enumerate() {
             let worker_counters = Arc::new(Counters::default());
@@ -304,7 +328,7 @@ impl<D: Device, B: Backend + Clone> EngineBuilder<D, B> {
                 w,
                 io,
                 self.routes.clone(),
-                self.backend.clone(),
+                Policed::new(self.backend.clone(), self.policy.clone()).with_icmp(icmp.clone()),
                 worker_counters.clone(),
                 control_rx,
                 Tuning {
@@ -408,6 +432,7 @@ impl Engine {
             }],
             routes: vec![RouteTable::default()],
             backend: FlannelBackend::new(FlannelConfig::default()),
+            policy: AllowAll,
             batch: MAX_BATCH,
             offload: OffloadMode::Auto,
             busy_poll: Duration::ZERO,

@@ -405,7 +405,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
                         while let Ok(msg) = self.control.try_recv() {
                             match msg {
                                 Control::Shutdown => return Ok(()),
-                                Control::Inspect(query) => query(&self.backend),
+                                Control::Inspect(query) => query(self.backend.inspect_target()),
                                 Control::ReplaceDevice(index, device) => {
                                     self.replace_device(index, device)
                                 }

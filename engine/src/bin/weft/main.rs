@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         action: FdbAction,
     },
+    /// Show a running daemon's `[[acl]]` rules with their hit counts.
+    Acl {
+        #[command(subcommand)]
+        action: AclAction,
+    },
     /// Print a running daemon's counters, one `name value` per line.
     Stats {
         #[command(flatten)]
@@ -125,6 +130,16 @@ enum PeerAction {
         target: Target,
     },
     /// List the routes: `<subnet> <endpoint>[ <vtep mac>]` per line, then `vtep <endpoint>`.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum AclAction {
+    /// One line per rule, in order: `<n> <action> [in|out] <protocol> from <cidr|any> [port
+    /// P] to <cidr|any> [port P] hits <count>`, then `default <action> hits <count>`.
     List {
         #[command(flatten)]
         target: Target,
@@ -366,6 +381,10 @@ fn main() -> ExitCode {
                 for v in &c.extra_vnis {
                     println!("vni {} device {}", v.vni, v.device);
                 }
+                for (i, rule) in c.acl.iter().enumerate() {
+                    println!("acl {} {rule}", i + 1);
+                }
+                println!("acl default {}", c.acl_default.name());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
@@ -413,6 +432,9 @@ fn main() -> ExitCode {
             } => talk(&target, &format!("fdb add {mac} {endpoint}")),
             FdbAction::Del { mac, target } => talk(&target, &format!("fdb del {mac}")),
         },
+        Command::Acl {
+            action: AclAction::List { target },
+        } => talk(&target, "acl list"),
         Command::Stats { target } => talk(&target, "stats"),
         Command::Demo => demo(),
     }
