@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use weft_testbed::{
-    pod_addr, wait_until, ConfigFile, Netns, NsChild, Testbed, VxlanConfig, WeftConfig, WeftDaemon,
-    DEFAULT_DEVICE, UDP_OVERLAY_MTU, VXLAN_DEVICE, VXLAN_OVERLAY_MTU,
+    pod_addr, wait_until, ConfigFile, ConnectOutcome, Netns, NsChild, Testbed, VxlanConfig,
+    WeftConfig, WeftDaemon, DEFAULT_DEVICE, UDP_OVERLAY_MTU, VXLAN_DEVICE, VXLAN_OVERLAY_MTU,
 };
 
 use common::{require_root, stat, wait_stat, weft_exe};
@@ -111,50 +111,15 @@ impl AclBed {
     }
 }
 
-/// Listens on `ports` in `netns`, accepting and closing connections, until dropped.
+/// Listens on `ports` in `netns` until dropped.
 fn listen(netns: &Netns, ports: &[u16]) -> NsChild {
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    let script = format!(
-        "import socket, select\n\
-         socks = []\n\
-         for p in [{}]:\n\
-         \x20   s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-         \x20   s.bind(('0.0.0.0', p)); s.listen(16); socks.append(s)\n\
-         print('listening', flush=True)\n\
-         while True:\n\
-         \x20   for s in select.select(socks, [], [])[0]:\n\
-         \x20       s.accept()[0].close()\n",
-        ports.join(", ")
-    );
-    let mut child = netns
-        .spawn(&["python3", "-c", &script])
-        .expect("start the listener");
-    wait_until(Duration::from_secs(10), "the listener", || {
-        child.stdout().contains("listening") || !child.is_running()
-    })
-    .unwrap();
-    assert!(child.is_running(), "listener: {}", child.stderr());
-    child
+    weft_testbed::tcp_listeners(netns, ports).expect("start the listeners")
 }
 
-/// What a TCP connect from `netns` to `to:port` comes to within 4 s: `connected`,
-/// `refused`, `unreachable` (EHOSTUNREACH, as an ICMP administratively-prohibited error
-/// makes it) or `timeout`.
-fn connect(netns: &Netns, to: Ipv4Addr, port: u16) -> String {
-    let script = format!(
-        "import socket, errno\n\
-         s = socket.socket(); s.settimeout(4)\n\
-         try:\n\
-         \x20   s.connect(('{to}', {port})); print('connected')\n\
-         except socket.timeout:\n\
-         \x20   print('timeout')\n\
-         except OSError as e:\n\
-         \x20   print({{errno.ECONNREFUSED: 'refused', errno.EHOSTUNREACH: 'unreachable'}}.get(e.errno, 'errno %d' % e.errno))\n"
-    );
-    let out = netns
-        .exec_timeout(&["python3", "-c", &script], Duration::from_secs(20))
-        .expect("run the connect probe");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+/// What a TCP connect from `netns` to `to:port` comes to within 4 s.
+fn connect(netns: &Netns, to: Ipv4Addr, port: u16) -> ConnectOutcome {
+    weft_testbed::tcp_connect(netns, to.into(), port, Duration::from_secs(4))
+        .expect("run the connect probe")
 }
 
 fn rules_allow_deny_and_reject_both_ways(name: &str, kind: Kind) {
@@ -163,15 +128,25 @@ fn rules_allow_deny_and_reject_both_ways(name: &str, kind: Kind) {
     let to = pod_addr(2, 2);
     let (sender, receiver) = (bed.daemon(1), bed.daemon(2));
 
-    assert_eq!(connect(bed.pod(1), to, 5001), "connected", "{}", bed.logs());
+    assert_eq!(
+        connect(bed.pod(1), to, 5001),
+        ConnectOutcome::Connected,
+        "{}",
+        bed.logs()
+    );
     wait_stat(receiver, "acl_rule_1_hits", 1);
 
-    assert_eq!(connect(bed.pod(1), to, 5002), "timeout", "{}", bed.logs());
+    assert_eq!(
+        connect(bed.pod(1), to, 5002),
+        ConnectOutcome::Timeout,
+        "{}",
+        bed.logs()
+    );
     wait_stat(receiver, "acl_rule_2_hits", 1);
 
     assert_eq!(
         connect(bed.pod(1), to, 5003),
-        "unreachable",
+        ConnectOutcome::Unreachable,
         "{}",
         bed.logs()
     );
@@ -181,7 +156,7 @@ fn rules_allow_deny_and_reject_both_ways(name: &str, kind: Kind) {
     // Rejected on the way out, by the sending host.
     assert_eq!(
         connect(bed.pod(1), to, 5004),
-        "unreachable",
+        ConnectOutcome::Unreachable,
         "{}",
         bed.logs()
     );
@@ -305,7 +280,12 @@ fn a_sighup_that_changes_the_rules_keeps_an_allowed_transfer_going() {
     // The transfer goes on after the reload, counted on the same (kept) counter.
     wait_stat(bed.daemon(2), "acl_rule_1_hits", before + 100);
     let _listener = listen(bed.pod(2), &[5002]);
-    assert_eq!(connect(bed.pod(1), to, 5002), "connected", "{}", bed.logs());
+    assert_eq!(
+        connect(bed.pod(1), to, 5002),
+        ConnectOutcome::Connected,
+        "{}",
+        bed.logs()
+    );
 
     std::fs::write(&stop, b"").unwrap();
     let status = sender.wait_timeout(Duration::from_secs(30)).unwrap();

@@ -2686,3 +2686,79 @@ mod tests {
         assert!(unique_name("weft").starts_with(&format!("weft-{}-", std::process::id())));
     }
 }
+
+/// Listens on TCP `ports` (IPv4) in `netns` with a small `python3` server that accepts and
+/// closes every connection, until the returned process is dropped. Returns once it listens.
+pub fn tcp_listeners(netns: &Netns, ports: &[u16]) -> Result<NsChild> {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let script = format!(
+        "import socket, select\n\
+         socks = []\n\
+         for p in [{}]:\n\
+         \x20   s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         \x20   s.bind(('0.0.0.0', p)); s.listen(16); socks.append(s)\n\
+         print('listening', flush=True)\n\
+         while True:\n\
+         \x20   for s in select.select(socks, [], [])[0]:\n\
+         \x20       s.accept()[0].close()\n",
+        ports.join(", ")
+    );
+    let mut child = netns.spawn(&["python3", "-c", &script])?;
+    wait_until(COMMAND_TIMEOUT, "the TCP listeners", || {
+        child.stdout().contains("listening") || !child.is_running()
+    })?;
+    if !child.is_running() {
+        return Err(TestbedError::Invalid(format!(
+            "the TCP listeners in {} exited: {}",
+            netns.name(),
+            child.stderr()
+        )));
+    }
+    Ok(child)
+}
+
+/// What a TCP connect came to ([`tcp_connect`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    /// The connection was established.
+    Connected,
+    /// A TCP reset answered (nobody listens).
+    Refused,
+    /// `EHOSTUNREACH`: an ICMP error such as "administratively prohibited" answered.
+    Unreachable,
+    /// Nothing answered within the timeout (the SYN was dropped somewhere).
+    Timeout,
+    /// Anything else, as the probe printed it.
+    Other(String),
+}
+
+/// Tries one TCP connection from `netns` to `to:port`, waiting at most `timeout` (with
+/// `python3`, which tells the errors apart).
+pub fn tcp_connect(
+    netns: &Netns,
+    to: IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> Result<ConnectOutcome> {
+    let script = format!(
+        "import socket, errno\n\
+         s = socket.socket(socket.AF_INET6 if ':' in '{to}' else socket.AF_INET)\n\
+         s.settimeout({})\n\
+         try:\n\
+         \x20   s.connect(('{to}', {port})); print('connected')\n\
+         except socket.timeout:\n\
+         \x20   print('timeout')\n\
+         except OSError as e:\n\
+         \x20   print({{errno.ECONNREFUSED: 'refused', errno.EHOSTUNREACH: 'unreachable'}}.get(e.errno, 'errno %d' % e.errno))\n",
+        timeout.as_secs_f64()
+    );
+    let out = netns.exec_timeout(&["python3", "-c", &script], timeout + COMMAND_TIMEOUT)?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok(match text.as_str() {
+        "connected" => ConnectOutcome::Connected,
+        "refused" => ConnectOutcome::Refused,
+        "unreachable" => ConnectOutcome::Unreachable,
+        "timeout" => ConnectOutcome::Timeout,
+        _ => ConnectOutcome::Other(format!("{text} {}", String::from_utf8_lossy(&out.stderr))),
+    })
+}
