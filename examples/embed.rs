@@ -1,4 +1,7 @@
-//! A minimal VPN built on the weft library: one TUN device, one UDP socket, static peers.
+//! The point-to-point tunnel: a minimal VPN built on the weft library, one TUN device, one
+//! UDP socket, static peers. It is the seed's ipip experiment done with weft over UDP: two
+//! hosts, one tunnel between them (and, with more `--peer`s, one per peer; `weft-hub` shows
+//! routes that change at runtime).
 //!
 //! ```text
 //! sudo cargo run -p weft-examples --bin weft-embed -- \

@@ -156,7 +156,9 @@ impl AclRule {
 
     /// Whether `flow`, going `direction`, matches this rule.
     pub fn matches(&self, flow: &FlowKey, direction: Direction) -> bool {
-        let has_ports = !flow.fragment;
+        // Only TCP, UDP and SCTP carry ports, and only when not a fragment: FlowKey's 0s
+        // for everything else are "no ports", which no port range may match.
+        let has_ports = !flow.fragment && matches!(flow.protocol, 6 | 17 | 132);
         self.direction.is_none_or(|d| d == direction)
             && self.source.is_none_or(|c| c.contains(flow.src))
             && self.destination.is_none_or(|c| c.contains(flow.dst))
@@ -218,10 +220,131 @@ pub fn protocol_number(name: &str) -> Option<u8> {
     }
 }
 
+/// A rule in the form packets are checked against: every field a mask or a range, so a rule
+/// is a handful of integer comparisons without branches on `Option`s or address families.
+#[derive(Debug, Clone, Copy)]
+struct Compiled {
+    /// Bit 0: egress; bit 1: ingress.
+    directions: u8,
+    /// 0: any address; 4 or 6: an address of that family, in `src`/`src_mask`.
+    src_family: u8,
+    src: u128,
+    src_mask: u128,
+    /// As `src_family`, for the destination.
+    dst_family: u8,
+    dst: u128,
+    dst_mask: u128,
+    protocol: u8,
+    protocol_mask: u8,
+    /// The rule has a port range: a packet without ports (a fragment) cannot match.
+    needs_ports: bool,
+    src_ports: (u16, u16),
+    dst_ports: (u16, u16),
+}
+
+const fn direction_bit(direction: Direction) -> u8 {
+    match direction {
+        Direction::Egress => 1,
+        Direction::Ingress => 2,
+    }
+}
+
+/// An address as (family, value): IPv4 in the low 32 bits.
+fn address_bits(addr: std::net::IpAddr) -> (u8, u128) {
+    match addr {
+        std::net::IpAddr::V4(a) => (4, u128::from(u32::from(a))),
+        std::net::IpAddr::V6(a) => (6, u128::from(a)),
+    }
+}
+
+/// A network as (family, value, mask); `None` matches everything.
+fn network_bits(network: Option<Cidr>) -> (u8, u128, u128) {
+    let Some(c) = network else {
+        return (0, 0, 0);
+    };
+    let (family, value) = address_bits(c.addr());
+    let width = if family == 4 { 32 } else { 128 };
+    let host_bits = width - u32::from(c.prefix_len());
+    let mask = if host_bits >= width {
+        0
+    } else {
+        ((u128::MAX >> (128 - width)) >> host_bits) << host_bits
+    };
+    (family, value & mask, mask)
+}
+
+impl Compiled {
+    fn new(rule: &AclRule) -> Compiled {
+        let (src_family, src, src_mask) = network_bits(rule.source);
+        let (dst_family, dst, dst_mask) = network_bits(rule.destination);
+        let all = (0, u16::MAX);
+        let range = |r: Option<PortRange>| r.map_or(all, |r| (r.first, r.last));
+        Compiled {
+            directions: rule.direction.map_or(3, direction_bit),
+            src_family,
+            src,
+            src_mask,
+            dst_family,
+            dst,
+            dst_mask,
+            protocol: rule.protocol.unwrap_or(0),
+            protocol_mask: if rule.protocol.is_some() { 0xff } else { 0 },
+            needs_ports: rule.source_ports.is_some() || rule.destination_ports.is_some(),
+            src_ports: range(rule.source_ports),
+            dst_ports: range(rule.destination_ports),
+        }
+    }
+
+    #[inline]
+    fn matches(&self, flow: &Flow) -> bool {
+        (self.directions & flow.direction != 0)
+            & (self.src_family == 0 || self.src_family == flow.src_family)
+            & (self.dst_family == 0 || self.dst_family == flow.dst_family)
+            & ((flow.src ^ self.src) & self.src_mask == 0)
+            & ((flow.dst ^ self.dst) & self.dst_mask == 0)
+            & (flow.protocol & self.protocol_mask == self.protocol)
+            & (!self.needs_ports || flow.has_ports)
+            & (self.src_ports.0 <= flow.src_port && flow.src_port <= self.src_ports.1)
+            & (self.dst_ports.0 <= flow.dst_port && flow.dst_port <= self.dst_ports.1)
+    }
+}
+
+/// A flow in the form [`Compiled`] rules check: converted once per packet.
+struct Flow {
+    direction: u8,
+    src_family: u8,
+    src: u128,
+    dst_family: u8,
+    dst: u128,
+    protocol: u8,
+    has_ports: bool,
+    src_port: u16,
+    dst_port: u16,
+}
+
+impl Flow {
+    fn new(flow: &FlowKey, direction: Direction) -> Flow {
+        let (src_family, src) = address_bits(flow.src);
+        let (dst_family, dst) = address_bits(flow.dst);
+        Flow {
+            direction: direction_bit(direction),
+            src_family,
+            src,
+            dst_family,
+            dst,
+            protocol: flow.protocol,
+            has_ports: !flow.fragment && matches!(flow.protocol, 6 | 17 | 132),
+            src_port: flow.src_port,
+            dst_port: flow.dst_port,
+        }
+    }
+}
+
 /// An ordered rule list with a default action and a hit counter per rule.
 #[derive(Debug)]
 pub struct AclSet {
     rules: Vec<AclRule>,
+    compiled: Vec<Compiled>,
     default: Decision,
     hits: Vec<Arc<AtomicU64>>,
     default_hits: Arc<AtomicU64>,
@@ -232,6 +355,7 @@ impl AclSet {
     pub fn new(rules: Vec<AclRule>, default: Decision) -> AclSet {
         let hits = rules.iter().map(|_| Arc::default()).collect();
         AclSet {
+            compiled: rules.iter().map(Compiled::new).collect(),
             rules,
             default,
             hits,
@@ -257,7 +381,8 @@ impl AclSet {
     /// The index of the first rule `flow` going `direction` matches (`None`: the default
     /// applies), and the decision.
     pub fn evaluate(&self, flow: &FlowKey, direction: Direction) -> (Option<usize>, Decision) {
-        match self.rules.iter().position(|r| r.matches(flow, direction)) {
+        let flow = Flow::new(flow, direction);
+        match self.compiled.iter().position(|r| r.matches(&flow)) {
             Some(i) => (Some(i), self.rules[i].action),
             None => (None, self.default),
         }
@@ -441,5 +566,95 @@ impl Policy for AclPolicy {
 impl Drop for AclPolicy {
     fn drop(&mut self) {
         self.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    /// Addresses from a small pool, so that networks and addresses often meet.
+    fn address() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            (0u8..4, any::<u8>()).prop_map(|(a, b)| IpAddr::V4(Ipv4Addr::new(100, 96, a, b))),
+            (0u16..4, any::<u16>())
+                .prop_map(|(a, b)| IpAddr::V6(Ipv6Addr::new(0xfd00, 0x100, 0x96, a, 0, 0, 0, b))),
+        ]
+    }
+
+    fn network() -> impl Strategy<Value = Option<Cidr>> {
+        proptest::option::of((address(), 0u8..=128).prop_map(|(a, len)| {
+            let len = if a.is_ipv4() { len % 33 } else { len };
+            Cidr::containing(a, len).unwrap()
+        }))
+    }
+
+    fn ports() -> impl Strategy<Value = Option<PortRange>> {
+        proptest::option::of((0u16..100, 0u16..100).prop_map(|(a, b)| PortRange::new(a, b)))
+    }
+
+    fn rule() -> impl Strategy<Value = AclRule> {
+        (
+            network(),
+            network(),
+            proptest::option::of(prop_oneof![Just(6u8), Just(17), Just(1), Just(58)]),
+            ports(),
+            ports(),
+            proptest::option::of(prop_oneof![
+                Just(Direction::Egress),
+                Just(Direction::Ingress)
+            ]),
+        )
+            .prop_map(
+                |(source, destination, protocol, sp, dp, direction)| AclRule {
+                    action: Decision::Drop,
+                    direction,
+                    source,
+                    destination,
+                    protocol,
+                    source_ports: sp,
+                    destination_ports: dp,
+                },
+            )
+    }
+
+    fn flow() -> impl Strategy<Value = FlowKey> {
+        (
+            address(),
+            address(),
+            prop_oneof![Just(6u8), Just(17), Just(1), Just(58), Just(47)],
+            0u16..100,
+            0u16..100,
+            any::<bool>(),
+        )
+            .prop_map(
+                |(src, dst, protocol, src_port, dst_port, fragment)| FlowKey {
+                    src,
+                    dst,
+                    protocol,
+                    src_port,
+                    dst_port,
+                    fragment,
+                },
+            )
+    }
+
+    proptest! {
+        /// The compiled form decides exactly as the rules read one by one.
+        #[test]
+        fn compiled_rules_decide_as_the_reference(
+            rules in proptest::collection::vec(rule(), 0..12),
+            flows in proptest::collection::vec(flow(), 1..16),
+        ) {
+            let set = AclSet::new(rules.clone(), Decision::Allow);
+            for f in &flows {
+                for direction in [Direction::Egress, Direction::Ingress] {
+                    let reference = rules.iter().position(|r| r.matches(f, direction));
+                    prop_assert_eq!(set.evaluate(f, direction).0, reference, "{:?}", f);
+                }
+            }
+        }
     }
 }
