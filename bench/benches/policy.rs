@@ -4,6 +4,7 @@
 //! - `policy_encap/<policy>` and `policy_decap/<policy>`: one 1400-byte IPv4/UDP packet
 //!   read from the device / received from the peer, with `none` (the bare backend),
 //!   `allow_all` (the engine's default: `Policed<_, AllowAll>`, which must cost nothing),
+//!   `acl_empty` (the daemon without `[[acl]]` rules: one atomic load, nothing parsed),
 //!   `acl_1_rule` (one rule that allows the packet) and `acl_100_rules` (100 rules none of
 //!   which matches, so all are checked before the default allows it: the worst case);
 //! - `acl_judge/<rules>`: `AclPolicy::judge` alone on a parsed flow.
@@ -173,6 +174,10 @@ fn policies(c: &mut Criterion) {
         &inbound,
         peer,
     );
+    // What `weft run` does without [[acl]] rules: an empty set, which judges nothing.
+    let empty = Acl::new(AclSet::allow_all());
+    let policed = Policed::new(backend(), empty.policy());
+    bench_backend(c, "acl_empty", policed, &tables, &outbound, &inbound, peer);
     let one = Acl::new(one_rule());
     let policed = Policed::new(backend(), one.policy());
     bench_backend(c, "acl_1_rule", policed, &tables, &outbound, &inbound, peer);

@@ -543,6 +543,13 @@ impl Clone for AclPolicy {
 }
 
 impl Policy for AclPolicy {
+    fn judges(&mut self) -> bool {
+        if self.shared.generation.load(Ordering::Acquire) != self.generation {
+            self.refresh();
+        }
+        !self.current.is_allow_all()
+    }
+
     fn judge(&mut self, flow: &FlowKey, ctx: &PolicyContext) -> Decision {
         if self.shared.generation.load(Ordering::Acquire) != self.generation {
             self.refresh();

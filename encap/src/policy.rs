@@ -239,6 +239,13 @@ pub trait Policy: Send + 'static {
     /// even parsed. Leave it `true`.
     const INSPECTS: bool = true;
 
+    /// Whether this policy judges packets at the moment (asked for every packet, before it is
+    /// parsed): a policy that would allow everything anyway (e.g. an empty rule set) returns
+    /// `false` and the packet goes through without being looked at.
+    fn judges(&mut self) -> bool {
+        true
+    }
+
     /// The decision about one packet.
     fn judge(&mut self, flow: &FlowKey, ctx: &PolicyContext) -> Decision;
 
@@ -408,7 +415,7 @@ impl<B: Backend, P: Policy> Backend for Policed<B, P> {
         mut pkt: PacketBuf<'_>,
         now_ms: u64,
     ) -> Verdict {
-        if !P::INSPECTS {
+        if !P::INSPECTS || !self.policy.judges() {
             return self.inner.handle_device_packet(tables, device, pkt, now_ms);
         }
         let verdict = self
@@ -446,7 +453,7 @@ impl<B: Backend, P: Policy> Backend for Policed<B, P> {
         mut pkt: PacketBuf<'_>,
         now_ms: u64,
     ) -> Verdict {
-        if !P::INSPECTS {
+        if !P::INSPECTS || !self.policy.judges() {
             return self.inner.handle_datagram(tables, source, pkt, now_ms);
         }
         let verdict = self
