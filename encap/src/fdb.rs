@@ -71,6 +71,7 @@ impl Default for FdbConfig {
 
 /// What [`Fdb::learn`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Learned {
     /// A new entry was created (possibly evicting the least recently learned one, or
     /// replacing an aged entry for the same address).

@@ -18,8 +18,10 @@
 //! RFC 4443 2.4(c)).
 //!
 //! [`may_answer`] implements the rules about when an error must *not* be sent (RFC 1122
-//! 3.2.2, RFC 1812 4.3.2.7, RFC 4443 2.4(e)); `write_error` applies them itself. Rate
-//! limiting is not done here (see `ratelimit`).
+//! 3.2.2, RFC 1812 4.3.2.7, RFC 4443 2.4(e)); `write_error` applies them itself, and does no
+//! rate limiting: [`IcmpResponder`] puts a token bucket ([`crate::ratelimit`]) per direction
+//! in front of it, shared by its clones (every worker), its mutex taken only when an error
+//! is about to be written.
 //!
 //! Everything here is total: any byte string as input yields `None`/`false` rather than a
 //! panic.
@@ -31,6 +33,7 @@ use crate::wire::{icmpv4, icmpv6, ipv4, ipv6, PROTO_ICMP, PROTO_ICMPV6, PROTO_IP
 
 /// Which error to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IcmpErrorKind {
     /// No route to the destination network.
     ///

@@ -18,7 +18,10 @@
 //! routing (so the remote peer's anti-spoofing check accepts it).
 //!
 //! What is not judged: the backend's own answers (ICMP errors, ARP replies), frames that
-//! carry no IP packet (ARP, in L2 mode), and packets the backend drops anyway.
+//! carry no IP packet (ARP, in L2 mode; an IP packet is found behind up to two VLAN tags),
+//! and packets the backend drops anyway. What cannot be judged is dropped while a policy
+//! judges ([`Policy::judges`]), as `malformed`: an IP header that does not parse, an IPv6
+//! extension-header chain that does not end, a TCP/UDP/SCTP header cut before its ports.
 //!
 //! ## Cost
 //! [`Policed`] is generic over the policy, so the call is static (no virtual call per
@@ -112,6 +115,7 @@ pub struct FlowKey {
 
 /// What an inner packet or frame holds, as far as a policy is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Inner {
     /// An IP packet with this flow.
     Ip(FlowKey),
@@ -135,6 +139,9 @@ impl FlowKey {
                 let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
                 let protocol = packet[9];
                 let fragment = u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0;
+                if !ports_present(packet, header_len, protocol, fragment) {
+                    return None;
+                }
                 Some(FlowKey::new(
                     src.into(),
                     dst.into(),
@@ -153,6 +160,14 @@ impl FlowKey {
                     IpAddr::V6(Ipv6Addr::from(octets))
                 };
                 let (protocol, offset, fragment) = ipv6_upper_layer(packet);
+                // A chain of extension headers that does not end (too long, or cut short)
+                // hides the protocol: not a flow a policy can judge.
+                if is_ipv6_extension(protocol)
+                    || offset > packet.len()
+                    || !ports_present(packet, offset, protocol, fragment)
+                {
+                    return None;
+                }
                 Some(FlowKey::new(
                     addr(8),
                     addr(24),
@@ -165,15 +180,27 @@ impl FlowKey {
         }
     }
 
-    /// What the packet (`layer` L3: an IP packet) or Ethernet frame (`layer` L2) holds.
+    /// What the packet (`layer` L3: an IP packet) or Ethernet frame (`layer` L2) holds. A
+    /// frame's IP packet is found behind up to two VLAN tags (802.1Q, 802.1ad), so a tag
+    /// cannot carry a packet past a policy.
     pub fn of_packet(packet: &[u8], layer: DeviceLayer) -> Inner {
         let ip = match layer {
             DeviceLayer::L2 => {
-                let Some(ethertype) = packet.get(12..14) else {
-                    return Inner::Malformed;
+                let mut offset = 12;
+                let ethertype = loop {
+                    let Some(field) = packet.get(offset..offset + 2) else {
+                        return Inner::Malformed;
+                    };
+                    let ethertype = u16::from_be_bytes([field[0], field[1]]);
+                    if matches!(ethertype, ETHERTYPE_VLAN | ETHERTYPE_QINQ) && offset < 20 {
+                        offset += 4;
+                        continue;
+                    }
+                    break ethertype;
                 };
-                match u16::from_be_bytes([ethertype[0], ethertype[1]]) {
-                    ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => &packet[ETHERNET_HEADER_LEN..],
+                match ethertype {
+                    ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => &packet[offset + 2..],
+                    ETHERTYPE_VLAN | ETHERTYPE_QINQ => return Inner::Malformed,
                     _ => return Inner::NotIp,
                 }
             }
@@ -192,6 +219,25 @@ impl FlowKey {
             fragment,
         }
     }
+}
+
+/// Ethertypes of VLAN tags looked through.
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+
+/// Whether a TCP/UDP/SCTP header that should be at `packet[offset..]` has its two ports
+/// there (a segment cut before them cannot be judged by its ports).
+fn ports_present(packet: &[u8], offset: usize, protocol: u8, fragment: bool) -> bool {
+    fragment || !matches!(protocol, 6 | 17 | 132) || packet.len() >= offset + 4
+}
+
+/// Whether `next_header` is an IPv6 extension header that [`ipv6_upper_layer`] walks.
+fn is_ipv6_extension(next_header: u8) -> bool {
+    use crate::wire::{PROTO_HOPOPT, PROTO_IPV6_FRAGMENT, PROTO_IPV6_OPTS, PROTO_IPV6_ROUTE};
+    matches!(
+        next_header,
+        PROTO_HOPOPT | PROTO_IPV6_ROUTE | PROTO_IPV6_FRAGMENT | PROTO_IPV6_OPTS | 51
+    )
 }
 
 /// Where a packet is going, besides its flow.

@@ -34,6 +34,7 @@ pub struct Cidr {
 
 /// Why a CIDR string or value was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CidrError {
     /// The text is not `address/length`.
     Syntax,
@@ -194,6 +195,7 @@ impl Peer {
 
 /// Why a set of routes could not become a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TableError {
     /// The same subnet appears twice with different endpoints.
     DuplicateSubnet(Cidr),

@@ -83,8 +83,11 @@
 //!     endpoint: SocketAddr::new(at, vxlan::PORT_LINUX),
 //!     vtep_mac: Some(mac),
 //! };
-//! let tables_a = [Arc::new(SubnetTable::new(1, &[route("100.96.2.0/24", b_underlay, mac_b)])?)];
-//! let tables_b = [Arc::new(SubnetTable::new(1, &[route("100.96.1.0/24", a_underlay, mac_a)])?)];
+//! let a_routes = [route("100.96.2.0/24", b_underlay, mac_b)];
+//! let b_routes = [route("100.96.1.0/24", a_underlay, mac_a)];
+//! // One table per VNI, in `vnis` order.
+//! let tables_a = [Arc::new(SubnetTable::new(1, &a_routes)?)];
+//! let tables_b = [Arc::new(SubnetTable::new(1, &b_routes)?)];
 //!
 //! // A UDP packet from a pod on A to a pod on B, as A's TUN hands it over.
 //! let message = b"hello over VXLAN";

@@ -41,7 +41,9 @@
 //! use std::net::Ipv4Addr;
 //!
 //! use weft_encap::offload::vnet::{F_NEEDS_CSUM, GSO_TCPV4};
-//! use weft_encap::offload::{l4_checksum_state, split, split_layout, Coalescer, L4Checksum, VnetHdr};
+//! use weft_encap::offload::{
+//!     l4_checksum_state, split, split_layout, Coalescer, L4Checksum, VnetHdr,
+//! };
 //! use weft_encap::wire::checksum::{fold, pseudo_header_v4};
 //! use weft_encap::wire::{ipv4, PROTO_TCP};
 //!
@@ -51,7 +53,13 @@
 //! let l4_len = 20 + payload.len();
 //!
 //! // IPv4 header with DF, the length of the whole super-packet.
-//! let ip = ipv4::Repr { src_addr: src, dst_addr: dst, protocol: PROTO_TCP, payload_len: l4_len, ttl: 64 };
+//! let ip = ipv4::Repr {
+//!     src_addr: src,
+//!     dst_addr: dst,
+//!     protocol: PROTO_TCP,
+//!     payload_len: l4_len,
+//!     ttl: 64,
+//! };
 //! let mut sp = vec![0u8; 20 + l4_len];
 //! let mut header = ipv4::Packet::new_unchecked(&mut sp[..]);
 //! ip.emit(&mut header);

@@ -53,6 +53,7 @@ pub const PROTO_IPV6_OPTS: u8 = 60;
 
 /// Why a buffer is not a valid packet of the expected format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WireError {
     /// The buffer is shorter than the fixed header (or than a length the header implies
     /// before any length field can be read).

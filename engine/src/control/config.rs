@@ -60,6 +60,7 @@ impl std::error::Error for ConfigError {}
 
 /// Which encapsulation the daemon speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackendKind {
     /// flannel's UDP backend: the raw inner IP packet as the UDP payload.
     Udp,
@@ -294,6 +295,38 @@ impl RawNumberOrText {
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     default: Option<String>,
+}
+
+/// A file of `[[acl]]` rules and `[policy]` only (`weft flannel --acl-file`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAclFile {
+    #[serde(default)]
+    acl: Vec<RawAcl>,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+/// Reads a file that holds only `[[acl]]` rules and a `[policy]` section (keys as in the
+/// `weft run` file): the rules and the default action.
+pub fn load_acl_file(path: &Path) -> Result<(Vec<AclRule>, Decision), ConfigError> {
+    let ctx = Ctx { path };
+    let text = read_regular_file(path, MAX_CONFIG_BYTES)
+        .map_err(|e| ctx.err("", None, format!("cannot read the ACL file: {e}")))?;
+    let raw: RawAclFile = toml::from_str(&text).map_err(|e| {
+        let at = e.span().map(|s| line_col(&text, s.start));
+        let problem = match at {
+            Some((line, col)) => format!("line {line} column {col}: {}", e.message()),
+            None => e.message().to_owned(),
+        };
+        ctx.err("", None, format!("not a valid ACL file: {problem}"))
+    })?;
+    let rules = acl_rules(&ctx, &raw.acl)?;
+    let default = match &raw.policy.default {
+        Some(v) => decision(&ctx, "[policy] default", v)?,
+        None => Decision::Allow,
+    };
+    Ok((rules, default))
 }
 
 #[derive(Deserialize, Default)]
@@ -1929,5 +1962,91 @@ vtep_mac = "02:00:00:00:01:02"
             Some("[fd00::2]:7".parse().unwrap())
         );
         assert_eq!(parse_endpoint("x", 1), None);
+    }
+
+    #[test]
+    fn acl_rules_are_read_in_order_with_the_default() {
+        let text = format!(
+            "{ISSUE_EXAMPLE}\n[[acl]]\naction = \"allow\"\ndirection = \"in\"\nsource = \"100.96.1.0/24\"\n\
+             protocol = \"tcp\"\nports = \"5000-5010\"\n\n[[acl]]\naction = \"reject\"\nprotocol = 17\n\
+             source_ports = 53\n\n[policy]\ndefault = \"deny\"\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.acl.len(), 2);
+        assert_eq!(
+            c.acl[0].to_string(),
+            "allow in tcp from 100.96.1.0/24 to any port 5000-5010"
+        );
+        assert_eq!(c.acl[1].to_string(), "reject udp from any port 53 to any");
+        assert_eq!(c.acl_default, Decision::Drop);
+        let plain = parse(ISSUE_EXAMPLE).unwrap();
+        assert!(plain.acl.is_empty());
+        assert_eq!(plain.acl_default, Decision::Allow);
+    }
+
+    #[test]
+    fn bad_acl_rules_name_the_rule_key_and_value() {
+        let rule = |body: &str| err_line(&format!("{ISSUE_EXAMPLE}\n[[acl]]\n{body}\n"));
+        for (body, wanted) in [
+            ("action = \"drop\"", "[[acl]] #1 action = \"drop\""),
+            (
+                "action = \"deny\"\ndirection = \"up\"",
+                "[[acl]] #1 direction = \"up\"",
+            ),
+            (
+                "action = \"deny\"\nsource = \"100.96.1.5/24\"",
+                "[[acl]] #1 source",
+            ),
+            (
+                "action = \"deny\"\nprotocol = \"tcpp\"",
+                "[[acl]] #1 protocol = \"tcpp\"",
+            ),
+            ("action = \"deny\"\nports = 80", "ports need protocol"),
+            (
+                "action = \"deny\"\nprotocol = \"tcp\"\nports = \"90-80\"",
+                "first port is above",
+            ),
+            (
+                "action = \"deny\"\nprotocol = \"tcp\"\nports = 70000",
+                "[[acl]] #1 ports = \"70000\"",
+            ),
+            (
+                "action = \"deny\"\nsource = \"100.96.1.0/24\"\ndestination = \"fd00::/8\"",
+                "another address family",
+            ),
+            (
+                "action = \"deny\"\nsource = \"fd00::/8\"\nprotocol = \"icmp\"",
+                "the ICMP of the other",
+            ),
+            ("action = \"deny\"\nport = 80", "unknown field"),
+        ] {
+            let e = rule(body);
+            assert!(e.contains(wanted), "{body:?}: {e}");
+        }
+        let e = err_line(&format!("{ISSUE_EXAMPLE}\n[policy]\ndefault = \"maybe\"\n"));
+        assert!(e.contains("[policy] default = \"maybe\""), "{e}");
+    }
+
+    #[test]
+    fn an_acl_file_holds_rules_and_the_default_only() {
+        let dir = std::env::temp_dir().join(format!("weft-acl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("acl.toml");
+        std::fs::write(
+            &path,
+            "[[acl]]\naction = \"deny\"\nprotocol = \"icmp\"\n[policy]\ndefault = \"allow\"\n",
+        )
+        .unwrap();
+        let (rules, default) = load_acl_file(&path).unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].to_string(), "deny icmp from any to any");
+        assert_eq!(default, Decision::Allow);
+        std::fs::write(&path, "backend = \"udp\"\n").unwrap();
+        let e = load_acl_file(&path).unwrap_err().to_string();
+        assert!(e.contains("acl.toml") && e.contains("unknown field"), "{e}");
+        std::fs::write(&path, "[[acl]]\naction = \"deny\"\nports = 80\n").unwrap();
+        let e = load_acl_file(&path).unwrap_err().to_string();
+        assert!(e.contains("[[acl]] #1 ports"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

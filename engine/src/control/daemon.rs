@@ -36,6 +36,7 @@ use crate::sys::{DeviceKind, TunOptions};
 
 /// Why the daemon could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DaemonError {
     /// The configuration is invalid.
     #[error(transparent)]

@@ -64,6 +64,7 @@ pub struct ExtOptions {
 
 /// Why a hook failed: one line for flanneld's log.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExtError {
     /// An environment variable flanneld passes is missing or malformed.
     #[error("environment variable {name} = {value:?}: {reason}")]

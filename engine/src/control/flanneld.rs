@@ -30,6 +30,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use weft_encap::acl::AclRule;
+use weft_encap::policy::Decision;
 use weft_encap::table::Route;
 use weft_encap::wire::EthernetAddress;
 
@@ -84,10 +86,14 @@ pub struct FlannelOptions {
     pub workers: Option<usize>,
     /// `[metrics] listen` for the data plane: Prometheus metrics, `/healthz`, `/readyz`.
     pub metrics: Option<SocketAddr>,
+    /// `--acl-file`: `[[acl]]` rules and `[policy] default` for the data plane (read once,
+    /// when the daemon starts).
+    pub acl: Option<(Vec<AclRule>, Decision)>,
 }
 
 /// Why `weft flannel` could not start or stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FlannelError {
     /// A flag's value cannot work.
     #[error("{flag} = {value:?}: {reason}")]
@@ -1075,7 +1081,12 @@ fn daemon_config(
         let _ = writeln!(text, "\n[metrics]\nlisten = \"{addr}\"");
     }
     let path = PathBuf::from(format!("etcd:{prefix}/config"));
-    Ok(Config::parse(&path, &text)?)
+    let mut config = Config::parse(&path, &text)?;
+    if let Some((rules, default)) = &options.acl {
+        config.acl = rules.clone();
+        config.acl_default = *default;
+    }
+    Ok(config)
 }
 
 /// [`SUBNET_TTL`], unless [`TEST_LEASE_TTL`] says otherwise.

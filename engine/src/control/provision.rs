@@ -16,6 +16,7 @@ use crate::sys::{Netlink, Tun, TunOptions};
 
 /// A setup failure, with what was being set up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SetupError {
     /// Opening or creating the TUN/TAP device failed.
     #[error("cannot create device {name} via /dev/net/tun: {source}{hint}")]

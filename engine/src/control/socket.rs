@@ -45,6 +45,7 @@ use weft_encap::vxlan::{VxlanBackend, VxlanMode};
 
 /// A control-socket failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ControlError {
     /// The socket could not be bound.
     #[error("cannot listen on control socket {socket}: {source}")]

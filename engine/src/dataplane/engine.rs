@@ -4,15 +4,21 @@
 //! An engine runs one or more workers ([`EngineBuilder::worker`]), each a thread with its own
 //! `mio::Poll`, its own queue of every device (a multi-queue TUN/TAP opened once per worker)
 //! and its own UDP socket (all bound to one port with `SO_REUSEPORT`). Workers share nothing
-//! but the routing snapshots ([`RouteTable`]), the backend's shared state (the VXLAN FDB, the
-//! ICMP rate limit) and nothing on the hot path is locked. Counters are per worker and summed
-//! when read ([`Engine::stats`]).
+//! but the routing snapshots ([`RouteTable`], read lock-free once per batch) and the
+//! backend's shared state: the VXLAN FDB of L2 mode (one mutex per VNI, taken once per L2
+//! frame) and the ICMP rate limits (mutexes taken only when an error is about to be
+//! generated). Forwarding with the flannel UDP backend or VXLAN L3 takes no lock. Counters are
+//! per worker and summed when read ([`Engine::stats`]); a policy ([`EngineBuilder::policy`])
+//! is cloned into each worker.
 //!
 //! The kernel keeps a flow on one worker: a TUN with several queues hands a flow's packets to
 //! the queue that last wrote that flow's packets, and `SO_REUSEPORT` hashes the outer
 //! addresses and ports onto one socket. flannel's UDP backend uses port 8285 at both ends, so
-//! everything from one peer host lands on one worker's socket (the per-peer affinity the
-//! README documents); VXLAN's per-flow source ports spread flows over the workers.
+//! that hash alone would send everything from one peer host to one worker's socket; `weft
+//! run` attaches a classic BPF program to the reuseport group that hashes the inner flow
+//! instead ([`crate::control::provision::steer_flannel_flows`]), and an embedder running
+//! several workers with the UDP backend should call it on the first listening socket.
+//! VXLAN's per-flow source ports spread flows over the workers without it.
 //!
 //! ## The loop
 //! Each wake-up a worker alternates between the directions, one batch (up to
@@ -210,7 +216,9 @@ impl<D: Device, B: Backend + Clone, P: Policy + Clone> EngineBuilder<D, B, P> {
 
     /// Adds a worker with its own queue of every device (in the same order as the first
     /// worker's), its own listening socket (bound to the same address with `SO_REUSEPORT`)
-    /// and its own source-port sockets.
+    /// and its own source-port sockets. Every worker's listening socket, the first one's
+    /// included, must be bound with `SO_REUSEPORT`
+    /// ([`crate::control::provision::bind_udp_shared`]`(addr, true)`).
     pub fn worker(
         mut self,
         devices: Vec<D>,

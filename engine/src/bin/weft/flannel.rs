@@ -89,6 +89,10 @@ pub struct FlannelArgs {
     /// Serve Prometheus metrics, /healthz and /readyz of the data plane on IP:PORT.
     #[arg(long, env = "WEFT_METRICS_LISTEN", value_name = "IP:PORT")]
     metrics_listen: Option<String>,
+    /// A file of `[[acl]]` rules and a `[policy]` section (as in `weft run`'s file): the
+    /// network policy of this host's data plane, read when it starts.
+    #[arg(long, env = "WEFT_ACL_FILE", value_name = "FILE")]
+    acl_file: Option<PathBuf>,
 }
 
 /// A flag weft cannot serve, or a value that cannot work: one line naming both.
@@ -192,6 +196,13 @@ impl FlannelArgs {
                     .map_err(|_| bad("--metrics-listen", s, "expected IP:PORT"))?,
             ),
         };
+        let acl = match &self.acl_file {
+            None => None,
+            Some(path) => Some(
+                weft::control::config::load_acl_file(path)
+                    .map_err(|e| FlagError(format!("--acl-file: {e}")))?,
+            ),
+        };
         Ok(FlannelOptions {
             etcd: EtcdConfig {
                 endpoints,
@@ -214,6 +225,7 @@ impl FlannelArgs {
             state_dir: self.state_dir,
             workers: self.workers,
             metrics,
+            acl,
         })
     }
 }

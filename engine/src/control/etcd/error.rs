@@ -11,6 +11,7 @@ pub const GRPC_UNAUTHENTICATED: i32 = 16;
 /// An error of the etcd client, naming the endpoint and the operation where there is one
 /// (`etcd at http://10.0.0.1:2379: range /coreos.com/network/subnets: connection refused`).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EtcdError {
     /// The [`EtcdConfig`](super::EtcdConfig) cannot work (no endpoint, bad URL).
     #[error("etcd client configuration: {0}")]

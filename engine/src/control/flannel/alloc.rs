@@ -54,6 +54,7 @@ pub struct ListedLease {
 
 /// The subnet to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Choice {
     /// Keep the listed lease that already carries our public IP: rewrite its value (with a
     /// fresh etcd lease, or without one if it is a reservation).

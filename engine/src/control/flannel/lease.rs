@@ -234,6 +234,7 @@ impl VxlanData {
 
 /// Why a lease value could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LeaseError {
     /// Not a JSON object.
     #[error("the lease value is not a JSON object: {0}")]

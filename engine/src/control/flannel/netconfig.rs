@@ -58,6 +58,7 @@ const VXLAN_FIELDS: &[&str] = &["vni", "port", "mtu", "gbp", "learning", "direct
 
 /// Why a flannel network config was rejected. Every variant names the key involved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NetConfigError {
     /// The document is not a JSON object.
     #[error("the flannel network config is not a JSON object: {0}")]
@@ -135,6 +136,7 @@ pub struct VxlanConfig {
 
 /// The backend a flannel network uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackendConfig {
     /// flannel's `udp` backend (also the default when `Backend` is absent).
     Udp {
