@@ -72,6 +72,7 @@
 //! | `Flood { device, range, flow }` | send a copy of `buf[range]` to every [`table::SubnetTable::flood_peers`] of device `device`'s table (VXLAN L2: broadcast, multicast, unknown unicast) |
 //! | `DeliverToDevice { device, range }` | write the decapsulated packet or frame `buf[range]` to device `device` |
 //! | `ReplyToDevice { device, range, cause }` | the packet was dropped for `cause`; write the ICMP error `buf[range]` into device `device` |
+//! | `AnswerToDevice { device, range }` | nothing was dropped: write the answer `buf[range]` (the VXLAN L2 ARP/ND proxy's reply) into device `device` |
 //! | `ReplyToPeer { dest, range, cause }` | send the answer `buf[range]` (encapsulation included) to `dest`: an ICMP error about a packet dropped for `Some(cause)`, or an ARP reply / neighbour advertisement (`None`) |
 //! | `Drop(reason)` | nothing to send; count `reason` |
 //!
@@ -94,7 +95,9 @@
 //!   threads; a route change is a new table, swapped in whole (the engine's `RouteTable`
 //!   publishes it with `arc-swap`, and each worker reads the current one once per batch);
 //! - in VXLAN L2 mode, the learned FDB ([`fdb`]): one mutex per VNI, taken once per L2
-//!   frame, so a MAC learnt by one worker is known to all (L3 mode never touches it);
+//!   frame, so a MAC learnt by one worker is known to all (L3 mode never touches it); the
+//!   neighbour entries learnt for the ARP/ND proxy ([`neigh_cache`]) likewise, taken only
+//!   for ARP and neighbour discovery frames;
 //! - the ICMP rate limit ([`icmp::IcmpResponder`]): its mutex is taken only when an error is
 //!   about to be written (after the RFC rules allowed one), never for a packet that is
 //!   forwarded, so the configured rate holds for all workers together; the limit on ARP/ND
@@ -120,6 +123,7 @@ pub mod flowhash;
 mod fuzz_replay;
 pub mod icmp;
 pub mod neigh;
+pub mod neigh_cache;
 pub mod offload;
 pub mod policy;
 #[cfg(test)]

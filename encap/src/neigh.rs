@@ -1,5 +1,6 @@
-//! Answering neighbour resolution for this host's own VTEP address: ARP requests (RFC 826)
-//! and IPv6 neighbour solicitations (RFC 4861).
+//! Answering neighbour resolution: ARP requests (RFC 826) and IPv6 neighbour solicitations
+//! (RFC 4861), for this host's own VTEP address ([`answer`]) and, as the kernel vxlan
+//! device's `proxy` flag does, for the addresses of a neighbour table ([`proxy`]).
 //!
 //! In L3 mode weft stands in for the kernel's `flannel.<VNI>` device. A kernel peer that has
 //! no permanent neighbour entry for our VTEP address (flanneld programs one, but a restarted
@@ -33,11 +34,39 @@
 //!
 //!   The Router flag is never set (the kernel sets it when the device forwards).
 //!
-//! Nothing else is answered. Requests are hostile input: [`answer`] never panics and never
-//! reads or writes outside `buf`; on `None` the buffer is left untouched.
+//! ## The proxy
+//!
+//! [`proxy`] answers the same requests for any address its `lookup` knows (the static and
+//! learnt entries of a VNI's neighbour table), with the MAC the table gives, as if the
+//! owner had answered: the answer's Ethernet source, ARP sender hardware address and target
+//! link-layer address option are the owner's MAC, and the advertisement carries the
+//! Solicited and Override flags, like the kernel vxlan device's `proxy` (the MAC is the
+//! owner's own, not the proxy's, so the RFC 4861 7.2.8 rule for proxies advertising their
+//! own MAC, Override clear, does not apply). It differs from [`answer`] in what it leaves
+//! alone, so that the owner answers for itself:
+//!
+//! - **address probes**: an ARP probe (sender 0.0.0.0, RFC 5227) and a duplicate address
+//!   detection solicitation (source `::`, RFC 4862 5.4) are never answered. An answer would
+//!   tell the prober that the address is taken, whoever probes, the owner included (after a
+//!   restart, or moved to another host); flooded as before, they reach the owner, which is
+//!   the only one that may defend the address;
+//! - requests whose target is unspecified, multicast, broadcast or loopback, and requests
+//!   from the owner's MAC itself (Ethernet source or ARP sender), are not answered;
+//! - a request sent to a unicast MAC is answered only if that MAC is the owner's.
+//!
+//! ## Learning
+//!
+//! [`binding`] reads the IP -> MAC binding a frame announces, for a table learnt from
+//! traffic: the sender of an ARP request or reply, or the target of a neighbour
+//! advertisement with its target link-layer address option (validated like a
+//! solicitation: hop limit 255, code 0, checksum, options). The announced MAC must be the
+//! frame's Ethernet source, and the address a unicast one (so probes teach nothing).
+//!
+//! Nothing else is answered. Requests are hostile input: [`answer`] and [`proxy`] never
+//! panic and never read or write outside `buf`; on `None` the buffer is left untouched.
 
 use core::ops::Range;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::wire::arp;
 use crate::wire::ethernet::{self, EthernetAddress, ETHERTYPE_ARP, ETHERTYPE_IPV6};
@@ -69,6 +98,15 @@ const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 /// The Ethernet address IPv6 multicast to `ff02::1` maps to.
 const ALL_NODES_MAC: EthernetAddress = EthernetAddress([0x33, 0x33, 0, 0, 0, 1]);
 
+/// For whom requests are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answering {
+    /// This host's own address: probes and duplicate address detection are answered too.
+    Own,
+    /// Other hosts' addresses (the proxy): probes and duplicate address detection are not.
+    Proxy,
+}
+
 /// Rewrites an ARP request or a neighbour solicitation for this host's VTEP address into
 /// its answer, in place.
 ///
@@ -88,21 +126,115 @@ pub fn answer(
     our_ip: Option<Ipv4Addr>,
     our_ip6: Option<Ipv6Addr>,
 ) -> Option<Range<usize>> {
+    let mut resolve = |ip: IpAddr| match ip {
+        IpAddr::V4(a) if Some(a) == our_ip => Some(our_mac),
+        IpAddr::V6(a) if Some(a) == our_ip6 => Some(our_mac),
+        _ => None,
+    };
+    answer_with(buf, start, len, &mut resolve, Answering::Own)
+}
+
+/// Rewrites an ARP request or a neighbour solicitation for an address `lookup` knows into
+/// the answer its owner would give, in place: the proxy of the kernel vxlan device's
+/// `proxy` flag.
+///
+/// As [`answer`], with the MAC `lookup` returns for the requested address in the place of
+/// `our_mac` (a multicast or all-zero one is never advertised), and with the differences
+/// the [module docs](self) list: address probes and duplicate address detection
+/// are left to the owner. `lookup` is only called for a well-formed request, once.
+/// `None` (nothing known, nothing to answer, or no room for the answer) leaves `buf`
+/// untouched. Never panics.
+pub fn proxy(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    mut lookup: impl FnMut(IpAddr) -> Option<EthernetAddress>,
+) -> Option<Range<usize>> {
+    let mut resolve = |ip: IpAddr| {
+        if !is_unicast_ip(ip) {
+            return None;
+        }
+        lookup(ip).filter(|mac| mac.is_unicast() && *mac != EthernetAddress::default())
+    };
+    answer_with(buf, start, len, &mut resolve, Answering::Proxy)
+}
+
+/// The binding `(address, MAC)` a frame announces, for a neighbour table learnt from
+/// traffic: the sender of an ARP request or reply, or the target of a neighbour
+/// advertisement (see the [module docs](self)). `None` for anything else, and
+/// for a binding of a non-unicast address or MAC, or of a MAC that is not the frame's
+/// Ethernet source. Never panics.
+pub fn binding(frame: &[u8]) -> Option<(IpAddr, EthernetAddress)> {
+    let frame = ethernet::Frame::new_checked(frame).ok()?;
+    let src = frame.src_addr();
+    if !src.is_unicast() || src == EthernetAddress::default() {
+        return None;
+    }
+    let (ip, mac) = match frame.ethertype() {
+        ETHERTYPE_ARP => {
+            let packet = arp::Packet::new_checked(frame.payload()).ok()?;
+            let repr = arp::Repr::parse(&packet).ok()?;
+            (
+                IpAddr::V4(repr.sender_protocol_addr),
+                repr.sender_hardware_addr,
+            )
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = ipv6::Packet::new_checked(frame.payload()).ok()?;
+            if ip.next_header() != PROTO_ICMPV6 || ip.hop_limit() != ND_HOP_LIMIT {
+                return None;
+            }
+            let message = ip.payload();
+            let icmp = icmpv6::Packet::new_checked(message).ok()?;
+            if icmp.msg_type() != TYPE_NEIGHBOR_ADVERTISEMENT
+                || icmp.code() != 0
+                || message.len() < ND_MESSAGE_LEN
+                || !icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr())
+            {
+                return None;
+            }
+            let target = Ipv6Addr::from(<[u8; 16]>::try_from(message.get(8..24)?).ok()?);
+            let options = message.get(ND_MESSAGE_LEN..)?;
+            let mac = link_layer_option(options, OPTION_TARGET_LINK_LAYER)??;
+            (IpAddr::V6(target), mac)
+        }
+        _ => return None,
+    };
+    (mac == src && is_unicast_ip(ip)).then_some((ip, mac))
+}
+
+/// Whether `ip` may be resolved at all: not unspecified, multicast, broadcast or loopback.
+fn is_unicast_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback())
+        }
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast() || a.is_loopback()),
+    }
+}
+
+/// [`answer`] and [`proxy`]: `resolve` gives the MAC that answers for an address.
+fn answer_with(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    resolve: &mut dyn FnMut(IpAddr) -> Option<EthernetAddress>,
+    mode: Answering,
+) -> Option<Range<usize>> {
     let end = start.checked_add(len)?;
     let frame = ethernet::Frame::new_checked(buf.get(start..end)?).ok()?;
-    let requester = frame.src_addr();
-    if requester.is_multicast() || requester == our_mac {
+    if frame.src_addr().is_multicast() {
         return None;
     }
     match frame.ethertype() {
         ETHERTYPE_ARP => {
-            let reply = arp_reply(&frame, our_mac, our_ip?)?;
+            let reply = arp_reply(&frame, resolve, mode)?;
             let out = buf.get_mut(start..start.checked_add(ARP_REPLY_LEN)?)?;
             emit_arp_reply(out, &reply);
             Some(start..start + ARP_REPLY_LEN)
         }
         ETHERTYPE_IPV6 => {
-            let advert = neighbor_advertisement(&frame, our_mac, our_ip6?)?;
+            let advert = neighbor_advertisement(&frame, resolve, mode)?;
             let out = buf.get_mut(start..start.checked_add(NA_FRAME_LEN)?)?;
             emit_neighbor_advertisement(out, &advert);
             Some(start..start + NA_FRAME_LEN)
@@ -114,34 +246,41 @@ pub fn answer(
 /// The ARP reply to send, with its Ethernet destination, if `frame` is a request to answer.
 fn arp_reply(
     frame: &ethernet::Frame<&[u8]>,
-    our_mac: EthernetAddress,
-    our_ip: Ipv4Addr,
+    resolve: &mut dyn FnMut(IpAddr) -> Option<EthernetAddress>,
+    mode: Answering,
 ) -> Option<arp::Repr> {
-    let dst = frame.dst_addr();
-    if !dst.is_broadcast() && dst != our_mac {
-        return None;
-    }
     let packet = arp::Packet::new_checked(frame.payload()).ok()?;
     let request = arp::Repr::parse(&packet).ok()?;
     let sender_mac = request.sender_hardware_addr;
     let sender_ip = request.sender_protocol_addr;
+    let target = request.target_protocol_addr;
     let acceptable_sender = sender_mac.is_unicast()
         && sender_mac != EthernetAddress::default()
-        && sender_mac != our_mac
         && !sender_ip.is_multicast()
         && !sender_ip.is_broadcast()
         && !sender_ip.is_loopback();
+    // A probe (RFC 5227) is answered for our own address, as the kernel does; the proxy
+    // leaves it to the owner.
+    let probe = sender_ip.is_unspecified();
     if request.operation != arp::OP_REQUEST
-        || request.target_protocol_addr != our_ip
-        || sender_ip == our_ip
+        || sender_ip == target
         || !acceptable_sender
+        || (probe && mode == Answering::Proxy)
+    {
+        return None;
+    }
+    let our_mac = resolve(IpAddr::V4(target))?;
+    let dst = frame.dst_addr();
+    if (!dst.is_broadcast() && dst != our_mac)
+        || frame.src_addr() == our_mac
+        || sender_mac == our_mac
     {
         return None;
     }
     Some(arp::Repr {
         operation: arp::OP_REPLY,
         sender_hardware_addr: our_mac,
-        sender_protocol_addr: our_ip,
+        sender_protocol_addr: target,
         target_hardware_addr: sender_mac,
         target_protocol_addr: sender_ip,
     })
@@ -181,16 +320,14 @@ fn solicited_node(addr: &Ipv6Addr) -> Ipv6Addr {
     Ipv6Addr::from(m)
 }
 
-/// The advertisement to send if `frame` is a valid solicitation for `our_ip6`.
+/// The advertisement to send if `frame` is a valid solicitation for an address `resolve`
+/// knows.
 fn neighbor_advertisement(
     frame: &ethernet::Frame<&[u8]>,
-    our_mac: EthernetAddress,
-    our_ip6: Ipv6Addr,
+    resolve: &mut dyn FnMut(IpAddr) -> Option<EthernetAddress>,
+    mode: Answering,
 ) -> Option<Advertisement> {
     let eth_dst = frame.dst_addr();
-    if !eth_dst.is_multicast() && eth_dst != our_mac {
-        return None;
-    }
     let ip = ipv6::Packet::new_checked(frame.payload()).ok()?;
     if ip.next_header() != PROTO_ICMPV6 || ip.hop_limit() != ND_HOP_LIMIT {
         return None;
@@ -207,23 +344,33 @@ fn neighbor_advertisement(
         return None;
     }
     let target = Ipv6Addr::from(<[u8; 16]>::try_from(&message[8..24]).ok()?);
-    if target != our_ip6 || src.is_multicast() || src == our_ip6 {
+    if src.is_multicast() || src == target {
         return None;
     }
     let unspecified = src.is_unspecified();
+    // Duplicate address detection: answered for our own address, as the kernel does; the
+    // proxy leaves it to the owner (see the module docs).
+    if unspecified && mode == Answering::Proxy {
+        return None;
+    }
     let to_solicited_node = dst == solicited_node(&target);
     if !(to_solicited_node || (dst == target && !unspecified)) {
         return None;
     }
-    let source_link_layer = source_link_layer_option(&message[ND_MESSAGE_LEN..])?;
+    let source_link_layer =
+        link_layer_option(&message[ND_MESSAGE_LEN..], OPTION_SOURCE_LINK_LAYER)?;
+    if unspecified && source_link_layer.is_some() {
+        return None;
+    }
+    let our_mac = resolve(IpAddr::V6(target))?;
+    if (!eth_dst.is_multicast() && eth_dst != our_mac) || frame.src_addr() == our_mac {
+        return None;
+    }
     if unspecified {
-        if source_link_layer.is_some() {
-            return None;
-        }
         return Some(Advertisement {
             eth_dst: ALL_NODES_MAC,
             our_mac,
-            src: our_ip6,
+            src: target,
             dst: ALL_NODES,
             flags: FLAG_OVERRIDE,
         });
@@ -235,24 +382,25 @@ fn neighbor_advertisement(
     Some(Advertisement {
         eth_dst: requester,
         our_mac,
-        src: our_ip6,
+        src: target,
         dst: src,
         flags: FLAG_SOLICITED | FLAG_OVERRIDE,
     })
 }
 
-/// Walks the options of a solicitation: `None` if one is malformed (zero length, or
-/// running past the end), else the source link-layer address if there is one (the first).
-fn source_link_layer_option(mut options: &[u8]) -> Option<Option<EthernetAddress>> {
+/// Walks the options of a neighbour discovery message: `None` if one is malformed (zero
+/// length, or running past the end), else the link-layer address of the first option of
+/// type `kind`, if there is one.
+fn link_layer_option(mut options: &[u8], kind: u8) -> Option<Option<EthernetAddress>> {
     let mut found = None;
     while !options.is_empty() {
-        let (&kind, rest) = options.split_first()?;
+        let (&this, rest) = options.split_first()?;
         let units = *rest.first()?;
         let len = usize::from(units) * 8;
         if len == 0 || len > options.len() {
             return None;
         }
-        if kind == OPTION_SOURCE_LINK_LAYER && found.is_none() {
+        if this == kind && found.is_none() {
             found = Some(EthernetAddress::from_bytes(&options[2..8]));
         }
         options = &options[len..];
@@ -656,6 +804,295 @@ mod tests {
             if let Some(out) = answer(&mut buf, head, len, MAC_B, Some(IP_B), Some(IP6_B)) {
                 answered += 1;
                 assert!(out.end <= buf.len() && out.start == head);
+            }
+        }
+        assert!(
+            answered > 0,
+            "the seeds with few changes are still answered"
+        );
+    }
+
+    /// Proxies `frame` with a table that knows `known`, with `room` spare bytes after it;
+    /// checks nothing outside the answer is written, and that a `None` leaves the buffer
+    /// alone. Returns the answer and the addresses `lookup` was asked for.
+    fn proxy_with(
+        frame: &[u8],
+        room: usize,
+        known: &[(IpAddr, EthernetAddress)],
+    ) -> (Option<Vec<u8>>, Vec<IpAddr>) {
+        let head = 5;
+        let mut buf = vec![0xeeu8; head + frame.len() + room];
+        buf[head..head + frame.len()].copy_from_slice(frame);
+        let before = buf.clone();
+        let mut asked = Vec::new();
+        let lookup = |ip: IpAddr| {
+            asked.push(ip);
+            known.iter().find(|(k, _)| *k == ip).map(|(_, m)| *m)
+        };
+        let got = match proxy(&mut buf, head, frame.len(), lookup) {
+            Some(r) => {
+                assert_eq!(r.start, head);
+                assert!(buf[..head].iter().all(|&b| b == 0xee), "wrote before start");
+                let tail = r.end.max(head + frame.len());
+                assert!(
+                    buf[tail..].iter().all(|&b| b == 0xee),
+                    "wrote past the answer"
+                );
+                Some(buf[r].to_vec())
+            }
+            None => {
+                assert_eq!(buf, before, "modified the buffer without answering");
+                None
+            }
+        };
+        (got, asked)
+    }
+
+    /// The table of a proxy that knows B's addresses.
+    fn knows_b() -> Vec<(IpAddr, EthernetAddress)> {
+        vec![(IpAddr::V4(IP_B), MAC_B), (IpAddr::V6(IP6_B), MAC_B)]
+    }
+
+    #[test]
+    fn proxy_answers_arp_as_the_owner_would() {
+        let request = fixture("neigh/arp-request.hex");
+        let (ours, asked) = proxy_with(&request, 0, &knows_b());
+        let ours = ours.expect("B's address is in the table");
+        assert_eq!(asked, [IpAddr::V4(IP_B)], "one lookup, for the target");
+        assert_eq!(ours.len(), 42);
+        let f = ethernet::Frame::new_checked(&ours[..]).unwrap();
+        assert_eq!((f.dst_addr(), f.src_addr()), (MAC_A, MAC_B));
+        assert_eq!(f.ethertype(), ETHERTYPE_ARP);
+        let p = arp::Packet::new_checked(f.payload()).unwrap();
+        assert_eq!(p.operation(), arp::OP_REPLY);
+        assert_eq!(p.sender_hardware_addr(), MAC_B);
+        assert_eq!(p.sender_protocol_addr(), IP_B);
+        assert_eq!(p.target_hardware_addr(), MAC_A);
+        assert_eq!(p.target_protocol_addr(), IP_A);
+        // Byte for byte what B's kernel answered itself.
+        assert_eq!(ours, fixture("neigh/arp-reply.hex"));
+        // Padded to 60 bytes: the reply is still 42.
+        let mut padded = request.clone();
+        padded.resize(60, 0);
+        let (ours, _) = proxy_with(&padded, 0, &knows_b());
+        assert_eq!(ours.unwrap(), fixture("neigh/arp-reply.hex"));
+        // Unicast to the owner's MAC (a cache entry being revalidated) is answered too.
+        let mut unicast = request.clone();
+        unicast[..6].copy_from_slice(&MAC_B.0);
+        assert!(proxy_with(&unicast, 0, &knows_b()).0.is_some());
+    }
+
+    #[test]
+    fn proxy_leaves_unknown_addresses_probes_and_owners_alone() {
+        let request = fixture("neigh/arp-request.hex");
+        let edit = |at: usize, bytes: &[u8]| {
+            let mut r = request.clone();
+            r[at..at + bytes.len()].copy_from_slice(bytes);
+            r
+        };
+        // An address the table does not know: asked, not answered (the request is flooded).
+        let (ours, asked) = proxy_with(&edit(38, &[198, 18, 0, 3]), 64, &knows_b());
+        assert_eq!(
+            (ours, asked),
+            (None, vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3))])
+        );
+        let (ours, _) = proxy_with(&request, 64, &[]);
+        assert_eq!(ours, None, "an empty table answers nothing");
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("an ARP probe (RFC 5227)", edit(28, &[0, 0, 0, 0])),
+            ("gratuitous", edit(28, &[198, 18, 0, 2])),
+            ("a reply", fixture("neigh/arp-reply.hex")),
+            ("sent to another unicast MAC", edit(0, &MAC_A.0)),
+            ("from the owner's MAC", edit(6, &MAC_B.0)),
+            ("sender hardware address the owner's", edit(22, &MAC_B.0)),
+            ("from a multicast MAC", edit(6, &[0x01, 0, 0x5e, 0, 0, 1])),
+            ("sender hardware zero", edit(22, &[0; 6])),
+            ("sender IP broadcast", edit(28, &[255; 4])),
+        ];
+        for (what, frame) in &cases {
+            assert_eq!(proxy_with(frame, 64, &knows_b()).0, None, "{what}");
+        }
+        // Targets that are never resolved are not even looked up.
+        for target in [
+            [0, 0, 0, 0],
+            [224, 0, 0, 1],
+            [255, 255, 255, 255],
+            [127, 0, 0, 1],
+        ] {
+            let frame = edit(38, &target);
+            let known = [(IpAddr::V4(Ipv4Addr::from(target)), MAC_B)];
+            let (ours, asked) = proxy_with(&frame, 64, &known);
+            assert_eq!((ours, asked), (None, vec![]), "target {target:?}");
+        }
+        // A table entry with a MAC that cannot be anyone's is not advertised.
+        for mac in [
+            EthernetAddress([0x01, 0, 0x5e, 0, 0, 1]),
+            EthernetAddress::default(),
+        ] {
+            let (ours, _) = proxy_with(&request, 64, &[(IpAddr::V4(IP_B), mac)]);
+            assert_eq!(ours, None, "{mac}");
+        }
+        for n in 0..request.len() {
+            assert_eq!(
+                proxy_with(&request[..n], 64, &knows_b()).0,
+                None,
+                "truncated to {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_answers_a_solicitation_with_the_owners_link_layer_address() {
+        let ns = fixture("neigh/ns.hex");
+        let (ours, asked) = proxy_with(&ns, 0, &knows_b());
+        let ours = ours.expect("B's IPv6 address is in the table");
+        assert_eq!(asked, [IpAddr::V6(IP6_B)]);
+        // From B's address and MAC, to A (its source link-layer option), Solicited and
+        // Override, the target link-layer option B's MAC, a valid checksum.
+        check_advertisement(&ours, MAC_A, IP6_A, FLAG_SOLICITED | FLAG_OVERRIDE);
+        assert_matches_kernel(&ours, &fixture("neigh/na.hex"));
+        // A unicast solicitation without options (78 bytes): the 86-byte answer needs the
+        // room after it, and without that room nothing is written.
+        let mut short = ns.clone();
+        short[..6].copy_from_slice(&MAC_B.0);
+        short[38..54].copy_from_slice(&IP6_B.octets());
+        short[18..20].copy_from_slice(&24u16.to_be_bytes());
+        short.truncate(78);
+        fix_icmpv6_checksum(&mut short);
+        for room in 0..8 {
+            assert_eq!(proxy_with(&short, room, &knows_b()).0, None, "room {room}");
+        }
+        let ours = proxy_with(&short, 8, &knows_b()).0.unwrap();
+        check_advertisement(&ours, MAC_A, IP6_A, FLAG_SOLICITED | FLAG_OVERRIDE);
+    }
+
+    #[test]
+    fn proxy_leaves_duplicate_address_detection_and_bad_solicitations_alone() {
+        let ns = fixture("neigh/ns.hex");
+        let edit = |base: &[u8], at: usize, bytes: &[u8], fix: bool| {
+            let mut r = base.to_vec();
+            r[at..at + bytes.len()].copy_from_slice(bytes);
+            if fix {
+                fix_icmpv6_checksum(&mut r);
+            }
+            r
+        };
+        let other6 = Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, 3);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            // The owner may be the prober: only it may defend its address.
+            ("duplicate address detection", fixture("neigh/ns-dad.hex")),
+            (
+                "for an unknown target",
+                edit(&ns, 62, &other6.octets(), true),
+            ),
+            ("hop limit 64", edit(&ns, 21, &[64], false)),
+            ("bad checksum", edit(&ns, 56, &[0, 0], false)),
+            ("an advertisement", fixture("neigh/na.hex")),
+            ("sent to another unicast MAC", edit(&ns, 0, &MAC_A.0, false)),
+            ("from the owner's MAC", edit(&ns, 6, &MAC_B.0, false)),
+            (
+                "the owner's link-layer option",
+                edit(&ns, 80, &MAC_B.0, true),
+            ),
+            (
+                "from the target address",
+                edit(&ns, 22, &IP6_B.octets(), true),
+            ),
+            ("zero-length option", edit(&ns, 79, &[0], true)),
+        ];
+        for (what, frame) in &cases {
+            assert_eq!(proxy_with(frame, 64, &knows_b()).0, None, "{what}");
+        }
+        // The same DAD probe is answered for this host's own address (the kernel does).
+        assert!(answer_b(&fixture("neigh/ns-dad.hex"), 0, 0).is_some());
+        for n in 0..ns.len() {
+            assert_eq!(
+                proxy_with(&ns[..n], 64, &knows_b()).0,
+                None,
+                "truncated to {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn bindings_come_from_arp_and_advertisements_only() {
+        let request = fixture("neigh/arp-request.hex");
+        assert_eq!(binding(&request), Some((IpAddr::V4(IP_A), MAC_A)));
+        assert_eq!(
+            binding(&fixture("neigh/arp-reply.hex")),
+            Some((IpAddr::V4(IP_B), MAC_B))
+        );
+        assert_eq!(
+            binding(&fixture("neigh/na.hex")),
+            Some((IpAddr::V6(IP6_B), MAC_B))
+        );
+        let edit = |base: &[u8], at: usize, bytes: &[u8]| {
+            let mut r = base.to_vec();
+            r[at..at + bytes.len()].copy_from_slice(bytes);
+            r
+        };
+        let na = fixture("neigh/na.hex");
+        let mut na_other_option = edit(&na, 80, &MAC_A.0);
+        fix_icmpv6_checksum(&mut na_other_option);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("an ARP probe", edit(&request, 28, &[0, 0, 0, 0])),
+            (
+                "sender hardware address not the source",
+                edit(&request, 22, &MAC_B.0),
+            ),
+            ("sender IP multicast", edit(&request, 28, &[224, 0, 0, 1])),
+            ("a solicitation", fixture("neigh/ns.hex")),
+            (
+                "an advertisement with a bad checksum",
+                edit(&na, 56, &[0, 0]),
+            ),
+            ("an advertisement hop limit 64", edit(&na, 21, &[64])),
+            ("target option not the source", na_other_option),
+            (
+                "from a multicast MAC",
+                edit(&request, 6, &[0x01, 0, 0x5e, 0, 0, 1]),
+            ),
+        ];
+        for (what, frame) in &cases {
+            assert_eq!(binding(frame), None, "{what}");
+        }
+        for n in 0..na.len() {
+            assert_eq!(binding(&na[..n]), None, "truncated to {n}");
+        }
+    }
+
+    #[test]
+    fn proxying_random_junk_never_panics() {
+        let seeds = [
+            fixture("neigh/arp-request.hex"),
+            fixture("neigh/ns.hex"),
+            fixture("neigh/na.hex"),
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut answered = 0;
+        for _ in 0..20_000 {
+            let r = next();
+            let mut frame = seeds[(r % 3) as usize].clone();
+            for _ in 0..(r >> 8) % 3 {
+                let at = next() as usize % frame.len();
+                frame[at] = next() as u8;
+            }
+            if (r >> 16) % 5 == 0 {
+                frame.truncate(next() as usize % (frame.len() + 1));
+            }
+            let room = ((r >> 32) % 12) as usize;
+            let mut buf = vec![0u8; frame.len() + room];
+            buf[..frame.len()].copy_from_slice(&frame);
+            let _ = binding(&frame);
+            if let Some(out) = proxy(&mut buf, 0, frame.len(), |_| Some(MAC_B)) {
+                answered += 1;
+                assert!(out.end <= buf.len() && out.start == 0);
             }
         }
         assert!(

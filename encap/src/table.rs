@@ -290,7 +290,8 @@ where
 /// `routes` are the overlay subnets (UDP backend, VXLAN L3). `vteps` are peers without a
 /// subnet (VXLAN L2: remote VTEPs that get a copy of broadcast and unknown-unicast frames).
 /// `fdb` are static MAC -> VTEP entries (VXLAN L2, like `bridge fdb add ... dst`). Every
-/// endpoint named anywhere here is a peer.
+/// endpoint named anywhere here is a peer. Static neighbour entries (IP -> MAC, for the
+/// ARP/ND proxy) name no peer; they are added with [`SubnetTable::with_neigh`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableSpec {
     /// Overlay subnets and where they go.
@@ -312,6 +313,7 @@ pub struct SubnetTable {
     by_endpoint: HashMap<IpAddr, PeerId>,
     fdb: HashMap<EthernetAddress, PeerId>,
     flood: Vec<SocketAddr>,
+    neigh: HashMap<IpAddr, EthernetAddress>,
 }
 
 impl SubnetTable {
@@ -403,6 +405,33 @@ impl SubnetTable {
         }
         table.routes = sorted;
         Ok(table)
+    }
+
+    /// The same table with the static neighbour entries `entries` (VXLAN L2: overlay IP ->
+    /// MAC, what the ARP/ND proxy answers with, like `ip neigh add IP lladdr MAC dev
+    /// vxlan0`), replacing any it had; a later entry for the same address wins.
+    pub fn with_neigh(
+        mut self,
+        entries: impl IntoIterator<Item = (IpAddr, EthernetAddress)>,
+    ) -> SubnetTable {
+        self.neigh = entries.into_iter().collect();
+        self
+    }
+
+    /// The MAC of a static neighbour entry for `ip`, if there is one.
+    #[inline]
+    pub fn static_neigh(&self, ip: IpAddr) -> Option<EthernetAddress> {
+        if self.neigh.is_empty() {
+            return None;
+        }
+        self.neigh.get(&ip).copied()
+    }
+
+    /// Every static neighbour entry, sorted by address.
+    pub fn neigh_entries(&self) -> Vec<(IpAddr, EthernetAddress)> {
+        let mut all: Vec<_> = self.neigh.iter().map(|(ip, mac)| (*ip, *mac)).collect();
+        all.sort_unstable_by_key(|(ip, _)| *ip);
+        all
     }
 
     /// The generation this snapshot was built with.
@@ -607,6 +636,24 @@ mod tests {
         );
         assert_eq!(t.fdb_entries().count(), 1);
         assert_eq!(t.static_fdb(&"02:00:00:00:09:02".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn static_neighbour_entries_are_kept_apart_from_peers() {
+        let mac: EthernetAddress = "02:00:00:aa:00:0c".parse().unwrap();
+        let other: EthernetAddress = "02:00:00:aa:00:0d".parse().unwrap();
+        let v4: IpAddr = "100.96.0.12".parse().unwrap();
+        let v6: IpAddr = "fd00:96::12".parse().unwrap();
+        let t = SubnetTable::new(4, &[route("100.96.2.0/24", "198.18.0.2:8472")])
+            .unwrap()
+            .with_neigh([(v6, other), (v4, other), (v4, mac)]);
+        assert_eq!(t.static_neigh(v4), Some(mac), "the later entry wins");
+        assert_eq!(t.static_neigh(v6), Some(other));
+        assert_eq!(t.static_neigh("100.96.0.13".parse().unwrap()), None);
+        assert_eq!(t.neigh_entries(), [(v4, mac), (v6, other)]);
+        // They are no peers and change nothing else.
+        assert_eq!((t.peers().len(), t.generation()), (1, 4));
+        assert!(SubnetTable::default().neigh_entries().is_empty());
     }
 
     #[test]

@@ -71,6 +71,16 @@ pub enum Verdict {
         /// Why the original packet was dropped.
         cause: DropReason,
     },
+    /// The packet was answered in its place: the answer was written into the buffer at
+    /// `range`, to be written into device `device` (the one the packet came from). Nothing
+    /// was dropped: the VXLAN L2 ARP/ND proxy answers a request for an address it knows this
+    /// way, instead of flooding it.
+    AnswerToDevice {
+        /// The device.
+        device: usize,
+        /// The answer (an ARP reply or a neighbour advertisement).
+        range: Range<usize>,
+    },
     /// The packet was consumed, and an answer was written into the buffer at `range`, to be
     /// sent back to `dest` through the tunnel: an ICMP error (the original was dropped for
     /// `cause`), or an ARP reply / neighbour advertisement (`cause` is `None`).
@@ -95,6 +105,7 @@ impl Verdict {
             | Verdict::Flood { range, .. }
             | Verdict::DeliverToDevice { range, .. }
             | Verdict::ReplyToDevice { range, .. }
+            | Verdict::AnswerToDevice { range, .. }
             | Verdict::ReplyToPeer { range, .. } => Some(range),
             Verdict::Drop(_) => None,
         }
@@ -236,5 +247,11 @@ mod tests {
             cause: None,
         };
         assert_eq!(arp.drop_reason(), None);
+        let proxied = Verdict::AnswerToDevice {
+            device: 0,
+            range: 0..42,
+        };
+        assert_eq!(proxied.drop_reason(), None);
+        assert_eq!(proxied.range(), Some(&(0..42)));
     }
 }

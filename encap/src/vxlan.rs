@@ -22,6 +22,14 @@
 //! else (broadcast, multicast, unknown unicast) to every peer of the VNI (head-end
 //! replication, like the kernel's all-zero FDB entries).
 //!
+//! With [`VxlanConfig::proxy`] (the kernel vxlan device's `proxy` flag), an ARP request or
+//! IPv6 neighbour solicitation read from the TAP for an address of the VNI's neighbour
+//! table (the static entries of the [`SubnetTable`], [`SubnetTable::static_neigh`], then
+//! those learnt from received ARP and neighbour advertisements with
+//! [`VxlanConfig::neigh_learning`]) is answered back into the TAP
+//! ([`Verdict::AnswerToDevice`], see [`neigh::proxy`]) instead of being flooded; a request
+//! for an address the table does not know, and address probes, are flooded as before.
+//!
 //! ## Wire
 //! 8-byte header: flags with the I bit (0x08), 24-bit VNI, reserved bits zero on send and
 //! ignored on receive. The UDP source port comes from a hash of the inner flow
@@ -153,6 +161,7 @@ use crate::flannel::{never_tunnelled, parse_inner, too_big_mtu};
 use crate::flowhash;
 use crate::icmp::{IcmpErrorKind, IcmpResponder};
 use crate::neigh;
+use crate::neigh_cache::NeighCache;
 use crate::ratelimit::TokenBucket;
 use crate::table::SubnetTable;
 use crate::verdict::{DropReason, Verdict};
@@ -214,6 +223,14 @@ pub struct VxlanConfig {
     pub check_inner_source: bool,
     /// Learn inner source MACs in L2 mode.
     pub learning: bool,
+    /// Answer ARP requests and neighbour solicitations read from an L2 device for the
+    /// addresses of the VNI's neighbour table into the device, instead of flooding them
+    /// (the kernel vxlan device's `proxy`). L3 VNIs ignore it.
+    pub proxy: bool,
+    /// Learn the neighbour table's IP -> MAC entries from ARP requests and replies and
+    /// neighbour advertisements received from peers (L2), bounded and aged with the
+    /// VNI's [`VniConfig::fdb`] limits.
+    pub neigh_learning: bool,
     /// ICMP errors per second.
     pub icmp_rate: u32,
     /// ICMP errors at once.
@@ -229,6 +246,8 @@ impl Default for VxlanConfig {
             check_peer: true,
             check_inner_source: true,
             learning: true,
+            proxy: false,
+            neigh_learning: false,
             icmp_rate: 100,
             icmp_burst: 50,
         }
@@ -239,11 +258,13 @@ impl Default for VxlanConfig {
 ///
 /// Clones (one per worker) share the learned FDBs, so a MAC learnt by one worker is known to
 /// all, and the ICMP rate limit. Each FDB sits behind its own mutex, taken once per L2 frame
-/// (L3 mode never touches it).
+/// (L3 mode never touches it). The learnt neighbour tables are shared the same way; theirs
+/// are taken only for ARP and neighbour discovery frames, with the proxy or learning on.
 #[derive(Debug, Clone)]
 pub struct VxlanBackend {
     config: VxlanConfig,
     fdbs: Arc<Vec<Mutex<Fdb>>>,
+    neigh_caches: Arc<Vec<Mutex<NeighCache>>>,
     icmp: IcmpResponder,
     /// The limit on ARP/ND answers, shared by every clone like the ICMP limit.
     neigh_limiter: Arc<Mutex<TokenBucket>>,
@@ -271,6 +292,13 @@ impl VxlanBackend {
                 .map(|v| Mutex::new(Fdb::new(v.fdb)))
                 .collect(),
         );
+        let neigh_caches = Arc::new(
+            config
+                .vnis
+                .iter()
+                .map(|v| Mutex::new(NeighCache::new(v.fdb.max_entries, v.fdb.ageing_ms)))
+                .collect(),
+        );
         let icmp = IcmpResponder::new(config.icmp_rate, config.icmp_burst);
         let neigh_limiter = Arc::new(Mutex::new(TokenBucket::new(
             NEIGH_ANSWER_RATE,
@@ -279,6 +307,7 @@ impl VxlanBackend {
         VxlanBackend {
             config,
             fdbs,
+            neigh_caches,
             icmp,
             neigh_limiter,
         }
@@ -294,6 +323,44 @@ impl VxlanBackend {
         self.fdbs
             .get(device)
             .map(|f| f.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The neighbour entries learnt for VNI index `device` (shared by every clone of this
+    /// backend; empty unless [`VxlanConfig::neigh_learning`]), locked.
+    pub fn neigh_cache(&self, device: usize) -> Option<MutexGuard<'_, NeighCache>> {
+        self.neigh_caches
+            .get(device)
+            .map(|c| c.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The proxy's answer to an ARP request or neighbour solicitation read from L2 device
+    /// `device`, written in place, if the VNI's neighbour table knows the address.
+    fn proxy_answer(
+        &self,
+        table: &SubnetTable,
+        device: usize,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        now_ms: u64,
+    ) -> Option<core::ops::Range<usize>> {
+        let ethertype = ethernet::Frame::new_checked(buf.get(start..start + len)?)
+            .ok()?
+            .ethertype();
+        if ethertype != ETHERTYPE_ARP && ethertype != ETHERTYPE_IPV6 {
+            return None;
+        }
+        let learning = self.config.neigh_learning;
+        neigh::proxy(buf, start, len, |ip| {
+            // Static entries first: like static FDB entries, learning never overrides them.
+            if let Some(mac) = table.static_neigh(ip) {
+                return Some(mac);
+            }
+            if !learning {
+                return None;
+            }
+            self.neigh_cache(device)?.lookup(ip, now_ms)
+        })
     }
 
     fn device_of_vni(&self, vni: u32) -> Option<usize> {
@@ -394,9 +461,15 @@ impl VxlanBackend {
         len: usize,
         now_ms: u64,
     ) -> Verdict {
-        let Ok(frame) = ethernet::Frame::new_checked(&buf[start..start + len]) else {
+        if ethernet::Frame::new_checked(&buf[start..start + len]).is_err() {
             return Verdict::Drop(DropReason::Malformed);
-        };
+        }
+        if self.config.proxy {
+            if let Some(range) = self.proxy_answer(table, device, buf, start, len, now_ms) {
+                return Verdict::AnswerToDevice { device, range };
+            }
+        }
+        let frame = ethernet::Frame::new_unchecked(&buf[start..start + len]);
         if len + vxlan::HEADER_LEN > self.config.max_payload {
             return Verdict::Drop(DropReason::TooBig);
         }
@@ -594,6 +667,16 @@ impl Backend for VxlanBackend {
                         fdb.learn(src_mac, vtep, now_ms);
                     }
                 }
+                if self.config.neigh_learning {
+                    // What the frame announces; a static entry is never shadowed.
+                    let announced = neigh::binding(&buf[frame_at..end])
+                        .filter(|(ip, _)| table.static_neigh(*ip).is_none());
+                    if let Some((ip, mac)) = announced {
+                        if let Some(mut cache) = self.neigh_cache(device) {
+                            cache.learn(ip, mac, now_ms);
+                        }
+                    }
+                }
                 Verdict::DeliverToDevice {
                     device,
                     range: frame_at..end,
@@ -612,8 +695,18 @@ impl Backend for VxlanBackend {
                 .unwrap_or_else(PoisonError::into_inner)
                 .expire(now_ms);
         }
+        if self.config.neigh_learning {
+            for cache in self.neigh_caches.iter() {
+                cache
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .expire(now_ms);
+            }
+        }
     }
 }
 
+#[cfg(test)]
+mod proxy_tests;
 #[cfg(test)]
 mod tests;

@@ -92,7 +92,8 @@
 //! buffer first (a bad one is counted as `drop_bad_verdict`, never used). A backend cannot
 //! keep a packet: its borrow ends with the call. On the receive path only the first datagram
 //! of a UDP GRO train has headroom in front of it (in front of the others lies the previous
-//! datagram, which must stay intact until it is written), and none has tailroom.
+//! datagram, which must stay intact until it is written), and only the last datagram of a
+//! receive buffer has tailroom (the rest of the buffer, after it).
 //!
 //! ## What each verdict does
 //! `SendToPeer`, `SendTrain` and `Flood` queue the datagrams on the socket of the flow (the
@@ -100,6 +101,8 @@
 //! the batch's `sendmmsg`; `DeliverToDevice` is written to the device after the batch
 //! (coalesced where it can be); `ReplyToDevice` and `ReplyToPeer` count their cause as a
 //! drop and write or send the answer (counted as `icmp_sent`, or `neigh_replies` for ARP/ND);
+//! `AnswerToDevice` (the VXLAN L2 ARP/ND proxy) writes its answer into the device and
+//! counts `neigh_proxied`; every `Flood` counts one `flood_packets`;
 //! `Drop(reason)` counts `drop_<name>`. A verdict the engine does not know is counted as
 //! `drop_bad_verdict`. Every drop is a counter, not a log line.
 //!

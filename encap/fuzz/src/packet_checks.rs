@@ -1528,6 +1528,8 @@ pub fn check_vxlan(data: &[u8]) {
         check_peer: cfg & 1 != 0,
         check_inner_source: cfg & 2 != 0,
         learning: cfg & 4 != 0,
+        proxy: false,
+        neigh_learning: false,
         icmp_rate: rate,
         icmp_burst: burst,
     };

@@ -570,6 +570,7 @@ fn hostile_inputs_never_panic() {
             | Verdict::Flood { range, .. }
             | Verdict::DeliverToDevice { range, .. }
             | Verdict::ReplyToDevice { range, .. }
+            | Verdict::AnswerToDevice { range, .. }
             | Verdict::ReplyToPeer { range, .. } => range.clone(),
         };
         assert!(

@@ -304,6 +304,7 @@ fn assert_in_bounds(v: &Verdict, buf_len: usize) {
         | Verdict::Flood { range, .. }
         | Verdict::DeliverToDevice { range, .. }
         | Verdict::ReplyToDevice { range, .. }
+        | Verdict::AnswerToDevice { range, .. }
         | Verdict::ReplyToPeer { range, .. } => range,
         Verdict::Drop(_) => return,
     };

@@ -100,10 +100,23 @@ pub struct VxlanSettings {
     pub source_sockets: usize,
     /// `learning`: learn inner source MACs (L2).
     pub learning: bool,
+    /// `proxy`: answer ARP requests and neighbour solicitations from the TAP for the
+    /// addresses of the neighbour table (`[[neigh]]`, learnt ones) instead of flooding them
+    /// (L2 VNIs), like the kernel vxlan device's `proxy`.
+    pub proxy: bool,
+    /// `neigh_learning`: learn the neighbour table from ARP and neighbour advertisements
+    /// received from peers (L2).
+    pub neigh_learning: bool,
     /// `fdb_max`: bound of the learned FDB (L2).
     pub fdb_max: usize,
     /// `fdb_ageing`: seconds until a learned entry is forgotten (L2).
     pub fdb_ageing_secs: u64,
+    /// `group`: the multicast group (with `[listen] port`) that floods go to and that is
+    /// joined to hear the other VTEPs (L2), like the kernel's `vxlan ... group`.
+    pub group: Option<SocketAddr>,
+    /// `group_interface`: the interface the group is joined on; `None` = the one that holds
+    /// `[listen] address`.
+    pub group_interface: Option<String>,
 }
 
 /// A further VNI (`[[vni]]`), with its own device and peers.
@@ -131,6 +144,8 @@ pub struct ExtraVni {
     pub vteps: Vec<SocketAddr>,
     /// `[[vni.fdb]]`.
     pub fdb: Vec<(EthernetAddress, SocketAddr)>,
+    /// `[[vni.neigh]]`.
+    pub neigh: Vec<(IpAddr, EthernetAddress)>,
 }
 
 /// The validated configuration.
@@ -147,6 +162,11 @@ pub struct Config {
     /// `underlay_mtu`: the MTU of the underlay path; `None` = read from the interface that
     /// holds the listen address.
     pub underlay_mtu: Option<u32>,
+    /// `direct_routing`: a `[[peer]]` whose IPv4 endpoint is on the L2 segment of the
+    /// underlay interface (the kernel reaches it out of that interface without a gateway)
+    /// also gets a kernel route `<subnet> via <endpoint IP>`, so its traffic skips the
+    /// tunnel (flannel's `DirectRouting`); re-checked every few seconds.
+    pub direct_routing: bool,
     /// `[device]`.
     pub device: DeviceConfig,
     /// `[listen]` `address` and `port`.
@@ -179,6 +199,8 @@ pub struct Config {
     pub vteps: Vec<SocketAddr>,
     /// `[[fdb]]` (VXLAN L2): static MAC -> VTEP entries.
     pub fdb: Vec<(EthernetAddress, SocketAddr)>,
+    /// `[[neigh]]` (VXLAN L2): static IP -> MAC entries the ARP/ND proxy answers with.
+    pub neigh: Vec<(IpAddr, EthernetAddress)>,
     /// `[vxlan]`, when `backend = "vxlan"`.
     pub vxlan: Option<VxlanSettings>,
     /// `[[vni]]`: further VNIs.
@@ -237,6 +259,7 @@ struct RawConfig {
     network: String,
     network6: Option<String>,
     underlay_mtu: Option<i64>,
+    direct_routing: Option<bool>,
     device: RawDevice,
     listen: RawListen,
     #[serde(default)]
@@ -254,6 +277,8 @@ struct RawConfig {
     peer: Vec<RawPeer>,
     #[serde(default)]
     fdb: Vec<RawFdb>,
+    #[serde(default)]
+    neigh: Vec<RawNeigh>,
     #[serde(default)]
     vni: Vec<RawVni>,
     #[serde(default)]
@@ -339,8 +364,12 @@ struct RawVxlan {
     source_ports: Option<String>,
     source_sockets: Option<i64>,
     learning: Option<bool>,
+    proxy: Option<bool>,
+    neigh_learning: Option<bool>,
     fdb_max: Option<i64>,
     fdb_ageing: Option<i64>,
+    group: Option<String>,
+    group_interface: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +377,13 @@ struct RawVxlan {
 struct RawFdb {
     mac: String,
     endpoint: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNeigh {
+    ip: String,
+    mac: String,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +401,8 @@ struct RawVni {
     peer: Vec<RawPeer>,
     #[serde(default)]
     fdb: Vec<RawFdb>,
+    #[serde(default)]
+    neigh: Vec<RawNeigh>,
 }
 
 #[derive(Deserialize)]
@@ -607,7 +645,37 @@ impl Ctx<'_> {
                 .map(|n| self.ranged("[vxlan] source_sockets", n, 0, 64))
                 .transpose()?
                 .unwrap_or(8) as usize,
+            group: match &raw.group {
+                None => None,
+                Some(text) => {
+                    let ip = self.ip("[vxlan] group", text)?;
+                    if !ip.is_multicast() {
+                        return Err(self.err(
+                            "[vxlan] group",
+                            Some(text),
+                            "is not a multicast address (224.0.0.0/4 or ff00::/8)",
+                        ));
+                    }
+                    if ip.is_ipv4() != listen.is_ipv4() {
+                        return Err(self.err(
+                            "[vxlan] group",
+                            Some(text),
+                            "is of another address family than [listen] address",
+                        ));
+                    }
+                    Some(SocketAddr::new(ip, listen.port()))
+                }
+            },
+            group_interface: match &raw.group_interface {
+                None => None,
+                Some(name) => {
+                    self.device_name("[vxlan] group_interface", name)?;
+                    Some(name.clone())
+                }
+            },
             learning: raw.learning.unwrap_or(true),
+            proxy: raw.proxy.unwrap_or(false),
+            neigh_learning: raw.neigh_learning.unwrap_or(false),
             fdb_max: raw
                 .fdb_max
                 .map(|n| self.ranged("[vxlan] fdb_max", n, 0, 1_000_000))
@@ -732,6 +800,44 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    fn neigh(
+        &self,
+        prefix: &str,
+        raw: &[RawNeigh],
+        l2: bool,
+    ) -> Result<Vec<(IpAddr, EthernetAddress)>, ConfigError> {
+        let mut out: Vec<(IpAddr, EthernetAddress)> = Vec::with_capacity(raw.len());
+        for (i, e) in raw.iter().enumerate() {
+            let key = |k: &str| format!("{prefix} #{} {k}", i + 1);
+            if !l2 {
+                return Err(self.err(
+                    &key("ip"),
+                    Some(&e.ip),
+                    "static neighbour entries need VXLAN l2 mode",
+                ));
+            }
+            let ip = self.ip(&key("ip"), &e.ip)?;
+            let unicast = match ip {
+                IpAddr::V4(a) => {
+                    !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback())
+                }
+                IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast() || a.is_loopback()),
+            };
+            if !unicast {
+                return Err(self.err(&key("ip"), Some(&e.ip), "must be a unicast address"));
+            }
+            if let Some(j) = out.iter().position(|(other, _)| *other == ip) {
+                return Err(self.err(
+                    &key("ip"),
+                    Some(&e.ip),
+                    format!("is given twice (also {prefix} #{})", j + 1),
+                ));
+            }
+            out.push((ip, self.mac(&key("mac"), &e.mac)?));
+        }
+        Ok(out)
+    }
+
     fn extra_vni(&self, n: usize, raw: &RawVni, listen: Listen) -> Result<ExtraVni, ConfigError> {
         let key = |k: &str| format!("[[vni]] #{n} {k}");
         let vni = self.vni(&key("vni"), raw.vni)?;
@@ -781,6 +887,11 @@ impl Ctx<'_> {
             listen,
             mode == VxlanMode::L2,
         )?;
+        let neigh = self.neigh(
+            &format!("[[vni]] #{n} neigh"),
+            &raw.neigh,
+            mode == VxlanMode::L2,
+        )?;
         Ok(ExtraVni {
             vni,
             mode,
@@ -803,6 +914,7 @@ impl Ctx<'_> {
             peers,
             vteps,
             fdb,
+            neigh,
         })
     }
 }
@@ -940,12 +1052,17 @@ impl Config {
             }
         };
         if backend == BackendKind::Udp
-            && (raw.vxlan.is_some() || !raw.fdb.is_empty() || !raw.vni.is_empty())
+            && (raw.vxlan.is_some()
+                || !raw.fdb.is_empty()
+                || !raw.neigh.is_empty()
+                || !raw.vni.is_empty())
         {
             let key = if raw.vxlan.is_some() {
                 "[vxlan]"
             } else if !raw.fdb.is_empty() {
                 "[[fdb]]"
+            } else if !raw.neigh.is_empty() {
+                "[[neigh]]"
             } else {
                 "[[vni]]"
             };
@@ -1043,6 +1160,22 @@ impl Config {
         };
         let mode = vxlan.as_ref().map(|v| v.mode);
         let l2 = mode == Some(VxlanMode::L2);
+        if let Some(v) = &vxlan {
+            if let (Some(group), false) = (v.group, l2) {
+                return Err(ctx.err(
+                    "[vxlan] group",
+                    Some(&group.ip().to_string()),
+                    "needs mode = \"l2\" (a TAP, with [device] address for the seed's vxlan0 with an address, or on a bridge)",
+                ));
+            }
+            if let (Some(name), None) = (&v.group_interface, v.group) {
+                return Err(ctx.err(
+                    "[vxlan] group_interface",
+                    Some(name),
+                    "only applies with [vxlan] group",
+                ));
+            }
+        }
 
         // [device]
         let d = &raw.device;
@@ -1242,6 +1375,7 @@ impl Config {
         };
         let (peers, vteps) = ctx.peers(&scope, &raw.peer)?;
         let fdb = ctx.fdb("[[fdb]]", &raw.fdb, both, l2)?;
+        let neigh = ctx.neigh("[[neigh]]", &raw.neigh, l2)?;
 
         // [[vni]]
         let mut extra_vnis = Vec::with_capacity(raw.vni.len());
@@ -1264,6 +1398,24 @@ impl Config {
             seen.push((v.vni, v.device.as_str()));
         }
 
+        // The ARP/ND proxy answers what a TAP reads: it needs an l2 VNI.
+        if let Some(v) = &vxlan {
+            let any_l2 = l2 || extra_vnis.iter().any(|e| e.mode == VxlanMode::L2);
+            for (key, on) in [
+                ("[vxlan] proxy", v.proxy),
+                ("[vxlan] neigh_learning", v.neigh_learning),
+            ] {
+                if on && !any_l2 {
+                    return Err(ctx.err(
+                        key,
+                        Some("true"),
+                        "needs VXLAN l2 mode (mode = \"l2\", or a [[vni]] with mode = \"l2\"): \
+                         it answers ARP and neighbour solicitations read from a TAP",
+                    ));
+                }
+            }
+        }
+
         let acl = acl_rules(&ctx, &raw.acl)?;
         let acl_default = match &raw.policy.default {
             Some(v) => decision(&ctx, "[policy] default", v)?,
@@ -1276,6 +1428,7 @@ impl Config {
             network,
             network6,
             underlay_mtu,
+            direct_routing: raw.direct_routing.unwrap_or(false),
             device: DeviceConfig {
                 name: d.name.clone(),
                 address,
@@ -1297,6 +1450,7 @@ impl Config {
             peers,
             vteps,
             fdb,
+            neigh,
             vxlan,
             extra_vnis,
             acl,
@@ -1486,6 +1640,7 @@ backend = "udp"
 network = "100.96.0.0/16"
 network6 = "fd00:100:96::/48"
 underlay_mtu = 9000
+direct_routing = true
 [device]
 address = "100.96.1.0"
 address6 = "fd00:100:96:1::"
@@ -1512,6 +1667,7 @@ endpoint = "198.18.0.2:9999"
         assert_eq!(c.device.name, "flannel0");
         assert_eq!(c.listen.port(), DEFAULT_UDP_PORT);
         assert_eq!(c.underlay_mtu, Some(9000));
+        assert!(c.direct_routing);
         assert_eq!(c.device.mtu, Some(1400));
         assert_eq!(c.device.address6, Some("fd00:100:96:1::".parse().unwrap()));
         assert_eq!(c.control_socket, "/run/weft.sock");
@@ -1840,6 +1996,95 @@ vtep_mac = "02:00:00:00:01:00"
     }
 
     #[test]
+    fn vxlan_l2_neighbour_proxy_keys() {
+        let l2 = r#"
+backend = "vxlan"
+network = "100.96.0.0/16"
+network6 = "fd00:96::/64"
+[device]
+name = "weft0"
+bridge = "br0"
+[listen]
+address = "198.18.0.1"
+[vxlan]
+mode = "l2"
+proxy = true
+neigh_learning = true
+[[peer]]
+endpoint = "198.18.0.2"
+[[neigh]]
+ip = "100.96.0.12"
+mac = "02:00:00:aa:00:0c"
+[[neigh]]
+ip = "fd00:96::12"
+mac = "02:00:00:aa:00:0c"
+[[vni]]
+vni = 2
+mode = "l2"
+device = "weft2"
+[[vni.neigh]]
+ip = "100.97.0.5"
+mac = "02:00:00:bb:00:05"
+"#;
+        let c = parse(l2).unwrap();
+        let v = c.vxlan.as_ref().unwrap();
+        assert!(v.proxy && v.neigh_learning);
+        let mac: EthernetAddress = "02:00:00:aa:00:0c".parse().unwrap();
+        assert_eq!(
+            c.neigh,
+            [
+                ("100.96.0.12".parse::<IpAddr>().unwrap(), mac),
+                ("fd00:96::12".parse::<IpAddr>().unwrap(), mac)
+            ]
+        );
+        assert_eq!(c.extra_vnis[0].neigh.len(), 1);
+        // Off by default.
+        let c = parse(&l2.replace("proxy = true\nneigh_learning = true\n", "")).unwrap();
+        let v = c.vxlan.as_ref().unwrap();
+        assert!(!v.proxy && !v.neigh_learning);
+        for (bad, want) in [
+            (
+                ("ip = \"100.96.0.12\"", "ip = \"224.0.0.1\""),
+                "[[neigh]] #1 ip = \"224.0.0.1\"",
+            ),
+            (
+                ("ip = \"100.96.0.12\"", "ip = \"nonsense\""),
+                "[[neigh]] #1 ip",
+            ),
+            (
+                ("ip = \"fd00:96::12\"", "ip = \"100.96.0.12\""),
+                "is given twice",
+            ),
+            (
+                ("mac = \"02:00:00:bb:00:05\"", "mac = \"ff:ff:ff:ff:ff:ff\""),
+                "[[vni]] #1 neigh #1 mac",
+            ),
+        ] {
+            let e = err_line(&l2.replace(bad.0, bad.1));
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+        // L3 refuses the proxy, naming the key, and static entries; the UDP backend too.
+        let e = err_line(&VXLAN_EXAMPLE.replace("[vxlan]", "[vxlan]\nproxy = true"));
+        assert!(
+            e.contains("[vxlan] proxy = \"true\"") && e.contains("l2 mode"),
+            "{e}"
+        );
+        let e = err_line(&VXLAN_EXAMPLE.replace("[vxlan]", "[vxlan]\nneigh_learning = true"));
+        assert!(
+            e.contains("[vxlan] neigh_learning") && e.contains("l2 mode"),
+            "{e}"
+        );
+        let e = err_line(&format!(
+            "{VXLAN_EXAMPLE}[[neigh]]\nip = \"100.96.0.12\"\nmac = \"02:00:00:aa:00:0c\"\n"
+        ));
+        assert!(e.contains("[[neigh]] #1 ip") && e.contains("l2"), "{e}");
+        let e = err_line(&format!(
+            "{ISSUE_EXAMPLE}[[neigh]]\nip = \"100.96.0.12\"\nmac = \"02:00:00:aa:00:0c\"\n"
+        ));
+        assert!(e.contains("[[neigh]]") && e.contains("only applies"), "{e}");
+    }
+
+    #[test]
     fn vxlan_l2_with_vteps_fdb_and_more_vnis() {
         let c = parse(
             r#"
@@ -2048,5 +2293,43 @@ vtep_mac = "02:00:00:00:01:02"
         let e = load_acl_file(&path).unwrap_err().to_string();
         assert!(e.contains("[[acl]] #1 ports"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_multicast_group_is_read_and_checked() {
+        let l2 = "backend = \"vxlan\"\nnetwork = \"100.96.0.0/16\"\n[device]\nname = \"weft0\"\n\
+                  [listen]\naddress = \"198.18.0.1\"\n[vxlan]\nmode = \"l2\"\nvtep_mac = \"02:00:00:00:01:00\"\n";
+        let c = parse(&format!("{l2}group = \"239.1.1.1\"\n")).unwrap();
+        let v = c.vxlan.unwrap();
+        assert_eq!(v.group, Some("239.1.1.1:8472".parse().unwrap()));
+        assert_eq!(v.group_interface, None);
+        assert!(c.peers.is_empty() && c.vteps.is_empty());
+        let c = parse(&format!(
+            "{l2}group = \"239.1.1.1\"\ngroup_interface = \"u0\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.vxlan.unwrap().group_interface.as_deref(), Some("u0"));
+        for (extra, wanted) in [
+            ("group = \"198.18.0.9\"\n", "not a multicast address"),
+            ("group = \"ff05::101\"\n", "another address family"),
+            ("group = \"nope\"\n", "[vxlan] group = \"nope\""),
+            (
+                "group_interface = \"u0\"\n",
+                "only applies with [vxlan] group",
+            ),
+            (
+                "group = \"239.1.1.1\"\ngroup_interface = \"a/b\"\n",
+                "[vxlan] group_interface",
+            ),
+        ] {
+            let e = err_line(&format!("{l2}{extra}"));
+            assert!(e.contains(wanted), "{extra:?}: {e}");
+        }
+        let l3 = l2.replace("mode = \"l2\"", "mode = \"l3\"").replace(
+            "name = \"weft0\"",
+            "name = \"weft0\"\naddress = \"100.96.1.0\"",
+        );
+        let e = err_line(&format!("{l3}group = \"239.1.1.1\"\n"));
+        assert!(e.contains("needs mode = \"l2\""), "{e}");
     }
 }

@@ -213,11 +213,15 @@ struct DevicePlan {
 /// Runs the daemon described by the configuration file at `path` until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(path)?;
+    // `direct_routing`: kernel routes for the peers on the underlay's L2 segment.
+    let feed = config
+        .direct_routing
+        .then(|| crate::control::flanneld::static_peers_feed(config.listen.ip()));
     run_config(
         config,
         RunOptions {
             reload_on_sighup: true,
-            feed: None,
+            feed,
             table_ready: None,
         },
     )
@@ -326,6 +330,36 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         });
     }
 
+    // A VXLAN multicast group: floods go to it, and worker 0 hears it on a socket of its
+    // own (a socket bound to the unicast [listen] address never gets group datagrams).
+    let group_socket = match config.vxlan.as_ref().and_then(|v| v.group.map(|g| (g, v))) {
+        Some((group, v)) => {
+            let key = match &v.group_interface {
+                Some(name) => format!("[vxlan] group_interface = {name:?}"),
+                None => format!("[vxlan] group = {:?}", group.ip().to_string()),
+            };
+            let ifindex =
+                setup::multicast_interface(v.group_interface.as_deref(), config.listen.ip())
+                    .map_err(|e| setup_err(key.clone())(SetupError::Netlink(e)))?;
+            for q in &queues {
+                for socket in std::iter::once(&q.socket).chain(&q.source_sockets) {
+                    setup::set_multicast_sender(socket, config.listen.ip(), ifindex)
+                        .map_err(|e| setup_err(key.clone())(SetupError::Netlink(e)))?;
+                }
+            }
+            plans[0]
+                .routes
+                .insert_vtep(group)
+                .map_err(|e| DaemonError::Routes {
+                    path: file.clone(),
+                    message: format!("[vxlan] group {group}: {e}"),
+                })?;
+            tracing::info!(group = %group, ifindex, "floods go to the multicast group, which is joined");
+            Some(setup::bind_multicast_group(group, ifindex).map_err(setup_err(key))?)
+        }
+        None => None,
+    };
+
     // The metrics port may be a privileged one: bind it while that is allowed.
     let metrics_listener = match config.metrics {
         Some(addr) => {
@@ -357,11 +391,11 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
     let engine = match config.backend {
         BackendKind::Udp => {
             let backend = FlannelBackend::new(flannel_config(&config, &mtus));
-            spawn(backend, acl.policy(), queues, &plans, &config)?
+            spawn(backend, acl.policy(), queues, None, &plans, &config)?
         }
         BackendKind::Vxlan => {
             let backend = VxlanBackend::new(vxlan_config(&config, &mtus, &plans));
-            spawn(backend, acl.policy(), queues, &plans, &config)?
+            spawn(backend, acl.policy(), queues, group_socket, &plans, &config)?
         }
     };
 
@@ -424,6 +458,7 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
                     &engine,
                     &health,
                     options.table_ready.clone(),
+                    &acl,
                 ),
             )
             .map_err(|source| DaemonError::Metrics {
@@ -529,6 +564,7 @@ fn spawn<B: Backend + Clone>(
     backend: B,
     policy: AclPolicy,
     queues: Vec<WorkerQueues>,
+    group_socket: Option<UdpSocket>,
     plans: &[DevicePlan],
     config: &Config,
 ) -> Result<Engine, DaemonError> {
@@ -549,6 +585,9 @@ fn spawn<B: Backend + Clone>(
     }
     if let Some(other) = first.other_socket {
         builder = builder.other_family_socket(other);
+    }
+    if let Some(group) = group_socket {
+        builder = builder.group_socket(group);
     }
     for q in queues {
         builder = builder.worker(q.devices, q.socket, q.source_sockets);
@@ -614,6 +653,9 @@ fn plan_devices(config: &Config, mtus: &Mtus) -> Result<Vec<DevicePlan>, DaemonE
     for &(mac, ep) in &config.fdb {
         routes.insert_fdb(mac, ep).map_err(routes_err)?;
     }
+    for &(ip, mac) in &config.neigh {
+        routes.insert_neigh(ip, mac).map_err(routes_err)?;
+    }
     let mut addresses = Vec::new();
     if let Some(a) = config.device.address {
         addresses.push((IpAddr::V4(a), config.network.prefix_len()));
@@ -671,6 +713,9 @@ fn plan_devices(config: &Config, mtus: &Mtus) -> Result<Vec<DevicePlan>, DaemonE
         }
         for &(mac, ep) in &extra.fdb {
             routes.insert_fdb(mac, ep).map_err(routes_err)?;
+        }
+        for &(ip, mac) in &extra.neigh {
+            routes.insert_neigh(ip, mac).map_err(routes_err)?;
         }
         let settings = config
             .vxlan
@@ -735,9 +780,13 @@ fn vxlan_config(config: &Config, mtus: &Mtus, plans: &[DevicePlan]) -> VxlanConf
         vnis: plans.iter().filter_map(|p| p.vni.clone()).collect(),
         port: config.listen.port(),
         max_payload: mtus.max_payload as usize,
-        check_peer: config.validation.check_peer,
+        // With a multicast group any member may send (as with the kernel's vxlan): the
+        // VTEPs are learnt from what they send, not listed.
+        check_peer: config.validation.check_peer && settings.is_none_or(|s| s.group.is_none()),
         check_inner_source: config.validation.check_inner_source,
         learning: settings.is_none_or(|s| s.learning),
+        proxy: settings.is_some_and(|s| s.proxy),
+        neigh_learning: settings.is_some_and(|s| s.neigh_learning),
         icmp_rate: config.icmp.rate,
         icmp_burst: config.icmp.burst,
     }
@@ -870,6 +919,7 @@ fn metrics_context(
     engine: &Engine,
     health: &Arc<DeviceHealth>,
     table_ready: Option<Arc<AtomicBool>>,
+    acl: &Acl,
 ) -> MetricsContext {
     let mut labels = vec![
         (
@@ -901,8 +951,26 @@ fn metrics_context(
     let inspector = engine.inspector();
     let health = health.clone();
     let first_device = config.device.name.clone();
+    let acl = acl.clone();
     MetricsContext {
         labels,
+        acl: Box::new(move || {
+            let set = acl.current();
+            let mut hits: Vec<(String, &'static str, u64)> = set
+                .rules()
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ((i + 1).to_string(), r.action.name(), set.hits(i)))
+                .collect();
+            if !hits.is_empty() || !set.is_allow_all() {
+                hits.push((
+                    "default".into(),
+                    set.default_action().name(),
+                    set.default_hits(),
+                ));
+            }
+            hits
+        }),
         workers: Box::new(move || counters.per_worker()),
         gauges: Box::new(move || {
             let mut gauges = gauge_counters.gauges().to_vec();
@@ -1123,6 +1191,7 @@ fn reload(new: &Config, running: &Config, routes: &RouteTable, file: &mut FilePe
         || new.network != running.network
         || new.vxlan != running.vxlan
         || new.fdb != running.fdb
+        || new.neigh != running.neigh
         || new.extra_vnis != running.extra_vnis
     {
         tracing::warn!(

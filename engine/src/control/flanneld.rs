@@ -16,6 +16,16 @@
 //! table meanwhile. The host's own lease is renewed ahead of expiry (a new 24 h lease and a
 //! put, as flanneld), and taken back if an operator deletes it (flanneld exits there).
 //!
+//! With `Backend.Type = "host-gw"` there is no device and no data plane: the lease says
+//! `"BackendType":"host-gw"` (flanneld's form), `FLANNEL_MTU` is the interface's MTU, and
+//! the feed programs one kernel route `<subnet> via <PublicIP> dev <iface>` per remote
+//! host-gw lease (`DirectRoutes`), removed with the lease. A lease whose PublicIP the
+//! kernel does not reach directly out of the interface (it has a gateway, or another
+//! interface) is refused with one log line and gets no route. vxlan's `DirectRouting`
+//! applies the same rule per lease: a host on this L2 segment gets the plain route and no
+//! data-plane route, the others go through the VXLAN device. The kernel is asked again
+//! every few seconds, and a host whose reachability changed is moved.
+//!
 //! Where weft differs from flanneld on purpose: a lost creation race lists again and
 //! retries (flanneld exits); a reservation (a key without an etcd lease) is rewritten
 //! without one; the own lease deleted at runtime is re-created.
@@ -32,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use weft_encap::acl::AclRule;
 use weft_encap::policy::Decision;
-use weft_encap::table::Route;
+use weft_encap::table::{Cidr, Route};
 use weft_encap::wire::EthernetAddress;
 
 use crate::control::config::{endpoint_problem, Config};
@@ -43,6 +53,7 @@ use crate::control::flannel::{
     ListedLease, NetworkConfig, SubnetEnv, SubnetKey,
 };
 use crate::dataplane::routes::{RouteEdit, RouteTable};
+use crate::sys::netlink::{Route as KernelRoute, RouteLookup};
 use crate::sys::Netlink;
 
 /// flanneld's lease time: every lease is bound to an etcd lease of 24 hours.
@@ -573,20 +584,64 @@ impl Manager {
         Ok(OwnLease::bound(key, lease))
     }
 
-    /// The routes to the host of a lease, if it is one this host should route to: its IPv4
-    /// subnet, and on a dual-stack udp network its IPv6 subnet too (carried to the same
-    /// IPv4 endpoint).
-    fn route_for(&self, own: &SubnetKey, key: &SubnetKey, attrs: &LeaseAttrs) -> Vec<Route> {
+    /// The public IP of a lease this host should route to: not ours, inside the network,
+    /// with a usable PublicIP (else one warning and `None`).
+    fn remote_ip(&self, own: &SubnetKey, key: &SubnetKey, attrs: &LeaseAttrs) -> Option<Ipv4Addr> {
         if key.ipv4 == own.ipv4 || !self.network.network.contains(key.ipv4.addr()) {
-            return Vec::new();
+            return None;
         }
         let ip = attrs.public_ip;
         if let Some(why) =
             endpoint_problem(IpAddr::V4(ip)).or((ip == self.public_ip).then_some("is ours"))
         {
             tracing::warn!("lease {key}: PublicIP {ip} {why}; ignored");
+            return None;
+        }
+        Some(ip)
+    }
+
+    /// The subnet and gateway of the plain kernel route a lease may get instead of the
+    /// data plane: every valid host-gw lease (flanneld's host-gw skips leases of another
+    /// BackendType), and with vxlan `DirectRouting` every lease that has an IPv4 route
+    /// (`engine`, from [`Manager::route_for`]). Whether the host is really on this host's
+    /// L2 segment is the kernel's to say ([`DirectRoutes::place`]).
+    fn direct_target(
+        &self,
+        own: &SubnetKey,
+        key: &SubnetKey,
+        attrs: &LeaseAttrs,
+        engine: &[Route],
+    ) -> Option<(Ipv4Net, Ipv4Addr)> {
+        match self.network.backend {
+            BackendConfig::HostGw => {
+                let ip = self.remote_ip(own, key, attrs)?;
+                if attrs.backend_type.as_deref() != Some("host-gw") {
+                    tracing::warn!(
+                        "lease {key}: BackendType {:?} is not host-gw; ignored",
+                        attrs.backend_type.as_deref().unwrap_or("")
+                    );
+                    return None;
+                }
+                Some((key.ipv4, ip))
+            }
+            BackendConfig::Vxlan(v) if v.direct_routing => engine
+                .iter()
+                .any(|r| r.subnet == key.ipv4.cidr())
+                .then_some((key.ipv4, attrs.public_ip)),
+            _ => None,
+        }
+    }
+
+    /// The routes through the data plane to the host of a lease, if it is one this host
+    /// should route to: its IPv4 subnet, and on a dual-stack udp network its IPv6 subnet too
+    /// (carried to the same IPv4 endpoint). None for host-gw (no data plane).
+    fn route_for(&self, own: &SubnetKey, key: &SubnetKey, attrs: &LeaseAttrs) -> Vec<Route> {
+        if self.network.backend == BackendConfig::HostGw {
             return Vec::new();
         }
+        let Some(ip) = self.remote_ip(own, key, attrs) else {
+            return Vec::new();
+        };
         match self.network.backend {
             BackendConfig::Udp { port } => {
                 let endpoint = SocketAddr::new(IpAddr::V4(ip), port);
@@ -627,6 +682,7 @@ impl Manager {
                 }
                 routes
             }
+            BackendConfig::HostGw => Vec::new(),
         }
     }
 }
@@ -720,6 +776,339 @@ fn parse_lease(prefix: &str, kv: &Kv) -> Option<ListedLease> {
     }
 }
 
+/// How often the kernel is asked again how the hosts of plain routes are reached.
+const DIRECT_RECHECK: Duration = Duration::from_secs(3);
+
+/// How the kernel reaches a remote host's PublicIP, by its answer to `ip route get`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reach {
+    /// On this host's L2 segment: a unicast route out of our interface, without a gateway.
+    Direct,
+    /// Through a router.
+    Gateway(IpAddr),
+    /// Out of another interface (index), or of none.
+    OtherInterface(Option<u32>),
+    /// Over several next hops.
+    Multipath,
+    /// Not a unicast destination (local, broadcast, unreachable, blackhole).
+    NotUnicast,
+    /// No route at all (the kernel's error).
+    NoRoute(String),
+}
+
+impl Reach {
+    /// Decides from the kernel's answer whether a host is on the L2 segment of interface
+    /// `iface` (flanneld's DirectRouting asks for one route without a gateway; weft also
+    /// wants it out of the interface weft uses).
+    fn of(lookup: &io::Result<RouteLookup>, iface: u32) -> Reach {
+        match lookup {
+            Err(e) => Reach::NoRoute(e.to_string()),
+            Ok(l) if !l.unicast => Reach::NotUnicast,
+            Ok(l) if l.multipath => Reach::Multipath,
+            Ok(RouteLookup {
+                gateway: Some(gw), ..
+            }) => Reach::Gateway(*gw),
+            Ok(l) if l.oif != Some(iface) => Reach::OtherInterface(l.oif),
+            Ok(_) => Reach::Direct,
+        }
+    }
+}
+
+/// Why `reach` is not direct (through `iface`), in words for the log.
+fn describe_reach(nl: &mut Netlink, reach: &Reach, iface: &str) -> String {
+    match reach {
+        Reach::Direct => "directly connected".into(),
+        Reach::Gateway(gw) => format!("the kernel routes it via the gateway {gw}"),
+        Reach::OtherInterface(Some(index)) => {
+            let name = nl
+                .link_by_index(*index)
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("#{index}"), |l| l.name);
+            format!("the kernel routes it out of {name}, not {iface}")
+        }
+        Reach::OtherInterface(None) => "the kernel names no interface for it".into(),
+        Reach::Multipath => "the kernel routes it over several next hops".into(),
+        Reach::NotUnicast => "it is not a unicast destination".into(),
+        Reach::NoRoute(e) => format!("the kernel has no route to it: {e}"),
+    }
+}
+
+/// `direct_routing = true` of `weft run`: a route feed that, at start and every
+/// [`DIRECT_RECHECK`], gives each IPv4 route of the running table whose IPv4 endpoint the
+/// kernel reaches directly out of the underlay interface (the one holding `listen`) a
+/// kernel route `<subnet> via <endpoint IP> dev <iface>`. It is more specific than the
+/// device's network route, so that traffic skips weft; the table keeps the route (`weft
+/// peer list` shows it), and a peer removed from it (SIGHUP, `weft peer del`) or no longer
+/// on the segment loses its kernel route. The kernel routes go when the daemon stops.
+pub(crate) fn static_peers_feed(listen: IpAddr) -> daemon::RouteFeed {
+    Box::new(move |routes, stop| {
+        let opened = Netlink::open().and_then(|mut nl| {
+            let link = nl.link_with_address(listen)?;
+            Ok((nl, link))
+        });
+        let (mut nl, iface) = match opened {
+            Ok((nl, Some(link))) => (nl, link),
+            Ok((_, None)) => {
+                tracing::warn!("direct_routing: no interface holds {listen}; off");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("direct_routing: {e}; off");
+                return;
+            }
+        };
+        let kernel_route = |subnet: Cidr, gateway: Ipv4Addr| KernelRoute {
+            dst: subnet.addr(),
+            prefix_len: subnet.prefix_len(),
+            oif: iface.index,
+            gateway: Some(IpAddr::V4(gateway)),
+            onlink: false,
+        };
+        let mut installed: BTreeMap<Cidr, Ipv4Addr> = BTreeMap::new();
+        let mut tunnelled: BTreeMap<Cidr, Ipv4Addr> = BTreeMap::new();
+        while !stop.load(Ordering::SeqCst) {
+            let mut wanted = BTreeMap::new();
+            let mut through = BTreeMap::new();
+            for r in routes.routes() {
+                let (IpAddr::V4(_), IpAddr::V4(gw)) = (r.subnet.addr(), r.endpoint.ip()) else {
+                    continue;
+                };
+                let reach = Reach::of(&nl.route_get(IpAddr::V4(gw)), iface.index);
+                if reach == Reach::Direct {
+                    wanted.insert(r.subnet, gw);
+                } else {
+                    if tunnelled.get(&r.subnet) != Some(&gw) {
+                        let why = describe_reach(&mut nl, &reach, &iface.name);
+                        tracing::info!(
+                            "[[peer]] {}: {gw} is not on the L2 segment of {} ({why}); \
+                             through weft",
+                            r.subnet,
+                            iface.name
+                        );
+                    }
+                    through.insert(r.subnet, gw);
+                }
+            }
+            tunnelled = through;
+            for (subnet, gw) in &installed {
+                if wanted.get(subnet) != Some(gw) {
+                    let _ = nl.del_route(&kernel_route(*subnet, *gw));
+                    tracing::info!("[[peer]] {subnet}: removed the route via {gw}");
+                }
+            }
+            let mut now = BTreeMap::new();
+            for (subnet, gw) in wanted {
+                match nl.add_route(&kernel_route(subnet, gw)) {
+                    Ok(()) => {
+                        if installed.get(&subnet) != Some(&gw) {
+                            tracing::info!(
+                                "[[peer]] {subnet}: route via {gw} dev {} (on this L2 segment)",
+                                iface.name
+                            );
+                        }
+                        now.insert(subnet, gw);
+                    }
+                    Err(e) => {
+                        tracing::warn!("[[peer]] {subnet}: route via {gw} dev {}: {e}", iface.name)
+                    }
+                }
+            }
+            installed = now;
+            sleep_unless(&stop, DIRECT_RECHECK);
+        }
+        for (subnet, gw) in installed {
+            let _ = nl.del_route(&kernel_route(subnet, gw));
+        }
+    })
+}
+
+/// Which plain kernel routes a [`DirectRoutes`] programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirectMode {
+    /// flanneld's host-gw: every lease gets `<subnet> via <PublicIP>`, or nothing.
+    HostGw,
+    /// vxlan `DirectRouting`: a lease on the L2 segment gets `<subnet> via <PublicIP>`, the
+    /// others go through the VXLAN device.
+    DirectRouting,
+}
+
+/// A lease that may be routed by a plain kernel route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirectPeer {
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    /// Whether its kernel route is installed.
+    direct: bool,
+}
+
+/// The plain kernel routes `<subnet> via <PublicIP> dev <iface>` of host-gw and vxlan
+/// DirectRouting, programmed through rtnetlink, one per remote lease on this host's L2
+/// segment.
+struct DirectRoutes {
+    nl: Netlink,
+    mode: DirectMode,
+    iface: String,
+    index: u32,
+    /// Every lease that had a target, by key.
+    peers: BTreeMap<SubnetKey, DirectPeer>,
+    /// When the kernel was last asked again.
+    checked: Instant,
+}
+
+impl DirectRoutes {
+    /// Plain routes out of `iface` (in this thread's network namespace).
+    fn open(mode: DirectMode, iface: &Interface) -> io::Result<DirectRoutes> {
+        let mut nl = Netlink::open()?;
+        let link = nl
+            .link_by_name(&iface.name)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the interface is gone"))?;
+        Ok(DirectRoutes {
+            nl,
+            mode,
+            iface: iface.name.clone(),
+            index: link.index,
+            peers: BTreeMap::new(),
+            checked: Instant::now(),
+        })
+    }
+
+    fn kernel_route(&self, subnet: Ipv4Net, gateway: Ipv4Addr) -> KernelRoute {
+        KernelRoute {
+            // The kernel wants no host bits (flannel keeps them in a key).
+            dst: IpAddr::V4(subnet.network().addr()),
+            prefix_len: subnet.prefix_len(),
+            oif: self.index,
+            gateway: Some(IpAddr::V4(gateway)),
+            onlink: false,
+        }
+    }
+
+    fn reach(&mut self, gateway: Ipv4Addr) -> Reach {
+        Reach::of(&self.nl.route_get(IpAddr::V4(gateway)), self.index)
+    }
+
+    /// Why `reach` is not direct, in words for the log.
+    fn describe(&mut self, reach: &Reach) -> String {
+        describe_reach(&mut self.nl, reach, &self.iface)
+    }
+
+    fn add(&mut self, key: &SubnetKey, subnet: Ipv4Net, gateway: Ipv4Addr) -> bool {
+        let route = self.kernel_route(subnet, gateway);
+        match self.nl.add_route(&route) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(
+                    "lease {key}: route {subnet} via {gateway} dev {}: {e}",
+                    self.iface
+                );
+                false
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &SubnetKey, peer: &DirectPeer) {
+        let route = self.kernel_route(peer.subnet, peer.gateway);
+        match self.nl.del_route(&route) {
+            Ok(()) => tracing::info!(
+                "lease {key}: removed the route {} via {} dev {}",
+                peer.subnet,
+                peer.gateway,
+                self.iface
+            ),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENOENT)) => {}
+            Err(e) => tracing::error!(
+                "lease {key}: removing the route {} via {} dev {}: {e}",
+                peer.subnet,
+                peer.gateway,
+                self.iface
+            ),
+        }
+    }
+
+    /// Places lease `key` with `target` (its subnet and PublicIP; `None`: no plain route
+    /// wanted, e.g. the lease is gone): a kernel route if the kernel reaches the PublicIP
+    /// directly out of our interface, else none (host-gw refuses the lease with one log
+    /// line; DirectRouting leaves it to the data plane). Returns whether the lease is on
+    /// a plain route now.
+    fn place(&mut self, key: SubnetKey, target: Option<(Ipv4Net, Ipv4Addr)>) -> bool {
+        let previous = self.peers.remove(&key);
+        let Some((subnet, gateway)) = target else {
+            if let Some(p) = previous.filter(|p| p.direct) {
+                self.delete(&key, &p);
+            }
+            return false;
+        };
+        let reach = self.reach(gateway);
+        let same = previous.filter(|p| p.subnet == subnet && p.gateway == gateway);
+        if let Some(p) =
+            previous.filter(|p| p.direct && (reach != Reach::Direct || Some(*p) != same))
+        {
+            self.delete(&key, &p);
+        }
+        let direct = reach == Reach::Direct && self.add(&key, subnet, gateway);
+        if direct && !same.is_some_and(|p| p.direct) {
+            tracing::info!(
+                "lease {key}: route {subnet} via {gateway} dev {} (on this L2 segment)",
+                self.iface
+            );
+        } else if !direct && same.is_none_or(|p| p.direct) && reach != Reach::Direct {
+            let why = self.describe(&reach);
+            match self.mode {
+                DirectMode::HostGw => tracing::warn!(
+                    "lease {key}: refused: PublicIP {gateway} is not on the L2 segment of {} \
+                     ({why}); host-gw routes {subnet} only to a host on it; no route",
+                    self.iface
+                ),
+                DirectMode::DirectRouting => tracing::info!(
+                    "lease {key}: PublicIP {gateway} is not on the L2 segment of {} ({why}); \
+                     {subnet} goes through the VXLAN device",
+                    self.iface
+                ),
+            }
+        }
+        self.peers.insert(
+            key,
+            DirectPeer {
+                subnet,
+                gateway,
+                direct,
+            },
+        );
+        direct
+    }
+
+    /// At most every [`DIRECT_RECHECK`]: the leases whose reachability changed (to be
+    /// placed again); plain routes that stay are written again (`ip route replace`), which
+    /// puts back one someone deleted.
+    fn recheck(&mut self) -> Vec<SubnetKey> {
+        if self.checked.elapsed() < DIRECT_RECHECK {
+            return Vec::new();
+        }
+        self.checked = Instant::now();
+        let peers: Vec<(SubnetKey, DirectPeer)> =
+            self.peers.iter().map(|(k, p)| (*k, *p)).collect();
+        let mut switched = Vec::new();
+        for (key, peer) in peers {
+            let direct = self.reach(peer.gateway) == Reach::Direct;
+            if direct != peer.direct {
+                switched.push(key);
+            } else if direct {
+                let route = self.kernel_route(peer.subnet, peer.gateway);
+                if let Err(e) = self.nl.add_route(&route) {
+                    tracing::warn!(
+                        "lease {key}: route {} via {} dev {}: {e}",
+                        peer.subnet,
+                        peer.gateway,
+                        self.iface
+                    );
+                }
+            }
+        }
+        switched
+    }
+}
+
 /// The route feed: keeps the routing table in step with `<prefix>/subnets/`, renews and
 /// defends our own lease.
 struct Follower {
@@ -730,6 +1119,8 @@ struct Follower {
     known: BTreeMap<SubnetKey, LeaseAttrs>,
     /// Set once the first listing of the leases is in the table (readiness).
     synced: Arc<AtomicBool>,
+    /// The plain kernel routes of host-gw and vxlan DirectRouting (`None` otherwise).
+    direct: Option<DirectRoutes>,
 }
 
 /// What the watch thread reports.
@@ -807,6 +1198,7 @@ impl Follower {
                     return;
                 }
                 self.maintain_own();
+                self.recheck_direct(&routes);
                 match rx.recv_timeout(Duration::from_millis(250)) {
                     Ok(Watched::Batch(rev, events)) => {
                         self.apply_events(&routes, &events, &stop);
@@ -839,18 +1231,16 @@ impl Follower {
         let listed: BTreeMap<SubnetKey, LeaseAttrs> =
             leases.into_iter().map(|(l, _)| (l.key, l.attrs)).collect();
         let mut edits = Vec::new();
-        for (key, attrs) in &self.known {
-            if listed.get(key) != Some(attrs) {
-                for route in self.manager.route_for(&self.own.key, key, attrs) {
-                    edits.push(RouteEdit::Remove(route.subnet));
-                }
+        let known = std::mem::take(&mut self.known);
+        for (key, old) in &known {
+            if !listed.contains_key(key) {
+                self.lease_changed(key, Some(old), None, &mut edits);
             }
         }
         for (key, attrs) in &listed {
-            if self.known.get(key) != Some(attrs) {
-                for route in self.manager.route_for(&self.own.key, key, attrs) {
-                    edits.push(RouteEdit::Insert(route));
-                }
+            let old = known.get(key);
+            if old != Some(attrs) {
+                self.lease_changed(key, old, Some(attrs), &mut edits);
             }
         }
         let n = edits.len();
@@ -883,17 +1273,7 @@ impl Follower {
                     if old.as_ref() == Some(&lease.attrs) {
                         continue;
                     }
-                    if let Some(old) = old {
-                        for route in self.manager.route_for(&self.own.key, &lease.key, &old) {
-                            edits.push(RouteEdit::Remove(route.subnet));
-                        }
-                    }
-                    for route in self
-                        .manager
-                        .route_for(&self.own.key, &lease.key, &lease.attrs)
-                    {
-                        edits.push(RouteEdit::Insert(route));
-                    }
+                    self.lease_changed(&lease.key, old.as_ref(), Some(&lease.attrs), &mut edits);
                 }
                 WatchEvent::Delete { key, .. } => {
                     let Some(name) = std::str::from_utf8(key)
@@ -910,9 +1290,7 @@ impl Follower {
                         continue;
                     }
                     if let Some(old) = self.known.remove(&key) {
-                        for route in self.manager.route_for(&self.own.key, &key, &old) {
-                            edits.push(RouteEdit::Remove(route.subnet));
-                        }
+                        self.lease_changed(&key, Some(&old), None, &mut edits);
                     }
                 }
             }
@@ -928,6 +1306,60 @@ impl Follower {
         if own_deleted {
             tracing::warn!("our lease {} was deleted; taking it back", self.own.key);
             self.take_back(stop);
+        }
+    }
+
+    /// The route edits (into `edits`) and kernel routes for one lease going from `old` to
+    /// `new` (`None`: absent): the data-plane routes of `old` removed, then `new` placed
+    /// either on a plain kernel route (host-gw, DirectRouting to a host on this L2
+    /// segment) or on data-plane routes.
+    fn lease_changed(
+        &mut self,
+        key: &SubnetKey,
+        old: Option<&LeaseAttrs>,
+        new: Option<&LeaseAttrs>,
+        edits: &mut Vec<RouteEdit>,
+    ) {
+        let own = self.own.key;
+        if let Some(old) = old {
+            for route in self.manager.route_for(&own, key, old) {
+                edits.push(RouteEdit::Remove(route.subnet));
+            }
+        }
+        let mut routes = new.map_or_else(Vec::new, |a| self.manager.route_for(&own, key, a));
+        if let Some(direct) = &mut self.direct {
+            let target = new.and_then(|a| self.manager.direct_target(&own, key, a, &routes));
+            if direct.place(*key, target) {
+                routes.retain(|r| r.subnet != key.ipv4.cidr());
+            }
+        }
+        edits.extend(routes.into_iter().map(RouteEdit::Insert));
+    }
+
+    /// Every [`DIRECT_RECHECK`]: asks the kernel again how each host of a plain route (or
+    /// candidate for one) is reached, moves those whose answer changed between a plain
+    /// route and the data plane, and puts back plain routes someone deleted.
+    fn recheck_direct(&mut self, routes: &RouteTable) {
+        let Some(direct) = &mut self.direct else {
+            return;
+        };
+        let switched = direct.recheck();
+        if switched.is_empty() {
+            return;
+        }
+        let mut edits = Vec::new();
+        for key in switched {
+            if let Some(attrs) = self.known.get(&key).cloned() {
+                self.lease_changed(&key, Some(&attrs), Some(&attrs), &mut edits);
+            }
+        }
+        let n = edits.len();
+        if n > 0 {
+            log_edits(&edits);
+            match routes.apply(edits) {
+                Ok(_) => tracing::info!("{n} route change(s) from a change of reachability"),
+                Err(e) => tracing::error!("applying {n} reachability change(s): {e}"),
+            }
         }
     }
 
@@ -1026,7 +1458,8 @@ fn answer_health(stream: TcpStream, ready: &AtomicBool) -> io::Result<()> {
 }
 
 /// The `weft run` configuration for our lease: the device, the listening address, the
-/// backend; no peers (the route feed adds them).
+/// backend; no peers (the route feed adds them). `None` for host-gw, which has no data
+/// plane.
 fn daemon_config(
     prefix: &str,
     network: &NetworkConfig,
@@ -1035,12 +1468,13 @@ fn daemon_config(
     own: &OwnLease,
     vtep_mac: Option<EthernetAddress>,
     options: &FlannelOptions,
-) -> Result<Config, DaemonError> {
+) -> Result<Option<Config>, DaemonError> {
     let mut text = String::new();
     let address = own.key.ipv4.addr();
     let (backend, device, port) = match network.backend {
         BackendConfig::Udp { port } => ("udp", "flannel0".to_owned(), port),
         BackendConfig::Vxlan(v) => ("vxlan", format!("flannel.{}", v.vni), v.port),
+        BackendConfig::HostGw => return Ok(None),
     };
     let _ = writeln!(text, "backend = \"{backend}\"");
     let _ = writeln!(text, "network = \"{}\"", network.network);
@@ -1086,7 +1520,7 @@ fn daemon_config(
         config.acl = rules.clone();
         config.acl_default = *default;
     }
-    Ok(config)
+    Ok(Some(config))
 }
 
 /// [`SUBNET_TTL`], unless [`TEST_LEASE_TTL`] says otherwise.
@@ -1131,6 +1565,19 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
         tracing::info!("stopped while waiting for the network config");
         return Ok(());
     };
+    if network.backend == BackendConfig::HostGw && public_ip != iface.addr {
+        // flanneld's host-gw refuses it too: the other hosts route to our PublicIP as a
+        // next hop on their L2 segment.
+        return Err(FlannelError::Flag {
+            flag: "--public-ip",
+            value: public_ip.to_string(),
+            reason: format!(
+                "differs from {}'s address {}: the host-gw backend ({prefix}/config) needs \
+                 the other hosts to reach this host directly at its interface address (no NAT)",
+                iface.name, iface.addr
+            ),
+        });
+    }
     // A dual-stack vxlan network has an IPv6 VTEP too, on the interface's IPv6 address.
     let vxlan_v6 = network.ipv6.is_some() && matches!(network.backend, BackendConfig::Vxlan(_));
     let underlay6 = if vxlan_v6 {
@@ -1153,7 +1600,7 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
     // A vxlan host keeps its VTEP MAC: the one in our old lease, else the state file.
     let mac_file = options.state_dir.join("vtep-mac");
     let vtep_mac = match network.backend {
-        BackendConfig::Udp { .. } => None,
+        BackendConfig::Udp { .. } | BackendConfig::HostGw => None,
         BackendConfig::Vxlan(_) => Some(previous_mac(&client, &prefix, public_ip, &mac_file)?),
     };
     // One device carries both families, so the IPv6 VTEP has the same MAC (flanneld's
@@ -1163,6 +1610,7 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
             LeaseAttrs::vxlan_dual_stack(public_ip, public6, v.vni, mac, mac)
         }
         (BackendConfig::Vxlan(v), Some(mac), None) => LeaseAttrs::vxlan(public_ip, v.vni, mac),
+        (BackendConfig::HostGw, _, _) => LeaseAttrs::host_gw(public_ip),
         _ => LeaseAttrs::udp(public_ip),
     };
     let manager = Manager {
@@ -1185,13 +1633,15 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
     // The device carries both families: over a dual-stack underlay its packets must fit
     // the IPv6 one's 20 more bytes of headers.
     let overhead = match network.backend {
+        // host-gw: no encapsulation, FLANNEL_MTU is the interface's MTU (as flanneld).
+        BackendConfig::HostGw => 0,
         BackendConfig::Udp { .. } => 28,
         BackendConfig::Vxlan(_) if underlay6.is_some() => 70,
         BackendConfig::Vxlan(_) => 50,
     };
     let underlay_mtu = match network.backend {
         BackendConfig::Vxlan(v) => v.mtu.unwrap_or(iface.mtu),
-        BackendConfig::Udp { .. } => iface.mtu,
+        BackendConfig::Udp { .. } | BackendConfig::HostGw => iface.mtu,
     };
     SubnetEnv {
         network: network.network,
@@ -1215,6 +1665,21 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
         &options,
     )?;
     ready.store(true, Ordering::SeqCst);
+    let mode = match network.backend {
+        BackendConfig::HostGw => Some(DirectMode::HostGw),
+        BackendConfig::Vxlan(v) if v.direct_routing => Some(DirectMode::DirectRouting),
+        _ => None,
+    };
+    let direct = match mode {
+        Some(mode) => Some(
+            DirectRoutes::open(mode, &iface).map_err(|e| FlannelError::Flag {
+                flag: "--iface",
+                value: iface.name.clone(),
+                reason: format!("cannot route through it: {e}"),
+            })?,
+        ),
+        None => None,
+    };
     let synced = Arc::new(AtomicBool::new(false));
     let follower = Follower {
         manager,
@@ -1222,6 +1687,27 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
         renew_margin: options.renew_margin,
         known: BTreeMap::new(),
         synced: synced.clone(),
+        direct,
+    };
+    let Some(config) = config else {
+        // host-gw: no device, no data plane; the feed programs kernel routes until
+        // SIGINT/SIGTERM.
+        if options.workers.is_some() || options.metrics.is_some() || options.acl.is_some() {
+            tracing::warn!(
+                "host-gw has no data plane: --workers, --metrics-listen and --acl-file are \
+                 not used"
+            );
+        }
+        tracing::info!(
+            "host-gw: no tunnel device; every other host's subnet is routed via its PublicIP \
+             dev {}",
+            iface.name
+        );
+        // Routes need CAP_NET_ADMIN; etcd and the health endpoint need nothing.
+        crate::control::provision::drop_capabilities();
+        follower.run(RouteTable::default(), stop);
+        tracing::info!("stopped");
+        return Ok(());
     };
     daemon::run_config(
         config,
@@ -1352,5 +1838,187 @@ mod tests {
                 "fd00:100:96:2::/64 198.18.0.2:8285"
             ]
         );
+    }
+
+    fn lookup(
+        oif: Option<u32>,
+        gateway: Option<&str>,
+        unicast: bool,
+        multipath: bool,
+    ) -> io::Result<RouteLookup> {
+        Ok(RouteLookup {
+            oif,
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            unicast,
+            multipath,
+        })
+    }
+
+    #[test]
+    fn reach_follows_the_kernels_answer() {
+        assert_eq!(
+            Reach::of(&lookup(Some(2), None, true, false), 2),
+            Reach::Direct
+        );
+        assert_eq!(
+            Reach::of(&lookup(Some(2), Some("198.18.0.254"), true, false), 2),
+            Reach::Gateway("198.18.0.254".parse().unwrap())
+        );
+        assert_eq!(
+            Reach::of(&lookup(Some(3), None, true, false), 2),
+            Reach::OtherInterface(Some(3))
+        );
+        assert_eq!(
+            Reach::of(&lookup(None, None, true, false), 2),
+            Reach::OtherInterface(None)
+        );
+        assert_eq!(
+            Reach::of(&lookup(Some(1), None, false, false), 2),
+            Reach::NotUnicast
+        );
+        assert_eq!(
+            Reach::of(&lookup(Some(2), None, true, true), 2),
+            Reach::Multipath
+        );
+        let unreachable = Err(io::Error::from_raw_os_error(libc::ENETUNREACH));
+        assert!(matches!(Reach::of(&unreachable, 2), Reach::NoRoute(_)));
+    }
+
+    fn target(m: &Manager, key: &str, value: &str) -> Option<String> {
+        let own = SubnetKey::parse("100.96.1.0-24").unwrap();
+        let key = SubnetKey::parse(key).unwrap();
+        let attrs = LeaseAttrs::parse(value.as_bytes()).unwrap();
+        let engine = m.route_for(&own, &key, &attrs);
+        m.direct_target(&own, &key, &attrs, &engine)
+            .map(|(subnet, gw)| format!("{subnet} via {gw}"))
+    }
+
+    const HOST_GW: &str = r#"{"Network":"100.96.0.0/16","Backend":{"Type":"host-gw"}}"#;
+    const HOST_GW_LEASE: &str =
+        r#"{"PublicIP":"198.18.0.2","PublicIPv6":null,"BackendType":"host-gw"}"#;
+    const VXLAN_LEASE: &str = r#"{"PublicIP":"198.18.0.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:02:00"}}"#;
+
+    #[test]
+    fn host_gw_leases_get_kernel_routes_only() {
+        let m = manager(HOST_GW);
+        // No data plane: never an engine route.
+        assert!(routes(&m, "100.96.2.0-24", HOST_GW_LEASE).is_empty());
+        assert_eq!(
+            target(&m, "100.96.2.0-24", HOST_GW_LEASE).as_deref(),
+            Some("100.96.2.0/24 via 198.18.0.2")
+        );
+        // flanneld's host-gw skips leases of other backends, our own, ours by PublicIP,
+        // and subnets outside the network.
+        assert_eq!(target(&m, "100.96.2.0-24", VXLAN_LEASE), None);
+        assert_eq!(
+            target(
+                &m,
+                "100.96.2.0-24",
+                r#"{"PublicIP":"198.18.0.2","PublicIPv6":null}"#
+            ),
+            None
+        );
+        assert_eq!(target(&m, "100.96.1.0-24", HOST_GW_LEASE), None);
+        let ours = r#"{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"host-gw"}"#;
+        assert_eq!(target(&m, "100.96.2.0-24", ours), None);
+        assert_eq!(target(&m, "10.5.2.0-24", HOST_GW_LEASE), None);
+    }
+
+    #[test]
+    fn direct_routing_targets_the_vxlan_leases_it_would_route() {
+        let direct = manager(
+            r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
+        );
+        assert_eq!(
+            target(&direct, "100.96.2.0-24", VXLAN_LEASE).as_deref(),
+            Some("100.96.2.0/24 via 198.18.0.2")
+        );
+        // A lease vxlan would not route is no candidate either.
+        assert_eq!(target(&direct, "100.96.2.0-24", HOST_GW_LEASE), None);
+        // Without DirectRouting: the data plane only.
+        let plain = manager(r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}"#);
+        assert_eq!(target(&plain, "100.96.2.0-24", VXLAN_LEASE), None);
+        assert_eq!(
+            routes(&plain, "100.96.2.0-24", VXLAN_LEASE),
+            ["100.96.2.0/24 198.18.0.2:8472 02:00:00:00:02:00"]
+        );
+    }
+
+    #[test]
+    fn direct_routes_follow_the_kernels_reachability() {
+        use crate::sys::test_support::{in_private_netns, ip, skip_unless_root};
+        skip_unless_root!();
+        in_private_netns(|| {
+            ip(&[
+                "link", "add", "wtd0", "type", "veth", "peer", "name", "wtd1",
+            ]);
+            ip(&["link", "set", "wtd0", "up"]);
+            ip(&["link", "set", "wtd1", "up"]);
+            ip(&["addr", "add", "198.18.0.1/24", "dev", "wtd0"]);
+            ip(&["route", "add", "198.19.0.0/24", "via", "198.18.0.254"]);
+            let iface = Interface {
+                name: "wtd0".into(),
+                addr: Ipv4Addr::new(198, 18, 0, 1),
+                addr6: None,
+                mtu: 1500,
+            };
+            let mut d = DirectRoutes::open(DirectMode::HostGw, &iface).unwrap();
+            let net = |s: &str| Ipv4Net::parse_cidr(s).unwrap();
+            let k2 = SubnetKey::parse("100.96.2.0-24").unwrap();
+            let k9 = SubnetKey::parse("100.96.9.0-24").unwrap();
+            let shown = || ip(&["-4", "route", "show"]);
+
+            assert!(d.place(
+                k2,
+                Some((net("100.96.2.0/24"), "198.18.0.2".parse().unwrap()))
+            ));
+            assert!(
+                shown().contains("100.96.2.0/24 via 198.18.0.2 dev wtd0"),
+                "{}",
+                shown()
+            );
+            // Behind the router: refused, no route.
+            assert!(!d.place(
+                k9,
+                Some((net("100.96.9.0/24"), "198.19.0.9".parse().unwrap()))
+            ));
+            assert!(!shown().contains("100.96.9.0"), "{}", shown());
+            // A new PublicIP moves the route; a deleted route is put back by the recheck.
+            assert!(d.place(
+                k2,
+                Some((net("100.96.2.0/24"), "198.18.0.3".parse().unwrap()))
+            ));
+            assert!(
+                shown().contains("100.96.2.0/24 via 198.18.0.3 dev wtd0"),
+                "{}",
+                shown()
+            );
+            ip(&["route", "del", "100.96.2.0/24"]);
+            d.checked = Instant::now() - DIRECT_RECHECK;
+            assert!(d.recheck().is_empty());
+            assert!(
+                shown().contains("100.96.2.0/24 via 198.18.0.3"),
+                "{}",
+                shown()
+            );
+            // The router's segment becomes ours: the recheck says so, placing adds the route.
+            ip(&["route", "del", "198.19.0.0/24"]);
+            ip(&["addr", "add", "198.19.0.1/24", "dev", "wtd0"]);
+            d.checked = Instant::now() - DIRECT_RECHECK;
+            assert_eq!(d.recheck(), [k9]);
+            assert!(d.place(
+                k9,
+                Some((net("100.96.9.0/24"), "198.19.0.9".parse().unwrap()))
+            ));
+            assert!(
+                shown().contains("100.96.9.0/24 via 198.19.0.9 dev wtd0"),
+                "{}",
+                shown()
+            );
+            // Gone leases take their routes with them.
+            assert!(!d.place(k2, None));
+            assert!(!d.place(k9, None));
+            assert!(!shown().contains("100.96."), "{}", shown());
+        });
     }
 }

@@ -60,6 +60,8 @@ pub struct MetricsContext {
     pub devices: Box<dyn Fn() -> Vec<DeviceMetrics> + Send + Sync>,
     /// Liveness and readiness.
     pub health: Box<dyn Fn() -> Health + Send + Sync>,
+    /// The `[[acl]]` rules' hit counts: (rule number from 1, or `default`; action; hits).
+    pub acl: Box<dyn Fn() -> Vec<(String, &'static str, u64)> + Send + Sync>,
 }
 
 /// Escapes a label value for the Prometheus text format.
@@ -152,6 +154,16 @@ pub fn render(ctx: &MetricsContext) -> String {
             if let Some(n) = d.fdb {
                 let _ = writeln!(out, "weft_fdb_entries{} {n}", device_labels(base, d));
             }
+        }
+    }
+    let acl = (ctx.acl)();
+    if !acl.is_empty() {
+        out.push_str(
+            "# HELP weft_acl_hits_total Packets each [[acl]] rule (or the default action) decided\n# TYPE weft_acl_hits_total counter\n",
+        );
+        for (rule, action, hits) in acl {
+            let labels = label_set(base, &[("rule", rule), ("action", action.to_owned())]);
+            let _ = writeln!(out, "weft_acl_hits_total{labels} {hits}");
         }
     }
     let health = (ctx.health)();
@@ -309,6 +321,7 @@ mod tests {
 
     fn ctx(ready: bool) -> MetricsContext {
         MetricsContext {
+            acl: Box::new(|| vec![("1".into(), "allow", 7), ("default".into(), "deny", 2)]),
             labels: vec![
                 ("backend", "vxlan".into()),
                 ("device", "flannel.1".into()),
@@ -370,6 +383,8 @@ mod tests {
             "weft_peers{backend=\"vxlan\",device=\"weft.2\",vni=\"2\"} 1".to_owned(),
             "weft_fdb_entries{backend=\"vxlan\",device=\"weft.2\",vni=\"2\"} 7".to_owned(),
             format!("weft_ready{{{base}}} 1"),
+            format!("weft_acl_hits_total{{{base},rule=\"1\",action=\"allow\"}} 7"),
+            format!("weft_acl_hits_total{{{base},rule=\"default\",action=\"deny\"}} 2"),
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }

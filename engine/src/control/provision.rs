@@ -486,3 +486,84 @@ pub fn bind_udp_shared(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, 
     socket.set_nonblocking(true).map_err(fail)?;
     Ok(socket.into())
 }
+
+/// The index of the interface named `name`, or else of the one that holds `address`: where
+/// a VXLAN multicast group is joined and sent to.
+pub fn multicast_interface(name: Option<&str>, address: IpAddr) -> io::Result<u32> {
+    let mut nl = Netlink::open()?;
+    match name {
+        Some(name) => nl
+            .link_by_name(name)?
+            .map(|l| l.index)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such interface")),
+        None => nl
+            .addresses()?
+            .into_iter()
+            .find(|a| a.addr == address)
+            .map(|a| a.index)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no interface holds {address}"),
+                )
+            }),
+    }
+}
+
+/// A socket that hears VXLAN multicast group `group` (address and port) on interface
+/// `ifindex`: bound to the group's address (so it gets the group's datagrams and nothing
+/// else) and joined to it. It is only read.
+pub fn bind_multicast_group(group: SocketAddr, ifindex: u32) -> Result<UdpSocket, SetupError> {
+    let fail = |source: io::Error| SetupError::Bind {
+        addr: group,
+        hint: " (joining the multicast group)",
+        source,
+    };
+    let domain = if group.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP)).map_err(fail)?;
+    // Other listeners on the group (a kernel vxlan device of the same host, a second weft)
+    // may bind it too.
+    socket.set_reuse_address(true).map_err(fail)?;
+    match group.ip() {
+        IpAddr::V4(g) => {
+            socket
+                .join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))
+                .map_err(fail)?;
+            // Only this interface's members, not every group of that number on the host.
+            let _ = socket.set_multicast_all_v4(false);
+        }
+        IpAddr::V6(g) => {
+            socket.set_only_v6(true).map_err(fail)?;
+            socket.join_multicast_v6(&g, ifindex).map_err(fail)?;
+            let _ = socket.set_multicast_all_v6(false);
+        }
+    }
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&group.into()).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    Ok(socket.into())
+}
+
+/// Makes `socket` send multicast (floods to a VXLAN group) out of interface `ifindex` from
+/// `local`, with TTL / hop limit 1 (the kernel vxlan's default for a group) and without
+/// hearing its own datagrams.
+pub fn set_multicast_sender(socket: &UdpSocket, local: IpAddr, ifindex: u32) -> io::Result<()> {
+    let socket = socket2::SockRef::from(socket);
+    match local {
+        IpAddr::V4(a) => {
+            socket.set_multicast_if_v4(&a)?;
+            socket.set_multicast_loop_v4(false)?;
+            socket.set_multicast_ttl_v4(1)?;
+        }
+        IpAddr::V6(_) => {
+            socket.set_multicast_if_v6(ifindex)?;
+            socket.set_multicast_loop_v6(false)?;
+            socket.set_multicast_hops_v6(1)?;
+        }
+    }
+    Ok(())
+}

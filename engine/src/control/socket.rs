@@ -18,6 +18,9 @@
 //! peer add 100.96.2.0/24 198.18.0.2[:port] [vtep-mac]
 //! peer del 100.96.2.0/24
 //! peer list                  -> "<subnet> <endpoint>[ <vtep-mac>]" lines
+//! neigh add 100.96.0.12 02:00:00:aa:00:0c   (VXLAN l2: what the ARP/ND proxy answers)
+//! neigh del 100.96.0.12
+//! neigh list                 -> "<ip> <mac> static|learned" lines
 //! stats                      -> "<counter> <value>" lines
 //! ```
 
@@ -120,7 +123,8 @@ pub struct ControlContext {
 }
 
 const USAGE: &str = "expected [vni N] followed by `peer add SUBNET ENDPOINT [MAC]`, `peer del SUBNET`, \
-`peer list`, `vtep add ENDPOINT`, `vtep del ENDPOINT`, `fdb add MAC ENDPOINT`, `fdb del MAC`, `fdb list`, `acl list`, or `stats`";
+`peer list`, `vtep add ENDPOINT`, `vtep del ENDPOINT`, `fdb add MAC ENDPOINT`, `fdb del MAC`, `fdb list`, \
+`neigh add IP MAC`, `neigh del IP`, `neigh list`, `acl list`, or `stats`";
 
 impl ControlContext {
     fn handle(&self, line: &str, out: &mut Vec<String>) -> Result<(), String> {
@@ -232,6 +236,57 @@ impl ControlContext {
                 );
                 Ok(())
             }
+            ["neigh", "add", ip, mac] => {
+                if target.mode != Some(VxlanMode::L2) {
+                    return Err("neighbour entries need VXLAN l2 mode".to_owned());
+                }
+                let ip = parse_neigh_ip(ip)?;
+                let mac = parse_mac(mac)?;
+                if !mac.is_unicast() || mac == EthernetAddress::default() {
+                    return Err(format!("mac {mac}: must be a unicast MAC address"));
+                }
+                target
+                    .routes
+                    .insert_neigh(ip, mac)
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(ip = %ip, mac = %mac, vni = %vni_field(target.vni), "static neighbour entry added");
+                Ok(())
+            }
+            ["neigh", "del", ip] => {
+                let ip = parse_neigh_ip(ip)?;
+                if target.routes.remove_neigh(&ip) {
+                    tracing::info!(ip = %ip, vni = %vni_field(target.vni), "static neighbour entry removed");
+                    Ok(())
+                } else {
+                    Err(format!("no static neighbour entry for {ip}"))
+                }
+            }
+            ["neigh", "list"] => {
+                let device = target.device;
+                let learned = self
+                    .inspector
+                    .as_ref()
+                    .and_then(|i| {
+                        i.inspect::<VxlanBackend, _>(move |b| {
+                            b.neigh_cache(device).map(|c| c.entries())
+                        })
+                    })
+                    .flatten()
+                    .unwrap_or_default();
+                out.extend(
+                    learned
+                        .iter()
+                        .map(|(ip, mac, _)| format!("{ip} {mac} learned")),
+                );
+                let snapshot = target.routes.snapshot();
+                out.extend(
+                    snapshot
+                        .neigh_entries()
+                        .iter()
+                        .map(|(ip, mac)| format!("{ip} {mac} static")),
+                );
+                Ok(())
+            }
             ["acl", "list"] => {
                 let set = self.acl.as_ref().ok_or("this daemon has no acl")?.current();
                 for (i, rule) in set.rules().iter().enumerate() {
@@ -308,6 +363,25 @@ impl ControlContext {
 /// A VNI as a log field: `-` for the UDP backend.
 fn vni_field(vni: Option<u32>) -> String {
     vni.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// A neighbour entry's address: unicast (never unspecified, multicast, broadcast or
+/// loopback).
+fn parse_neigh_ip(text: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = text
+        .parse()
+        .map_err(|_| format!("ip {text:?}: expected an IPv4 or IPv6 address"))?;
+    let unicast = match ip {
+        IpAddr::V4(a) => {
+            !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback())
+        }
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast() || a.is_loopback()),
+    };
+    if unicast {
+        Ok(ip)
+    } else {
+        Err(format!("ip {ip}: must be a unicast address"))
+    }
 }
 
 fn parse_mac(text: &str) -> Result<EthernetAddress, String> {
@@ -870,12 +944,42 @@ mod tests {
         request(&name, "vni 2 fdb del 02:00:00:00:aa:01").unwrap();
         request(&name, "vni 2 vtep del 198.18.0.3").unwrap();
         assert!(request(&name, "vni 2 fdb list").unwrap().is_empty());
+        // Static neighbour entries of the L2 VNI (the ARP/ND proxy's table).
+        request(&name, "vni 2 neigh add 100.96.0.12 02:00:00:aa:00:0c").unwrap();
+        request(&name, "vni 2 neigh add fd00:96::12 02:00:00:aa:00:0c").unwrap();
+        assert_eq!(
+            request(&name, "vni 2 neigh list").unwrap(),
+            [
+                "100.96.0.12 02:00:00:aa:00:0c static",
+                "fd00:96::12 02:00:00:aa:00:0c static"
+            ]
+        );
+        assert_eq!(
+            l2.snapshot().static_neigh("100.96.0.12".parse().unwrap()),
+            Some("02:00:00:aa:00:0c".parse().unwrap())
+        );
+        request(&name, "vni 2 neigh del 100.96.0.12").unwrap();
+        assert_eq!(
+            request(&name, "vni 2 neigh list").unwrap(),
+            ["fd00:96::12 02:00:00:aa:00:0c static"]
+        );
         for (bad, why) in [
             ("vni 2 vtep del 198.18.0.3", "no vtep"),
             ("vni 2 fdb del 02:00:00:00:aa:01", "no static entry"),
             ("vni 9 peer list", "VNI 9 is not served"),
             ("vni x peer list", "not a number"),
             ("vni 2 fdb add nonsense 198.18.0.4", "mac"),
+            ("neigh add 100.96.0.12 02:00:00:aa:00:0c", "l2 mode"),
+            (
+                "vni 2 neigh add 224.0.0.1 02:00:00:aa:00:0c",
+                "unicast address",
+            ),
+            (
+                "vni 2 neigh add 100.96.0.12 ff:ff:ff:ff:ff:ff",
+                "unicast MAC",
+            ),
+            ("vni 2 neigh add nonsense 02:00:00:aa:00:0c", "ip"),
+            ("vni 2 neigh del 100.96.0.12", "no static neighbour entry"),
         ] {
             match request(&name, bad) {
                 Err(ControlError::Refused(msg)) => assert!(msg.contains(why), "{bad}: {msg}"),

@@ -73,6 +73,12 @@ counters! {
     icmp_rate_limited,
     /// ARP replies and neighbour advertisements sent for this host's VTEP address.
     neigh_replies,
+    /// ARP requests and neighbour solicitations read from a VXLAN L2 device and answered
+    /// into it by the proxy (`[vxlan] proxy`) instead of being flooded.
+    neigh_proxied,
+    /// Frames flooded to every VTEP of their VNI (VXLAN L2 broadcast, multicast and unknown
+    /// unicast), counted once per frame however many copies go out.
+    flood_packets,
     /// Batched receive calls (recvmmsg).
     recv_batches,
     /// Batched send calls (sendmmsg).

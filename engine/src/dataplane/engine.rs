@@ -230,6 +230,7 @@ impl<D: Device, B: Backend + Clone, P: Policy + Clone> EngineBuilder<D, B, P> {
             socket,
             source_sockets,
             other_socket: None,
+            group_socket: None,
         });
         self
     }
@@ -241,6 +242,17 @@ impl<D: Device, B: Backend + Clone, P: Policy + Clone> EngineBuilder<D, B, P> {
     pub fn other_family_socket(mut self, socket: StdUdpSocket) -> Self {
         if let Some(last) = self.workers.last_mut() {
             last.other_socket = Some(socket);
+        }
+        self
+    }
+
+    /// Gives the worker added last (the first worker if no other was added) a socket bound
+    /// to a VXLAN multicast group address and port and joined to the group: what the group
+    /// carries is read from it and handled like any datagram (floods sent to the group come
+    /// back this way from the other members); nothing is sent from it.
+    pub fn group_socket(mut self, socket: StdUdpSocket) -> Self {
+        if let Some(last) = self.workers.last_mut() {
+            last.group_socket = Some(socket);
         }
         self
     }
@@ -437,6 +449,7 @@ impl Engine {
                 socket,
                 source_sockets: Vec::new(),
                 other_socket: None,
+                group_socket: None,
             }],
             routes: vec![RouteTable::default()],
             backend: FlannelBackend::new(FlannelConfig::default()),
@@ -983,6 +996,102 @@ mod tests {
         });
         assert_eq!(v4_only.stats().get("tx_packets"), Some(0));
         drop(engine);
+    }
+
+    /// A VXLAN datagram from a peer whose answer is longer than itself: a neighbour
+    /// solicitation without options (86 bytes with the VXLAN header) for the VTEP's IPv6
+    /// address gets a 94-byte advertisement, written in place into the tailroom of the
+    /// receive buffer (the last datagram of a buffer may use it).
+    #[test]
+    fn an_answer_longer_than_the_received_datagram_fits_in_the_tailroom() {
+        use weft_encap::vxlan::{VniConfig, VxlanBackend, VxlanConfig, VxlanMode};
+        use weft_encap::wire::ethernet::{self, EthernetAddress, ETHERTYPE_IPV6};
+        use weft_encap::wire::{icmpv6, ipv6, vxlan, PROTO_ICMPV6};
+
+        skip_unless_root!();
+        private_loopback();
+        let mac_a = EthernetAddress([0x02, 0, 0, 0, 0x01, 0]);
+        let mac_b = EthernetAddress([0x02, 0, 0, 0, 0x02, 0]);
+        let ours: std::net::Ipv6Addr = "fd00:100:96:1::".parse().unwrap();
+        let theirs: std::net::Ipv6Addr = "fd00:100:96:2::".parse().unwrap();
+        let group: std::net::Ipv6Addr = "ff02::1:ff00:0".parse().unwrap();
+        // The peer: a plain socket; answers go to its address at the VXLAN port, its own.
+        let peer = UdpSocket::bind("127.0.0.2:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (device, _kernel) = MemoryDevice::pair().unwrap();
+        let routes = RouteTable::new(vec![Route {
+            subnet: "fd00:100:96:2::/64".parse().unwrap(),
+            endpoint: peer_addr,
+            vtep_mac: Some(mac_b),
+        }])
+        .unwrap();
+        let engine = Engine::builder(device, socket)
+            .routes(routes)
+            .backend(VxlanBackend::new(VxlanConfig {
+                vnis: vec![VniConfig {
+                    vni: 1,
+                    mode: VxlanMode::L3,
+                    vtep_mac: mac_a,
+                    local_v4: None,
+                    local_v6: Some(ours),
+                    fdb: Default::default(),
+                    device: None,
+                }],
+                port: peer_addr.port(),
+                ..VxlanConfig::default()
+            }))
+            .spawn()
+            .unwrap();
+
+        // VXLAN 8 | Ethernet 14 | IPv6 40 | solicitation 24, no source link-layer option.
+        let mut datagram = vec![0u8; 8 + 14 + 40 + 24];
+        vxlan::Repr { vni: 1 }.emit(&mut vxlan::Header::new_unchecked(&mut datagram[..8]));
+        ethernet::Repr {
+            src_addr: mac_b,
+            dst_addr: EthernetAddress([0x33, 0x33, 0xff, 0, 0, 0]),
+            ethertype: ETHERTYPE_IPV6,
+        }
+        .emit(&mut ethernet::Frame::new_unchecked(&mut datagram[8..22]));
+        ipv6::Repr {
+            src_addr: theirs,
+            dst_addr: group,
+            next_header: PROTO_ICMPV6,
+            payload_len: 24,
+            hop_limit: 255,
+        }
+        .emit(&mut ipv6::Packet::new_unchecked(&mut datagram[22..62]));
+        let mut ns = icmpv6::Packet::new_unchecked(&mut datagram[62..]);
+        ns.set_msg_type(icmpv6::TYPE_NEIGHBOR_SOLICITATION);
+        ns.data_mut()[..16].copy_from_slice(&ours.octets());
+        ns.fill_checksum(&theirs, &group);
+        peer.send_to(&datagram, addr).unwrap();
+
+        let mut buf = [0u8; 2048];
+        let (n, _) = peer
+            .recv_from(&mut buf)
+            .expect("the advertisement comes back");
+        assert_eq!(n, 8 + 86, "longer than the solicitation");
+        let answer = &buf[..n];
+        assert_eq!(vxlan::Header::new_checked(answer).unwrap().vni(), 1);
+        let eth = ethernet::Frame::new_checked(&answer[8..]).unwrap();
+        assert_eq!((eth.src_addr(), eth.dst_addr()), (mac_a, mac_b));
+        let ip = ipv6::Packet::new_checked(eth.payload()).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (ours, theirs));
+        let na = icmpv6::Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!(na.msg_type(), icmpv6::TYPE_NEIGHBOR_ADVERTISEMENT);
+        assert!(na.verify_checksum(&ours, &theirs));
+        assert_eq!(
+            &na.data()[16..24],
+            &[2, 1, 2, 0, 0, 0, 1, 0],
+            "our link-layer address"
+        );
+        wait_for("neigh_replies", || {
+            engine.stats().get("neigh_replies") == Some(1)
+        });
+        assert_eq!(engine.stats().drops(DropReason::WrongDestMac), 0);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! never a lock, and a route change never disturbs a batch in flight or any other route.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -25,6 +25,7 @@ struct Edits {
     routes: BTreeMap<Cidr, Route>,
     vteps: BTreeSet<SocketAddr>,
     fdb: BTreeMap<EthernetAddress, SocketAddr>,
+    neigh: BTreeMap<IpAddr, EthernetAddress>,
 }
 
 impl Edits {
@@ -53,6 +54,10 @@ pub enum RouteEdit {
     InsertFdb(EthernetAddress, SocketAddr),
     /// Remove a static forwarding entry.
     RemoveFdb(EthernetAddress),
+    /// Add or replace a static neighbour entry (VXLAN L2: what the ARP/ND proxy answers).
+    InsertNeigh(IpAddr, EthernetAddress),
+    /// Remove a static neighbour entry.
+    RemoveNeigh(IpAddr),
 }
 
 /// A shared handle to an engine's routes. Clones refer to the same table.
@@ -109,7 +114,8 @@ impl RouteTable {
         let mut next = edits.clone();
         let out = f(&mut next);
         next.generation = edits.generation + 1;
-        let table = SubnetTable::build(next.generation, &next.spec())?;
+        let table = SubnetTable::build(next.generation, &next.spec())?
+            .with_neigh(next.neigh.iter().map(|(ip, mac)| (*ip, *mac)));
         *edits = next;
         self.inner.current.store(Arc::new(table));
         Ok(out)
@@ -141,6 +147,20 @@ impl RouteTable {
     /// Removes a static forwarding entry; returns whether it was there.
     pub fn remove_fdb(&self, mac: &EthernetAddress) -> bool {
         self.edit_all(|e| e.fdb.remove(mac).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Adds or replaces a static neighbour entry (VXLAN L2): the ARP/ND proxy answers for
+    /// `ip` with `mac`.
+    pub fn insert_neigh(&self, ip: IpAddr, mac: EthernetAddress) -> Result<(), TableError> {
+        self.edit_all(|e| {
+            e.neigh.insert(ip, mac);
+        })
+    }
+
+    /// Removes a static neighbour entry; returns whether it was there.
+    pub fn remove_neigh(&self, ip: &IpAddr) -> bool {
+        self.edit_all(|e| e.neigh.remove(ip).is_some())
             .unwrap_or(false)
     }
 
@@ -181,6 +201,8 @@ impl RouteTable {
                         e.fdb.insert(mac, endpoint) != Some(endpoint)
                     }
                     RouteEdit::RemoveFdb(mac) => e.fdb.remove(&mac).is_some(),
+                    RouteEdit::InsertNeigh(ip, mac) => e.neigh.insert(ip, mac) != Some(mac),
+                    RouteEdit::RemoveNeigh(ip) => e.neigh.remove(&ip).is_some(),
                 };
                 changed += usize::from(did);
             }
@@ -263,6 +285,33 @@ mod tests {
             0
         );
         assert_eq!(t.snapshot().generation(), before + 2);
+    }
+
+    #[test]
+    fn static_neighbour_entries_are_in_every_snapshot() {
+        let t = RouteTable::new([route("100.96.2.0/24", "198.18.0.2:8472")]).unwrap();
+        let ip: IpAddr = "100.96.0.12".parse().unwrap();
+        let mac: EthernetAddress = "02:00:00:aa:00:0c".parse().unwrap();
+        t.insert_neigh(ip, mac).unwrap();
+        assert_eq!(t.snapshot().static_neigh(ip), Some(mac));
+        // Other edits keep them.
+        t.insert(route("100.96.3.0/24", "198.18.0.3:8472")).unwrap();
+        assert_eq!(t.snapshot().static_neigh(ip), Some(mac));
+        let ip6: IpAddr = "fd00:96::12".parse().unwrap();
+        let edits = [
+            RouteEdit::InsertNeigh(ip6, mac),
+            RouteEdit::InsertNeigh(ip, mac),
+            RouteEdit::RemoveNeigh(ip),
+        ];
+        assert_eq!(
+            t.apply(edits).unwrap(),
+            2,
+            "re-inserting the same entry changes nothing"
+        );
+        assert_eq!(t.snapshot().neigh_entries(), [(ip6, mac)]);
+        assert!(t.remove_neigh(&ip6));
+        assert!(!t.remove_neigh(&ip6));
+        assert!(t.snapshot().neigh_entries().is_empty());
     }
 
     #[test]

@@ -57,13 +57,14 @@ pub(crate) enum Control {
 }
 
 /// What one worker is given: its queue of every device, its listening socket, its
-/// source-port sockets, and a listening socket of the other address family for a
-/// dual-stack underlay.
+/// source-port sockets, a listening socket of the other address family for a dual-stack
+/// underlay, and a socket bound to a VXLAN multicast group (read only).
 pub(crate) struct WorkerIo<D> {
     pub(crate) devices: Vec<D>,
     pub(crate) socket: StdUdpSocket,
     pub(crate) source_sockets: Vec<StdUdpSocket>,
     pub(crate) other_socket: Option<StdUdpSocket>,
+    pub(crate) group_socket: Option<StdUdpSocket>,
 }
 
 /// Datagrams waiting to be sent on one socket; `sent` of them already went out.
@@ -163,6 +164,8 @@ struct SocketMap {
     primary_v4: bool,
     /// The index of the other family's listening socket.
     other: Option<usize>,
+    /// The index of the multicast group's socket (read, never sent from).
+    group: Option<usize>,
 }
 
 impl SocketMap {
@@ -173,11 +176,6 @@ impl SocketMap {
         } else {
             self.other
         }
-    }
-
-    /// The listening sockets: the primary's, then the other family's.
-    fn listening(&self) -> impl Iterator<Item = usize> {
-        std::iter::once(0).chain(self.other)
     }
 }
 
@@ -235,14 +233,19 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 .other_socket
                 .as_ref()
                 .map(|_| 1 + io.source_sockets.len()),
+            group: io
+                .group_socket
+                .as_ref()
+                .map(|_| 1 + io.source_sockets.len() + usize::from(io.other_socket.is_some())),
         };
-        let mut sockets = Vec::with_capacity(2 + io.source_sockets.len());
+        let mut sockets = Vec::with_capacity(3 + io.source_sockets.len());
         for (i, s) in std::iter::once(io.socket)
             .chain(io.source_sockets)
             .chain(io.other_socket)
+            .chain(io.group_socket)
             .enumerate()
         {
-            let listening = i == 0 || Some(i) == socket_map.other;
+            let listening = i == 0 || Some(i) == socket_map.other || Some(i) == socket_map.group;
             s.set_nonblocking(true)
                 .map_err(setup("make a UDP socket non-blocking"))?;
             let gso = offloads && sys::udp_gso_supported(&s);
@@ -376,8 +379,12 @@ impl<D: Device, B: Backend> Worker<D, B> {
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         // Edge-triggered: anything queued before registration has no edge, so start ready.
-        // Per listening socket (the primary family's, then the other's).
-        let mut socket_ready = [true, self.socket_map.other.is_some()];
+        // Per socket that is read (the primary family's, the other's, the group's).
+        let mut socket_ready = [
+            true,
+            self.socket_map.other.is_some(),
+            self.socket_map.group.is_some(),
+        ];
         loop {
             let device_ready = self.devices.iter().any(|d| d.ready);
             let busy = (device_ready && !self.tx_pending()) || socket_ready.contains(&true);
@@ -425,6 +432,9 @@ impl<D: Device, B: Backend> Worker<D, B> {
                     Token(t) if Some(t - SOCKET_BASE) == self.socket_map.other => {
                         socket_ready[1] |= event.is_readable()
                     }
+                    Token(t) if Some(t - SOCKET_BASE) == self.socket_map.group => {
+                        socket_ready[2] |= event.is_readable()
+                    }
                     _ => {} // source-port sockets: writability is retried below
                 }
             }
@@ -439,8 +449,9 @@ impl<D: Device, B: Backend> Worker<D, B> {
                         worked = true;
                     }
                 }
-                for (ready, s) in socket_ready.iter_mut().zip(self.socket_map.listening()) {
-                    if *ready {
+                let read = [Some(0), self.socket_map.other, self.socket_map.group];
+                for (ready, s) in socket_ready.iter_mut().zip(read) {
+                    if let (true, Some(s)) = (*ready, s) {
                         *ready = self.socket_to_device(s);
                         worked = true;
                     }
@@ -629,6 +640,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
             ),
             (Some(device), None) => {
                 if let Some(table) = self.tables.get(device) {
+                    self.local.flood_packets += 1;
                     for &dest in table.flood_peers() {
                         let train = Train {
                             buf,
@@ -723,6 +735,7 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 flow,
             } => {
                 if let Some(table) = self.tables.get(device) {
+                    self.local.flood_packets += 1;
                     for &dest in table.flood_peers() {
                         push(range.clone(), dest, flow);
                     }
@@ -740,6 +753,14 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 }
                 push(range, dest, None);
             }
+            Verdict::AnswerToDevice { device, range } => match self.devices.get_mut(device) {
+                Some(slot) => {
+                    if write_plain(slot, &mut self.local, &buf[shift(range)]) {
+                        self.local.neigh_proxied += 1;
+                    }
+                }
+                None => self.local.drop(DropReason::BadVerdict),
+            },
             Verdict::ReplyToDevice {
                 device,
                 range,
@@ -835,7 +856,14 @@ impl<D: Device, B: Backend> Worker<D, B> {
                 // Only the first datagram of a train has headroom: the others' would be the
                 // previous datagram, which must stay intact until it is written.
                 let lo = if offset == 0 { 0 } else { headroom + offset };
-                let hi = headroom + offset + len;
+                // The last datagram may use the rest of the buffer as tailroom (an answer
+                // can be longer than the request: a neighbour advertisement to a
+                // solicitation without options); the others end where the next begins.
+                let hi = if offset + len >= meta.len {
+                    self.rx_bufs[i].len()
+                } else {
+                    headroom + offset + len
+                };
                 self.local.udp_rx_packets += 1;
                 let start = headroom + offset - lo;
                 match PacketBuf::new(&mut self.rx_bufs[i][lo..hi], start, len) {

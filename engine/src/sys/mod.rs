@@ -24,8 +24,8 @@
 #![allow(unsafe_code)]
 
 pub mod mmsg;
-// Routes and neighbours are not programmed by the daemon yet (the etcd subnet manager and
-// host-gw will); the tests below keep that part of the client exercised.
+// Not every call is used outside the tests (host-gw and DirectRouting program routes; the
+// neighbour calls are only exercised by the tests below).
 #[cfg_attr(not(test), allow(dead_code))]
 pub mod netlink;
 pub mod steer;

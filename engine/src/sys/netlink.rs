@@ -65,6 +65,7 @@ const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
+const RTM_GETROUTE: u16 = 26;
 const RTM_NEWNEIGH: u16 = 28;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
@@ -76,6 +77,7 @@ const RTNH_F_ONLINK: u32 = 4;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const RTA_MULTIPATH: u16 = 9;
 
 // <linux/if_link.h>, <linux/if.h>
 const IFINFOMSG_LEN: usize = 16;
@@ -155,6 +157,21 @@ pub struct Route {
     /// `RTNH_F_ONLINK`: treat the gateway as directly reachable on `oif` even though no
     /// address of `oif` covers it (how flannel's vxlan backend routes to `<subnet>.0`).
     pub onlink: bool,
+}
+
+/// The kernel's answer to "how would you send to this address?" (`ip route get`), from
+/// [`Netlink::route_get`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLookup {
+    /// The output interface (`RTA_OIF`), if the answer names one.
+    pub oif: Option<u32>,
+    /// The next hop (`RTA_GATEWAY`); `None` when the address is on a connected subnet.
+    pub gateway: Option<IpAddr>,
+    /// Whether the route is an ordinary unicast route (`RTN_UNICAST`): not local, broadcast,
+    /// unreachable, blackhole or prohibit.
+    pub unicast: bool,
+    /// Whether the route has several next hops (`RTA_MULTIPATH`).
+    pub multipath: bool,
 }
 
 /// A netlink request being built: header, fixed family header, then attributes.
@@ -387,6 +404,28 @@ fn parse_link(payload: &[u8]) -> io::Result<LinkInfo> {
         }
     }
     Ok(link)
+}
+
+/// Parses the `RTM_NEWROUTE` answer of an `RTM_GETROUTE` lookup.
+fn parse_route_lookup(payload: &[u8]) -> io::Result<RouteLookup> {
+    let header = payload
+        .get(..RTMSG_LEN)
+        .ok_or_else(|| malformed("short rtmsg"))?;
+    let mut lookup = RouteLookup {
+        oif: None,
+        gateway: None,
+        unicast: header[7] == RTN_UNICAST,
+        multipath: false,
+    };
+    for (kind, value) in attributes(&payload[RTMSG_LEN..]) {
+        match kind {
+            RTA_OIF => lookup.oif = u32_at(value, 0),
+            RTA_GATEWAY => lookup.gateway = ip_from_bytes(value),
+            RTA_MULTIPATH => lookup.multipath = true,
+            _ => {}
+        }
+    }
+    Ok(lookup)
 }
 
 /// Parses an `RTM_NEWADDR` payload; `None` for families other than IPv4/IPv6.
@@ -701,6 +740,22 @@ impl Netlink {
             Some(gw) => req.attr_ip(RTA_GATEWAY, gw),
             None => req,
         }
+    }
+
+    /// How the kernel would send a packet to `dst` from this host (`ip route get <dst>`):
+    /// the output interface, the next hop if any, and the kind of route. An address the
+    /// kernel has no route to is `ENETUNREACH` (or `EHOSTUNREACH`).
+    pub fn route_get(&mut self, dst: IpAddr) -> io::Result<RouteLookup> {
+        let len = if dst.is_ipv4() { 32 } else { 128 };
+        let req = Request::new(RTM_GETROUTE, NLM_F_ACK)
+            .rtmsg(family_of(dst), len, 0, RT_SCOPE_UNIVERSE, 0, 0)
+            .attr_ip(RTA_DST, dst);
+        let replies = self.execute(req)?;
+        let reply = replies
+            .iter()
+            .find(|r| r.kind == RTM_NEWROUTE)
+            .ok_or_else(|| malformed("no route in the answer to RTM_GETROUTE"))?;
+        parse_route_lookup(&reply.payload)
     }
 
     /// Deletes interface `index` (`ip link del`; `ENODEV` if there is none, `EOPNOTSUPP` for
@@ -1099,6 +1154,54 @@ mod tests {
                 ip(&["route", "show", "dev", "wt0"]) + &ip(&["-6", "route", "show", "dev", "wt0"]);
             assert!(!shown.contains("100.96.5.0"), "{shown}");
             assert!(!shown.contains("fd00:100:96:5::"), "{shown}");
+        });
+    }
+
+    #[test]
+    fn route_get_names_the_interface_and_the_next_hop() {
+        skip_unless_root!();
+        in_private_netns(|| {
+            let mut nl = Netlink::open().unwrap();
+            let (a, b) = veth_pair(&mut nl, "wtg0", "wtg1");
+            nl.set_up(a.index).unwrap();
+            nl.set_up(b.index).unwrap();
+            nl.add_address(a.index, v4(198, 18, 0, 1), 24).unwrap();
+            nl.add_address(b.index, v4(198, 18, 1, 1), 24).unwrap();
+            // On the connected subnet: out of wtg0, no gateway.
+            let on_link = nl.route_get(v4(198, 18, 0, 7)).unwrap();
+            assert_eq!(
+                on_link,
+                RouteLookup {
+                    oif: Some(a.index),
+                    gateway: None,
+                    unicast: true,
+                    multipath: false
+                }
+            );
+            // Behind a router on wtg0's subnet: a gateway.
+            nl.add_route(&Route {
+                dst: v4(198, 19, 0, 0),
+                prefix_len: 24,
+                oif: a.index,
+                gateway: Some(v4(198, 18, 0, 254)),
+                onlink: false,
+            })
+            .unwrap();
+            let routed = nl.route_get(v4(198, 19, 0, 9)).unwrap();
+            assert_eq!(routed.oif, Some(a.index));
+            assert_eq!(routed.gateway, Some(v4(198, 18, 0, 254)));
+            // The other interface's subnet, and a local address.
+            assert_eq!(nl.route_get(v4(198, 18, 1, 9)).unwrap().oif, Some(b.index));
+            assert!(!nl.route_get(v4(198, 18, 0, 1)).unwrap().unicast);
+            // No route at all.
+            let err = nl.route_get(v4(203, 0, 113, 1)).unwrap_err();
+            assert!(
+                matches!(
+                    err.raw_os_error(),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH)
+                ),
+                "{err}"
+            );
         });
     }
 

@@ -7,6 +7,9 @@
 //! host `N` owns the overlay subnet `100.96.N.0/24` and its weft device gets `100.96.N.0`.
 //! Hosts are joined either by one veth pair ([`Testbed::two_hosts`]) or by a bridge `br0` in
 //! a separate *switch* namespace with one veth per host ([`Testbed::switched`]).
+//! [`Testbed::add_routed_host`] puts a host on a second segment (`198.19.0.N/24`) behind a
+//! router namespace on the switch ([`Testbed::add_router`]): reachable, but not on the same
+//! L2 segment (flannel's host-gw and DirectRouting care).
 //! A *pod* is a namespace of its own whose `eth0` is a veth into the bridge `cni0`
 //! (`100.96.N.1/24`) of its host, with a default route via `100.96.N.1`; the host forwards
 //! (`net.ipv4.ip_forward=1`). This is the picture of flannel's documentation:
@@ -102,6 +105,14 @@ pub const UDP_OVERLAY_MTU: u32 = UNDERLAY_MTU - 28;
 pub const POD_BRIDGE: &str = "cni0";
 /// The bridge inside the switch namespace of a switched testbed.
 pub const SWITCH_BRIDGE: &str = "br0";
+/// The host index of the router of a switched testbed ([`Testbed::add_router`]): it sits on
+/// the switch at `198.18.0.254` and routes to the second underlay segment.
+pub const ROUTER_HOST: u8 = 254;
+/// The second underlay segment, behind the router: hosts added with
+/// [`Testbed::add_routed_host`] are on it, `198.19.0.<index>/24`, the router is `.254`.
+pub const ROUTED_SEGMENT: &str = "198.19.0.0/24";
+/// The bridge inside the router namespace that joins the routed hosts.
+pub const ROUTED_BRIDGE: &str = "br1";
 /// How long an ordinary command may run before it is killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a started daemon may take to answer `weft stats`.
@@ -776,6 +787,12 @@ pub fn underlay_addr(host: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, host)
 }
 
+/// The underlay address of host `host` behind the router ([`Testbed::add_routed_host`]):
+/// `198.19.0.<host>`.
+pub fn routed_underlay_addr(host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, 0, host)
+}
+
 /// The IPv6 underlay address of host `host`: `fd00:198:18::<host>`.
 pub fn underlay_addr6(host: u8) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, u16::from(host))
@@ -839,6 +856,7 @@ impl Pod {
 #[derive(Debug)]
 pub struct Host {
     index: u8,
+    underlay: Ipv4Addr,
     // Pods are dropped before their host.
     pods: Vec<Pod>,
     netns: Netns,
@@ -855,9 +873,10 @@ impl Host {
         &self.netns
     }
 
-    /// The host's underlay address, `198.18.0.<index>`.
+    /// The host's underlay address: `198.18.0.<index>`, or [`routed_underlay_addr`] for a
+    /// host behind the router.
     pub fn underlay_addr(&self) -> Ipv4Addr {
-        underlay_addr(self.index)
+        self.underlay
     }
 
     /// The address of the host's weft device, `100.96.<index>.0`.
@@ -981,7 +1000,82 @@ impl Testbed {
             "up",
         ])?;
         configure_underlay(&netns, index)?;
+        if index != ROUTER_HOST && self.hosts.iter().any(|h| h.index == ROUTER_HOST) {
+            route_to_routed_segment(&netns)?;
+        }
         self.hosts.push(Host::new(index, netns));
+        Ok(self.hosts.last().expect("a host was just pushed"))
+    }
+
+    /// Adds the router of a switched testbed, if it is not there yet: host [`ROUTER_HOST`]
+    /// on the switch (`198.18.0.254`), forwarding, with a bridge [`ROUTED_BRIDGE`]
+    /// (`198.19.0.254/24`) for the hosts behind it. Every host on the switch (also those
+    /// added later) routes [`ROUTED_SEGMENT`] via `198.18.0.254`: its hosts are reachable,
+    /// but not on the same L2 segment.
+    pub fn add_router(&mut self) -> Result<&Host> {
+        if !self.hosts.iter().any(|h| h.index == ROUTER_HOST) {
+            self.add_host(ROUTER_HOST)?;
+            let router = self.host(ROUTER_HOST).netns();
+            router.sysctl("net.ipv4.ip_forward", "1")?;
+            router.ip(&["link", "add", ROUTED_BRIDGE, "type", "bridge"])?;
+            let gateway = format!("{}/24", routed_underlay_addr(ROUTER_HOST));
+            router.ip(&["addr", "add", &gateway, "dev", ROUTED_BRIDGE])?;
+            router.ip(&["link", "set", ROUTED_BRIDGE, "up"])?;
+            for host in self.hosts.iter().filter(|h| h.index != ROUTER_HOST) {
+                if u32::from(host.underlay) >> 8 == u32::from(underlay_addr(0)) >> 8 {
+                    route_to_routed_segment(&host.netns)?;
+                }
+            }
+        }
+        Ok(self.host(ROUTER_HOST))
+    }
+
+    /// Adds host `index` behind the router (made first if needed, [`Testbed::add_router`]):
+    /// its `u0` is `198.19.0.<index>/24` on the router's [`ROUTED_BRIDGE`], and it routes
+    /// `198.18.0.0/24` via the router (`198.19.0.254`). Its overlay subnet is
+    /// `100.96.<index>.0/24` as for any host.
+    pub fn add_routed_host(&mut self, index: u8) -> Result<&Host> {
+        if index == 0 || index >= ROUTER_HOST || self.hosts.iter().any(|h| h.index == index) {
+            return Err(TestbedError::Invalid(format!(
+                "host index {index} is reserved or already in use"
+            )));
+        }
+        self.add_router()?;
+        let netns = Netns::new(&format!("{}-h{index}", self.prefix))?;
+        let router = self.host(ROUTER_HOST).netns();
+        let port = format!("r{index}");
+        router.ip(&[
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            UNDERLAY_IFNAME,
+            "netns",
+            netns.name(),
+        ])?;
+        let mtu = UNDERLAY_MTU.to_string();
+        router.ip(&[
+            "link",
+            "set",
+            &port,
+            "mtu",
+            &mtu,
+            "master",
+            ROUTED_BRIDGE,
+            "up",
+        ])?;
+        let address = format!("{}/24", routed_underlay_addr(index));
+        netns.ip(&["addr", "add", &address, "dev", UNDERLAY_IFNAME])?;
+        netns.ip(&["link", "set", UNDERLAY_IFNAME, "mtu", &mtu, "up"])?;
+        let gateway = routed_underlay_addr(ROUTER_HOST).to_string();
+        netns.ip(&["route", "add", "198.18.0.0/24", "via", &gateway])?;
+        self.hosts.push(Host {
+            underlay: routed_underlay_addr(index),
+            ..Host::new(index, netns)
+        });
         Ok(self.hosts.last().expect("a host was just pushed"))
     }
 
@@ -1060,10 +1154,18 @@ impl Host {
     fn new(index: u8, netns: Netns) -> Self {
         Self {
             index,
+            underlay: underlay_addr(index),
             pods: Vec::new(),
             netns,
         }
     }
+}
+
+/// Routes [`ROUTED_SEGMENT`] via the router's switch address in `netns`.
+fn route_to_routed_segment(netns: &Netns) -> Result<()> {
+    let router = underlay_addr(ROUTER_HOST).to_string();
+    netns.ip(&["route", "add", ROUTED_SEGMENT, "via", &router])?;
+    Ok(())
 }
 
 /// Gives `u0` in `netns` the address `198.18.0.<index>/24` and brings it up.

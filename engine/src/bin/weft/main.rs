@@ -74,6 +74,12 @@ enum Command {
         #[command(subcommand)]
         action: FdbAction,
     },
+    /// List, add or remove VXLAN L2 neighbour entries (IP -> MAC) of a running daemon: what
+    /// the ARP/ND proxy (`[vxlan] proxy`) answers with.
+    Neigh {
+        #[command(subcommand)]
+        action: NeighAction,
+    },
     /// Show a running daemon's `[[acl]]` rules with their hit counts.
     Acl {
         #[command(subcommand)]
@@ -169,6 +175,34 @@ enum FdbAction {
         /// The inner MAC address.
         #[arg(long, value_name = "MAC")]
         mac: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum NeighAction {
+    /// One `<ip> <mac> learned|static` line per entry.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add a static entry: the proxy answers for IP with MAC.
+    Add {
+        /// The overlay address (IPv4 or IPv6).
+        #[arg(long, value_name = "IP")]
+        ip: String,
+        /// The MAC the address is at.
+        #[arg(long, value_name = "MAC")]
+        mac: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a static entry.
+    Del {
+        /// The overlay address.
+        #[arg(long, value_name = "IP")]
+        ip: String,
         #[command(flatten)]
         target: Target,
     },
@@ -349,6 +383,9 @@ fn main() -> ExitCode {
                     None => "udp".to_owned(),
                 };
                 println!("backend {backend}");
+                if let Some(group) = c.vxlan.as_ref().and_then(|v| v.group) {
+                    println!("group {group}");
+                }
                 match c.device.address {
                     Some(a) => println!(
                         "device {} address {a}/{}",
@@ -377,6 +414,9 @@ fn main() -> ExitCode {
                 }
                 for v in &c.vteps {
                     println!("vtep {v}");
+                }
+                for (ip, mac) in &c.neigh {
+                    println!("neigh {ip} {mac}");
                 }
                 for v in &c.extra_vnis {
                     println!("vni {} device {}", v.vni, v.device);
@@ -431,6 +471,11 @@ fn main() -> ExitCode {
                 target,
             } => talk(&target, &format!("fdb add {mac} {endpoint}")),
             FdbAction::Del { mac, target } => talk(&target, &format!("fdb del {mac}")),
+        },
+        Command::Neigh { action } => match action {
+            NeighAction::List { target } => talk(&target, "neigh list"),
+            NeighAction::Add { ip, mac, target } => talk(&target, &format!("neigh add {ip} {mac}")),
+            NeighAction::Del { ip, target } => talk(&target, &format!("neigh del {ip}")),
         },
         Command::Acl {
             action: AclAction::List { target },

@@ -15,8 +15,10 @@
 //!   writes them: udp `{"PublicIP":"1.2.3.4","PublicIPv6":null}` (no backend type at all:
 //!   flannel's udp backend never writes or reads one), vxlan
 //!   `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`
-//!   (`pkg/backend/vxlan/vxlan.go newSubnetAttrs`). [`LeaseAttrs::parse`] reads values the
-//!   way Go does (case-insensitive keys, unknown keys ignored, `PublicIPv6` optional).
+//!   (`pkg/backend/vxlan/vxlan.go newSubnetAttrs`), host-gw
+//!   `{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"host-gw"}`
+//!   (`pkg/backend/hostgw`). [`LeaseAttrs::parse`] reads values the way Go does
+//!   (case-insensitive keys, unknown keys ignored, `PublicIPv6` optional).
 
 use core::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -291,6 +293,15 @@ impl LeaseAttrs {
             backend_type: None,
             backend_data: None,
             backend_v6_data: None,
+        }
+    }
+
+    /// What flanneld's host-gw backend writes (`pkg/backend/hostgw`): the public IP and the
+    /// backend type, no backend data.
+    pub fn host_gw(public_ip: Ipv4Addr) -> LeaseAttrs {
+        LeaseAttrs {
+            backend_type: Some("host-gw".into()),
+            ..LeaseAttrs::udp(public_ip)
         }
     }
 
@@ -630,6 +641,14 @@ mod tests {
             r#"{"PublicIP":"1.2.3.4","PublicIPv6":null}"#
         );
         assert_eq!(LeaseAttrs::parse(LEASE_UDP).unwrap(), attrs);
+    }
+
+    #[test]
+    fn host_gw_lease_json_is_byte_exact() {
+        let attrs = LeaseAttrs::host_gw("198.18.0.1".parse().unwrap());
+        let flanneld = r#"{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"host-gw"}"#;
+        assert_eq!(attrs.to_json(), flanneld);
+        assert_eq!(LeaseAttrs::parse(flanneld.as_bytes()).unwrap(), attrs);
     }
 
     #[test]

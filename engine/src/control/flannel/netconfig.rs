@@ -13,8 +13,10 @@
 //! - Validation with flanneld's reasons, each error naming the key and the value.
 //!
 //! What weft cannot serve is rejected here with one clear error rather than failing later:
-//! backend types other than udp and vxlan, vxlan `GBP`, `Learning` and `DirectRouting`, and
-//! IPv6-only networks (`EnableIPv4: false`, which flanneld's etcd mode cannot run either).
+//! backend types other than udp, vxlan and host-gw, vxlan `GBP` and `Learning`, host-gw on a
+//! dual-stack network, and IPv6-only networks (`EnableIPv4: false`, which flanneld's etcd
+//! mode cannot run either). An unknown backend type is named as flanneld names it
+//! (`unknown backend type: <type>`).
 //! Beyond flanneld, weft also rejects a `SubnetMin` above `SubnetMax` (flanneld would only
 //! fail later with "out of subnets") and out-of-range ports, VNIs and MTUs.
 
@@ -132,6 +134,10 @@ pub struct VxlanConfig {
     /// `MTU`: the *underlay* MTU; `None` means "the external interface's MTU". The overlay
     /// device gets this minus [`VXLAN_OVERHEAD`].
     pub mtu: Option<u32>,
+    /// `DirectRouting`: a host whose public IP is on this host's L2 segment (the kernel
+    /// routes to it without a gateway, out of the interface) is reached by a plain route
+    /// `<subnet> via <PublicIP>` (as host-gw), the others through the VXLAN device.
+    pub direct_routing: bool,
 }
 
 /// The backend a flannel network uses.
@@ -145,14 +151,18 @@ pub enum BackendConfig {
     },
     /// flannel's `vxlan` backend.
     Vxlan(VxlanConfig),
+    /// flannel's `host-gw` backend: no tunnel, one kernel route `<subnet> via <PublicIP>`
+    /// per remote lease; every host must be on the same L2 segment.
+    HostGw,
 }
 
 impl BackendConfig {
-    /// The backend type as flanneld names it (`"udp"`, `"vxlan"`).
+    /// The backend type as flanneld names it (`"udp"`, `"vxlan"`, `"host-gw"`).
     pub fn type_name(&self) -> &'static str {
         match self {
             BackendConfig::Udp { .. } => "udp",
             BackendConfig::Vxlan(_) => "vxlan",
+            BackendConfig::HostGw => "host-gw",
         }
     }
 }
@@ -205,6 +215,15 @@ impl NetworkConfig {
             None
         };
         let backend = backend(gojson::field(&m, CONFIG_FIELDS, "Backend"))?;
+        if backend == BackendConfig::HostGw && ipv6.is_some() {
+            return Err(NetConfigError::Unsupported {
+                key: "EnableIPv6",
+                value: "true".into(),
+                reason: "weft's host-gw backend routes IPv4 only; use vxlan for a dual-stack \
+                         network, or remove EnableIPv6"
+                    .into(),
+            });
+        }
         Ok(NetworkConfig {
             network,
             subnet_len,
@@ -466,10 +485,12 @@ fn backend(raw: Option<&RawValue>) -> Result<BackendConfig, NetConfigError> {
             Ok(BackendConfig::Udp { port })
         }
         "vxlan" => vxlan(&m).map(BackendConfig::Vxlan),
-        _ => Err(NetConfigError::Unsupported {
+        // flanneld's host-gw backend reads no keys of its own.
+        "host-gw" => Ok(BackendConfig::HostGw),
+        lower => Err(NetConfigError::Unsupported {
             key: "Backend.Type",
             value: raw_type,
-            reason: "weft serves udp and vxlan".into(),
+            reason: format!("unknown backend type: {lower} (weft serves udp, vxlan and host-gw)"),
         }),
     }
 }
@@ -527,18 +548,19 @@ fn vxlan(m: &Members) -> Result<VxlanConfig, NetConfigError> {
             "VXLAN learning is not supported by weft (it programs the forwarding table from \
              the leases, as flanneld does by default); remove it or set it to false",
         ),
-        (
-            "directRouting",
-            "Backend.DirectRouting",
-            "direct routing is not supported by weft yet; remove it or set it to false",
-        ),
     ];
     for (field, key, reason) in flags {
         if opt_bool(get(field), key)? == Some(true) {
             return Err(unsupported(key, get(field).expect("present"), reason));
         }
     }
-    Ok(VxlanConfig { vni, port, mtu })
+    let direct_routing = opt_bool(get("directRouting"), "Backend.DirectRouting")?.unwrap_or(false);
+    Ok(VxlanConfig {
+        vni,
+        port,
+        mtu,
+        direct_routing,
+    })
 }
 
 #[cfg(test)]
@@ -578,7 +600,8 @@ mod tests {
             BackendConfig::Vxlan(VxlanConfig {
                 vni: 1,
                 port: 8472,
-                mtu: None
+                mtu: None,
+                direct_routing: false
             })
         );
         assert_eq!(c.backend.type_name(), "vxlan");
@@ -729,7 +752,8 @@ mod tests {
             BackendConfig::Vxlan(VxlanConfig {
                 vni: 7,
                 port: 4789,
-                mtu: Some(9000)
+                mtu: Some(9000),
+                direct_routing: false
             })
         );
         // Both members land on the Network field; as in Go, the last one wins.
@@ -852,22 +876,26 @@ mod tests {
 
     #[test]
     fn backend_type_errors() {
-        for ty in ["host-gw", "extension", "wireguard", "ipip", "alloc"] {
+        for ty in ["extension", "wireguard", "ipip", "alloc", "hostgw"] {
             let e = err(&format!(
                 r#"{{"Network":"10.5.0.0/16","Backend":{{"Type":"{ty}"}}}}"#
             ));
             assert_eq!(
                 e,
-                format!("Backend.Type = \"{ty}\": weft serves udp and vxlan")
+                format!(
+                    "Backend.Type = \"{ty}\": unknown backend type: {ty} (weft serves udp, \
+                     vxlan and host-gw)"
+                )
             );
         }
         assert_eq!(
-            err(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"Host-GW"}}"#),
-            "Backend.Type = \"Host-GW\": weft serves udp and vxlan"
+            err(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"IPIP"}}"#),
+            "Backend.Type = \"IPIP\": unknown backend type: ipip (weft serves udp, vxlan and \
+             host-gw)"
         );
         assert_eq!(
             err(r#"{"Network":"10.5.0.0/16","Backend":{}}"#),
-            "Backend.Type = \"\": weft serves udp and vxlan"
+            "Backend.Type = \"\": unknown backend type:  (weft serves udp, vxlan and host-gw)"
         );
         assert_eq!(
             err(r#"{"Network":"10.5.0.0/16","Backend":"vxlan"}"#),
@@ -876,6 +904,26 @@ mod tests {
         assert_eq!(
             err(r#"{"Network":"10.5.0.0/16","Backend":{"Type":1}}"#),
             "Backend.Type = 1: must be a string"
+        );
+    }
+
+    #[test]
+    fn host_gw_backend() {
+        for ty in ["host-gw", "Host-GW", "HOST-GW"] {
+            let c = parse(&format!(
+                r#"{{"Network":"100.96.0.0/16","Backend":{{"Type":"{ty}","Port":1,"extra":true}}}}"#
+            ))
+            .unwrap();
+            assert_eq!(c.backend, BackendConfig::HostGw, "{ty}");
+            assert_eq!(c.backend.type_name(), "host-gw");
+            assert_eq!(c.subnet_len, 24);
+        }
+        let e = err(
+            r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:100:96::/48","Backend":{"Type":"host-gw"}}"#,
+        );
+        assert!(
+            e.starts_with("EnableIPv6 = true: weft's host-gw backend routes IPv4 only"),
+            "{e}"
         );
     }
 
@@ -902,13 +950,26 @@ mod tests {
             e.starts_with("Backend.Learning = true: VXLAN learning is not supported"),
             "{e}"
         );
-        let e = vx(r#","DirectRouting":true"#).unwrap_err().to_string();
-        assert!(
-            e.starts_with(
-                "Backend.DirectRouting = true: direct routing is not supported by weft yet"
-            ),
-            "{e}"
-        );
+        for (opts, direct) in [
+            (r#","DirectRouting":true"#, true),
+            (r#","directRouting":true"#, true),
+            (r#","directrouting":false"#, false),
+            (r#","DirectRouting":null"#, false),
+            ("", false),
+        ] {
+            assert_eq!(
+                vx(opts).unwrap().backend,
+                BackendConfig::Vxlan(VxlanConfig {
+                    vni: 1,
+                    port: 8472,
+                    mtu: None,
+                    direct_routing: direct
+                }),
+                "{opts}"
+            );
+        }
+        let e = vx(r#","DirectRouting":"yes""#).unwrap_err().to_string();
+        assert_eq!(e, "Backend.DirectRouting = \"yes\": must be true or false");
         let e = vx(r#","GBP":1"#).unwrap_err().to_string();
         assert_eq!(e, "Backend.GBP = 1: must be true or false");
         assert_eq!(
@@ -916,7 +977,8 @@ mod tests {
             BackendConfig::Vxlan(VxlanConfig {
                 vni: 1,
                 port: 8472,
-                mtu: None
+                mtu: None,
+                direct_routing: false
             })
         );
         let e = vx(r#","Port":65536"#).unwrap_err().to_string();
@@ -936,7 +998,8 @@ mod tests {
             BackendConfig::Vxlan(VxlanConfig {
                 vni: 0,
                 port: 8472,
-                mtu: None
+                mtu: None,
+                direct_routing: false
             })
         );
         let e = vx(r#","MTU":100"#).unwrap_err().to_string();
@@ -949,7 +1012,8 @@ mod tests {
             BackendConfig::Vxlan(VxlanConfig {
                 vni: 1,
                 port: 8472,
-                mtu: None
+                mtu: None,
+                direct_routing: false
             })
         );
         let e = parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"udp","Port":0}}"#)
