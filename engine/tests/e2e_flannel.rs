@@ -664,3 +664,74 @@ fn etcd_over_tls_and_with_a_password_is_reached_through_the_flags() {
     let env = wait_written(&dir.path().join("auth"), 2, &d2);
     assert!(env[1].starts_with("FLANNEL_SUBNET=100.96."), "{env:?}");
 }
+
+/// `weft flannel --acl-file`: the rules guard the host's data plane, `weft acl list` shows
+/// them, SIGHUP reads the file again, and a broken file on SIGHUP keeps the running rules.
+#[test]
+fn an_acl_file_is_in_force_and_sighup_reads_it_again() {
+    require_root();
+    let bed = Testbed::two_hosts("fl-acl").expect("two hosts");
+    let dir = TempDir::new("weft-flannel-acl").expect("a temp dir");
+    let h1 = bed.host(1).netns();
+    let etcd = EtcdServer::start(h1, underlay_addr(1)).expect("etcd in host 1");
+    let endpoint = etcd.endpoint();
+    with_client(h1, &endpoint, |c| {
+        c.put(format!("{PREFIX}/config"), CONFIG_UDP, 0).unwrap()
+    });
+    let acl = dir.path().join("acl.toml");
+    let deny_icmp = "[[acl]]\naction = \"deny\"\nprotocol = \"icmp\"\n";
+    std::fs::write(&acl, deny_icmp).unwrap();
+    let acl_arg = acl.to_str().unwrap();
+    let iface: &[&str] = &["--iface", "u0"];
+    let mut d1 = start_flannel(&bed, 1, &endpoint, dir.path(), iface, &[], &[]);
+    let mut d2 = start_flannel(
+        &bed,
+        2,
+        &endpoint,
+        dir.path(),
+        iface,
+        &["--acl-file", acl_arg],
+        &[],
+    );
+    wait_written(dir.path(), 1, &d1);
+    let env2 = wait_written(dir.path(), 2, &d2);
+    let to2 = Ipv4Addr::from(u32::from(leased_subnet(&env2)));
+    let h2 = bed.host(2).netns();
+    let acl_list = || {
+        let out = h2
+            .exec(&[weft_exe().to_str().unwrap(), "acl", "list"])
+            .expect("weft acl list");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(UP_TIMEOUT, "host 2's data plane with its acl", || {
+        acl_list().starts_with("1 deny icmp from any to any hits ")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d2.stderr()));
+    // Host 2 drops ICMP coming in: host 1's pings get nothing back.
+    let ping1 = ping(h1, to2, 3).unwrap();
+    assert_eq!(ping1.received, 0, "{ping1:?}\n{}", acl_list());
+
+    // The file changes: ICMP is allowed now; SIGHUP puts it in force.
+    std::fs::write(&acl, "[[acl]]\naction = \"allow\"\nprotocol = \"icmp\"\n").unwrap();
+    d2.signal("HUP").unwrap();
+    wait_until(UP_TIMEOUT, "the reloaded acl", || {
+        acl_list().starts_with("1 allow icmp from any to any hits ")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d2.stderr()));
+    wait_until(UP_TIMEOUT, "a ping through the allowed rule", || {
+        ping(h1, to2, 1).is_ok_and(|s| s.all_received())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d2.stderr()));
+
+    // A broken file is refused and the running rules stay.
+    std::fs::write(&acl, "[[acl]]\naction = \"maybe\"\n").unwrap();
+    d2.signal("HUP").unwrap();
+    wait_until(UP_TIMEOUT, "the refused reload in the log", || {
+        d2.stderr()
+            .contains("reload failed, keeping the running acl")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d2.stderr()));
+    assert!(acl_list().starts_with("1 allow icmp"), "{}", acl_list());
+    assert!(d2.is_running());
+    d1.terminate(Duration::from_secs(5)).unwrap();
+}

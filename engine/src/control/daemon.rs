@@ -17,10 +17,11 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use weft_encap::acl::{Acl, AclPolicy, AclSet};
+use weft_encap::acl::{Acl, AclPolicy, AclRule, AclSet};
 use weft_encap::backend::Backend;
 use weft_encap::fdb::FdbConfig;
 use weft_encap::flannel::{FlannelBackend, FlannelConfig};
+use weft_encap::policy::Decision;
 use weft_encap::table::{Cidr, Route};
 use weft_encap::vxlan::{VniConfig, VxlanBackend, VxlanConfig, VxlanMode};
 use weft_encap::wire::EthernetAddress;
@@ -223,6 +224,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             reload_on_sighup: true,
             feed,
             table_ready: None,
+            acl_file: None,
         },
     )
 }
@@ -243,6 +245,9 @@ pub struct RunOptions {
     /// Set by the control plane once its table is in (the feed's first sync); until then
     /// `/readyz` answers 503. `None`: ready as soon as the devices are up.
     pub table_ready: Option<Arc<AtomicBool>>,
+    /// Without `reload_on_sighup`: a file of `[[acl]]` rules and `[policy]` that SIGHUP
+    /// reads again and puts in force (`weft flannel --acl-file`).
+    pub acl_file: Option<PathBuf>,
 }
 
 /// Runs the daemon for an already built configuration (from a file, or made by the flannel
@@ -532,6 +537,7 @@ pub fn run_config(config: Config, options: RunOptions) -> Result<(), DaemonError
         &acl,
         &config,
         options.reload_on_sighup,
+        options.acl_file.as_deref(),
         keeper,
     );
     stop.store(true, Ordering::SeqCst);
@@ -798,6 +804,7 @@ fn wait_for_signals(
     acl: &Acl,
     config: &Config,
     reload_on_sighup: bool,
+    acl_file: Option<&Path>,
     mut keeper: DeviceKeeper<'_>,
 ) -> Result<(), DaemonError> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
@@ -860,9 +867,14 @@ fn wait_for_signals(
                     }
                 }
             }
-            Ok(Event::Signal(SIGHUP)) => {
-                tracing::info!("SIGHUP: nothing to reload (no configuration file)")
-            }
+            Ok(Event::Signal(SIGHUP)) => match acl_file {
+                // A regular file of at most 1 MiB is all that is read, so this cannot hang.
+                Some(path) => match crate::control::config::load_acl_file(path) {
+                    Ok((rules, default)) => apply_acl(path, &rules, default, acl),
+                    Err(e) => tracing::error!("reload failed, keeping the running acl: {e}"),
+                },
+                None => tracing::info!("SIGHUP: nothing to reload (no configuration file)"),
+            },
             Ok(Event::DeviceGone(i)) => {
                 if let Err(e) = keeper.recreate(i, engine) {
                     break Err(e);
@@ -1163,16 +1175,22 @@ fn report_acl(acl: &Acl, stats: &mut crate::dataplane::counters::Stats) {
 /// SIGHUP: puts the file's `[[acl]]` rules and `[policy] default` in force, if they changed.
 /// Rules that stay keep their counters; traffic both versions allow flows on.
 fn reload_acl(new: &Config, acl: &Acl) {
+    apply_acl(&new.path, &new.acl, new.acl_default, acl);
+}
+
+/// Puts `rules` and `default`, read from `path`, in force if they differ from the running
+/// ones.
+fn apply_acl(path: &Path, rules: &[AclRule], default: Decision, acl: &Acl) {
     let running = acl.current();
-    if running.rules() == new.acl.as_slice() && running.default_action() == new.acl_default {
+    if running.rules() == rules && running.default_action() == default {
         return;
     }
-    acl.replace(AclSet::new(new.acl.clone(), new.acl_default));
+    acl.replace(AclSet::new(rules.to_vec(), default));
     tracing::info!(
         "reloaded {}: {} acl rule(s), default {}",
-        new.path.display(),
-        new.acl.len(),
-        new.acl_default.name()
+        path.display(),
+        rules.len(),
+        default.name()
     );
 }
 

@@ -100,6 +100,8 @@ pub struct FlannelOptions {
     /// `--acl-file`: `[[acl]]` rules and `[policy] default` for the data plane (read once,
     /// when the daemon starts).
     pub acl: Option<(Vec<AclRule>, Decision)>,
+    /// The file `acl` came from: SIGHUP reads it again.
+    pub acl_file: Option<PathBuf>,
 }
 
 /// Why `weft flannel` could not start or stopped.
@@ -1715,6 +1717,7 @@ pub fn run(options: FlannelOptions) -> Result<(), FlannelError> {
             reload_on_sighup: false,
             feed: Some(Box::new(move |routes, stop| follower.run(routes, stop))),
             table_ready: Some(synced),
+            acl_file: options.acl_file.clone(),
         },
     )?;
     Ok(())

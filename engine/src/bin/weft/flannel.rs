@@ -226,6 +226,7 @@ impl FlannelArgs {
             workers: self.workers,
             metrics,
             acl,
+            acl_file: self.acl_file.clone(),
         })
     }
 }
