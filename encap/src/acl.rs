@@ -156,9 +156,7 @@ impl AclRule {
 
     /// Whether `flow`, going `direction`, matches this rule.
     pub fn matches(&self, flow: &FlowKey, direction: Direction) -> bool {
-        // Only TCP, UDP and SCTP carry ports, and only when not a fragment: FlowKey's 0s
-        // for everything else are "no ports", which no port range may match.
-        let has_ports = !flow.fragment && matches!(flow.protocol, 6 | 17 | 132);
+        let has_ports = flow.has_ports();
         self.direction.is_none_or(|d| d == direction)
             && self.source.is_none_or(|c| c.contains(flow.src))
             && self.destination.is_none_or(|c| c.contains(flow.dst))
@@ -333,7 +331,7 @@ impl Flow {
             dst_family,
             dst,
             protocol: flow.protocol,
-            has_ports: !flow.fragment && matches!(flow.protocol, 6 | 17 | 132),
+            has_ports: flow.has_ports(),
             src_port: flow.src_port,
             dst_port: flow.dst_port,
         }

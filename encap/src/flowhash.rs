@@ -39,13 +39,13 @@ use crate::wire::{
 };
 
 /// IP protocol number: SCTP.
-const PROTO_SCTP: u8 = 132;
+pub(crate) const PROTO_SCTP: u8 = 132;
 /// IPv6 next header: Authentication Header.
-const PROTO_IPV6_AH: u8 = 51;
+pub(crate) const PROTO_IPV6_AH: u8 = 51;
 /// Ethertype: 802.1Q VLAN tag.
-const ETHERTYPE_VLAN: u16 = 0x8100;
+pub(crate) const ETHERTYPE_VLAN: u16 = 0x8100;
 /// Ethertype: 802.1ad service VLAN tag.
-const ETHERTYPE_QINQ: u16 = 0x88a8;
+pub(crate) const ETHERTYPE_QINQ: u16 = 0x88a8;
 /// VLAN tags looked through.
 const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers walked before giving up on finding the upper layer.

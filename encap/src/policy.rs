@@ -45,13 +45,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use crate::backend::{Backend, DeviceLayer, PacketBuf};
-use crate::flowhash::{ipv6_upper_layer, transport_ports};
+use crate::flowhash::{
+    ipv6_upper_layer, transport_ports, ETHERTYPE_QINQ, ETHERTYPE_VLAN, PROTO_IPV6_AH, PROTO_SCTP,
+};
 use crate::icmp::{IcmpErrorKind, IcmpResponder, IcmpTo};
 use crate::table::SubnetTable;
 use crate::verdict::{DropReason, Verdict};
 use crate::wire::ethernet::{
     EthernetAddress, ETHERTYPE_IPV4, ETHERTYPE_IPV6, HEADER_LEN as ETHERNET_HEADER_LEN,
 };
+use crate::wire::{PROTO_TCP, PROTO_UDP};
 
 /// Which way a packet goes through weft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,6 +212,12 @@ impl FlowKey {
         FlowKey::of_ip(ip).map_or(Inner::Malformed, Inner::Ip)
     }
 
+    /// Whether the flow has ports: TCP, UDP or SCTP, and not a fragment (for anything else
+    /// the ports are 0 and mean "none", which no port range matches).
+    pub fn has_ports(&self) -> bool {
+        !self.fragment && matches!(self.protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
+    }
+
     fn new(src: IpAddr, dst: IpAddr, protocol: u8, ports: u64, fragment: bool) -> FlowKey {
         FlowKey {
             src,
@@ -221,14 +230,12 @@ impl FlowKey {
     }
 }
 
-/// Ethertypes of VLAN tags looked through.
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-
 /// Whether a TCP/UDP/SCTP header that should be at `packet[offset..]` has its two ports
 /// there (a segment cut before them cannot be judged by its ports).
 fn ports_present(packet: &[u8], offset: usize, protocol: u8, fragment: bool) -> bool {
-    fragment || !matches!(protocol, 6 | 17 | 132) || packet.len() >= offset + 4
+    fragment
+        || !matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
+        || packet.len() >= offset + 4
 }
 
 /// Whether `next_header` is an IPv6 extension header that [`ipv6_upper_layer`] walks.
@@ -236,7 +243,7 @@ fn is_ipv6_extension(next_header: u8) -> bool {
     use crate::wire::{PROTO_HOPOPT, PROTO_IPV6_FRAGMENT, PROTO_IPV6_OPTS, PROTO_IPV6_ROUTE};
     matches!(
         next_header,
-        PROTO_HOPOPT | PROTO_IPV6_ROUTE | PROTO_IPV6_FRAGMENT | PROTO_IPV6_OPTS | 51
+        PROTO_HOPOPT | PROTO_IPV6_ROUTE | PROTO_IPV6_FRAGMENT | PROTO_IPV6_OPTS | PROTO_IPV6_AH
     )
 }
 
