@@ -9,6 +9,10 @@
 //!   path);
 //! - `offload/checksum_64k`: one Internet checksum over 63,008 bytes, for scale.
 //!
+//! Each is measured with `weft-encap`'s portable checksum summer, then again (suffix
+//! `_simd512` or `_simd256`) with the AVX-512 or AVX2 summer weft's engine installs on CPUs
+//! that have them (`weft::accelerate_checksums`).
+//!
 //! Full run: `cargo bench -p weft-bench --bench offload`.
 #![allow(missing_docs)] // criterion_group! / criterion_main! generate undocumented items.
 
@@ -41,41 +45,54 @@ fn offload(c: &mut Criterion) {
     let mut out = vec![0u8; layout.total_len];
     let payload_bytes = (MSS * SEGMENTS) as u64;
 
-    let mut group = c.benchmark_group("offload");
-    group.throughput(Throughput::Bytes(payload_bytes));
-    group.bench_function("split", |b| {
-        b.iter(|| split(black_box(&pkt), PREFIX, gso, black_box(&mut out)).unwrap())
-    });
-
-    // The segments as they arrive on the other side: each a valid packet (prefix stripped).
-    split(&pkt, PREFIX, gso, &mut out).unwrap();
-    let segments: Vec<&[u8]> = out
-        .chunks(layout.segment_len)
-        .map(|s| &s[PREFIX..])
-        .collect();
-    let mut coalescer = Coalescer::new(SEGMENTS);
-    coalescer.clear();
-    for (i, s) in segments.iter().enumerate() {
-        assert!(coalescer.push(i as u32, s, 0));
-    }
-    assert_eq!(
-        coalescer.groups().count(),
-        1,
-        "the segments merge into one packet"
-    );
-    group.bench_function("coalesce", |b| {
-        b.iter(|| {
-            coalescer.clear();
-            for (i, s) in segments.iter().enumerate() {
-                coalescer.push(i as u32, black_box(s), 0);
+    // Twice: with the portable checksum summer, then with the one weft's engine installs on
+    // this CPU (AVX-512 or AVX2 where the CPU has them), named after its vector width.
+    for summer in ["portable", "installed"] {
+        let suffix = if summer == "portable" {
+            String::new()
+        } else {
+            match weft::accelerate_checksums() {
+                128 => continue, // nothing faster here: the same code again
+                bits => format!("_simd{bits}"),
             }
-            black_box(coalescer.groups().count())
-        })
-    });
-    group.bench_function("checksum_64k", |b| {
-        b.iter(|| checksum::sum(black_box(&pkt[PREFIX + 40..]), 0))
-    });
-    group.finish();
+        };
+        let mut group = c.benchmark_group("offload");
+        group.throughput(Throughput::Bytes(payload_bytes));
+        group.bench_function(format!("split{suffix}"), |b| {
+            b.iter(|| split(black_box(&pkt), PREFIX, gso, black_box(&mut out)).unwrap())
+        });
+
+        // The segments as they arrive on the other side: each a valid packet (prefix
+        // stripped).
+        split(&pkt, PREFIX, gso, &mut out).unwrap();
+        let segments: Vec<&[u8]> = out
+            .chunks(layout.segment_len)
+            .map(|s| &s[PREFIX..])
+            .collect();
+        let mut coalescer = Coalescer::new(SEGMENTS);
+        coalescer.clear();
+        for (i, s) in segments.iter().enumerate() {
+            assert!(coalescer.push(i as u32, s, 0));
+        }
+        assert_eq!(
+            coalescer.groups().count(),
+            1,
+            "the segments merge into one packet"
+        );
+        group.bench_function(format!("coalesce{suffix}"), |b| {
+            b.iter(|| {
+                coalescer.clear();
+                for (i, s) in segments.iter().enumerate() {
+                    coalescer.push(i as u32, black_box(s), 0);
+                }
+                black_box(coalescer.groups().count())
+            })
+        });
+        group.bench_function(format!("checksum_64k{suffix}"), |b| {
+            b.iter(|| checksum::sum(black_box(&pkt[PREFIX + 40..]), 0))
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(benches, offload);

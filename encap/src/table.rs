@@ -236,6 +236,10 @@ impl Hasher for IntHasher {
             self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
     }
+    fn write_usize(&mut self, n: usize) {
+        // An enum's discriminant (`IpAddr`): mixed in like a byte.
+        self.0 = (self.0.rotate_left(8) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
     fn write_u32(&mut self, n: u32) {
         self.0 = (u64::from(n) ^ 0x5851_F42D_4C95_7F2D).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         self.0 ^= self.0 >> 29;
@@ -310,7 +314,9 @@ pub struct SubnetTable {
     peers: Vec<Peer>,
     v4: Lpm<u32>,
     v6: Lpm<u128>,
-    by_endpoint: HashMap<IpAddr, PeerId>,
+    /// Looked up for every received datagram; its keys are the configured peers, so the
+    /// cheap hasher cannot be flooded with colliding entries from the network.
+    by_endpoint: IntMap<IpAddr>,
     fdb: HashMap<EthernetAddress, PeerId>,
     flood: Vec<SocketAddr>,
     neigh: HashMap<IpAddr, EthernetAddress>,

@@ -180,3 +180,12 @@ pub use dataplane::engine::{
     Engine, EngineBuilder, EngineError, OffloadMode, OffloadStatus, MAX_BUSY_POLL,
 };
 pub use dataplane::routes::{RouteEdit, RouteTable};
+
+/// Makes every checksum `weft-encap` computes in this process use the widest vectors this
+/// CPU has (AVX-512 or AVX2 on x86-64, detected at run time) and returns their width in
+/// bits: 512, 256, or 128 when only the portable summer applies. Building an engine does
+/// this; call it to get the same speed from `weft-encap` alone (its offload code, say). Once
+/// per process; later calls change nothing and return the same width.
+pub fn accelerate_checksums() -> u16 {
+    sys::csum::install()
+}

@@ -18,6 +18,7 @@
 //! padded with a zero byte, exactly as if it were the end of the data).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::OnceLock;
 
 /// A partial one's complement sum, not yet folded. Start a fresh sum with `0`.
 pub type Sum = u64;
@@ -45,8 +46,9 @@ fn add_carry(a: u64, b: u64) -> u64 {
 pub fn sum(data: &[u8], initial: Sum) -> Sum {
     let bulk = data.len() - data.len() % 32;
     let mut native = 0u64;
+    let blocks = BULK_SUM.get().copied().unwrap_or(sum_blocks);
     for span in data[..bulk].chunks(32 * LANE_BLOCKS) {
-        native = add_carry(native, sum_blocks(span));
+        native = add_carry(native, blocks(span));
     }
     let mut words = data[bulk..].chunks_exact(4);
     for word in &mut words {
@@ -63,6 +65,34 @@ pub fn sum(data: &[u8], initial: Sum) -> Sum {
         acc = add_carry(acc, u64::from_be_bytes(word));
     }
     acc
+}
+
+/// A bulk summer: the native-endian sum of the 16-bit words of a span whose length is a
+/// multiple of 32 bytes and at most 2 MiB (32 x 65,536 bytes), unfolded, as a `u64` that
+/// must not have wrapped. Its fold is all that counts: any value with the same one's
+/// complement sum is right.
+pub type BulkSum = fn(&[u8]) -> u64;
+
+/// The bulk summer [`sum`] uses, once [`install_bulk_sum`] has set one.
+static BULK_SUM: OnceLock<BulkSum> = OnceLock::new();
+
+/// Makes [`sum`] (and so every checksum in this crate) use `bulk` for its bulk, in this
+/// process, from now on; the first call wins and later ones return `false`.
+///
+/// This is how a caller that may use CPU-specific instructions, which this crate does not
+/// (it forbids `unsafe`), speeds up the checksums of the offload paths: weft's engine
+/// installs an AVX2 or AVX-512 summer on CPUs that have them when the first engine is built.
+/// `bulk` must compute what [`BulkSum`] says, for every span; a wrong one makes every
+/// checksum wrong. Without a call, a portable summer that the compiler vectorizes for the
+/// target's baseline instructions (SSE2 on x86-64) is used.
+pub fn install_bulk_sum(bulk: BulkSum) -> bool {
+    BULK_SUM.set(bulk).is_ok()
+}
+
+/// The portable bulk summer, what [`sum`] uses when none was installed: for a summer to be
+/// installed to be tested against.
+pub fn portable_bulk_sum(span: &[u8]) -> u64 {
+    span.chunks(32 * LANE_BLOCKS).map(sum_blocks).sum()
 }
 
 /// Blocks of 32 bytes a 32-bit lane of [`sum`] takes before it must be drained: each adds at

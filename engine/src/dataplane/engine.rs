@@ -146,6 +146,9 @@ pub struct OffloadStatus {
     pub udp_gso: bool,
     /// Datagrams come in as UDP GRO trains.
     pub udp_gro: bool,
+    /// Width in bits of the vectors the checksums are summed with: 512 (AVX-512), 256
+    /// (AVX2) or 128 (the portable summer, SSE2 on x86-64's baseline).
+    pub checksum_bits: u16,
 }
 
 impl OffloadStatus {
@@ -158,6 +161,7 @@ impl OffloadStatus {
             ("offload_tun_gso_write", u64::from(self.tun_gso_write)),
             ("offload_udp_gso", u64::from(self.udp_gso)),
             ("offload_udp_gro", u64::from(self.udp_gro)),
+            ("offload_checksum_bits", u64::from(self.checksum_bits)),
         ]
         .into_iter()
         .map(|(n, v)| (n.to_owned(), v))
@@ -335,6 +339,7 @@ impl<D: Device, B: Backend + Clone, P: Policy + Clone> EngineBuilder<D, B, P> {
         }
         let mut status = OffloadStatus {
             workers: self.workers.len(),
+            checksum_bits: crate::sys::csum::install(),
             ..OffloadStatus::default()
         };
         let mut handles = Vec::with_capacity(self.workers.len());
@@ -360,6 +365,7 @@ impl<D: Device, B: Backend + Clone, P: Policy + Clone> EngineBuilder<D, B, P> {
             if w == 0 {
                 status = OffloadStatus {
                     workers: status.workers,
+                    checksum_bits: status.checksum_bits,
                     ..worker_status
                 };
             }

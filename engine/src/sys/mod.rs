@@ -10,6 +10,8 @@
 //! - [`netlink`]: a small synchronous rtnetlink client ([`Netlink`]) for links, addresses,
 //!   routes and neighbours (control plane only).
 //! - [`mmsg`]: allocation-free batched UDP receive/send with `recvmmsg`/`sendmmsg` ([`Mmsg`]).
+//! - [`csum`]: the checksum summers compiled for AVX2 and AVX-512, installed when the CPU has
+//!   them.
 //! - [`peer_uid`], [`enter_netns`], [`unshare_netns`]: small helpers for the control socket and
 //!   for tests.
 //!
@@ -23,6 +25,7 @@
 //! inherit it.
 #![allow(unsafe_code)]
 
+pub mod csum;
 pub mod mmsg;
 // Not every call is used outside the tests (host-gw and DirectRouting program routes; the
 // neighbour calls are only exercised by the tests below).
