@@ -106,15 +106,10 @@ mod tests {
     use super::*;
     use weft_encap::wire::checksum::portable_bulk_sum;
 
+    /// `n` bytes that look random (a multiplicative hash of the index and `seed`).
     fn bytes(seed: u64, n: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
+        (0..n as u64)
+            .map(|i| ((i ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
             .collect()
     }
 
