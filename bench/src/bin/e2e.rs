@@ -25,7 +25,13 @@
 //! sudo target/release/weft-e2e-bench --runs 3 --seconds 5 [--only weft-vxlan,kernel-vxlan] [--workers 1]
 //! sudo target/release/weft-e2e-bench --quick     # CI: one run, 2 s per measurement, every setup
 //! sudo target/release/weft-e2e-bench --runs 5 --seconds 10 --write-results bench/RESULTS.md
+//! sudo target/release/weft-e2e-bench --runs 3 --seconds 5 --profile   # also needs `perf`
 //! ```
+//!
+//! `--profile` adds where the machine's CPU time went during each one-stream measurement
+//! (system-wide `perf record`, see [`profile`]): idle, iperf3, weft's workers in the kernel
+//! and in user space, and weft's hottest symbols. Without a working `perf` it says so and
+//! the run goes on without it.
 //!
 //! Everything is created inside namespaces with unique names and removed by guards, also on
 //! errors and on Ctrl-C (the first SIGINT/SIGTERM stops after the current step and cleans up;
@@ -44,6 +50,8 @@ mod iperf;
 mod latency;
 #[path = "e2e/measure.rs"]
 mod measure;
+#[path = "e2e/profile.rs"]
+mod profile;
 #[path = "e2e/report.rs"]
 mod report;
 #[path = "e2e/setups.rs"]
@@ -105,6 +113,13 @@ struct Cli {
     /// Also write every run's figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also profile the whole machine during every 1-stream measurement (`perf record -a
+    /// -g` from 1 s into it to shortly before its end) and report where the CPU time went:
+    /// idle, iperf3 (and its kernel copies), weft's workers in the kernel (copies and the
+    /// rest) and in user space, everything else, and weft's hottest user-space symbols.
+    /// Needs `perf`; if it is missing or cannot record, the run goes on without a profile.
+    #[arg(long)]
+    profile: bool,
 }
 
 impl Cli {
@@ -201,6 +216,12 @@ fn bench(cli: &Cli) -> Result<bool> {
         None
     };
     let (runs, seconds) = cli.runs_and_seconds();
+    let profile = cli.profile.then(profile::probe);
+    if let Some(Err(reason)) = &profile {
+        eprintln!(
+            "weft-e2e-bench: --profile: perf cannot record ({reason}); going on without a profile"
+        );
+    }
     let plan = Plan {
         seconds,
         pings: latency::count_for(seconds),
@@ -208,6 +229,7 @@ fn bench(cli: &Cli) -> Result<bool> {
         clock_ticks: first_line_of("getconf", &["CLK_TCK"])
             .parse()
             .unwrap_or(100.0),
+        profile: matches!(profile, Some(Ok(_))),
     };
 
     // Ctrl-C: the first signal sets the flag (the loop stops after the current step and the
@@ -242,6 +264,7 @@ fn bench(cli: &Cli) -> Result<bool> {
         seconds,
         pings: plan.pings,
         workers: cli.workers,
+        profile,
     };
 
     let mut results: Vec<SetupResult> = setups
@@ -371,6 +394,8 @@ mod tests {
         assert_eq!(parse(&[]).unwrap().workers, None);
         assert_eq!(parse(&["--workers", "2"]).unwrap().workers, Some(2));
         assert!(parse(&["--workers", "0"]).is_err());
+        assert!(!parse(&[]).unwrap().profile);
+        assert!(parse(&["--quick", "--profile"]).unwrap().profile);
         let write = parse(&["--write-results", "bench/RESULTS.md"]).unwrap();
         assert_eq!(
             write.write_results.as_deref(),

@@ -56,6 +56,8 @@ pub struct Facts {
     pub pings: u32,
     /// `--workers`, if given.
     pub workers: Option<u32>,
+    /// With `--profile`: `perf --version` if perf can record, else why it cannot.
+    pub profile: Option<Result<String, String>>,
 }
 
 /// The first line of `program args`' stdout, or `unknown`.

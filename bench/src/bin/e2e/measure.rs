@@ -4,6 +4,10 @@
 //! stream, four TCP streams, 64-byte UDP datagrams. A measurement that fails is recorded
 //! as failed and the next one is still tried; only a setup that does not come up, or whose
 //! path does not answer a ping, fails the run as a whole.
+//!
+//! With `--profile` a system-wide `perf record` runs during the one-stream measurement (see
+//! [`crate::profile`]); a profile that fails is recorded as failed and never fails the
+//! measurement.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -15,6 +19,7 @@ use weft_testbed::{ping, wait_until, StatsOutput, Testbed};
 use crate::cpu;
 use crate::iperf::{self, Test};
 use crate::latency::{self, LatencyReport};
+use crate::profile::{Profile, Recording};
 use crate::setups::{counter_ratio, Running, Setup};
 
 /// How long a freshly brought-up path may take to answer a ping.
@@ -35,6 +40,8 @@ pub struct Plan {
     pub workers: Option<u32>,
     /// Clock ticks per second (`getconf CLK_TCK`).
     pub clock_ticks: f64,
+    /// Whether to profile the one-stream measurement (`--profile`, and perf can record).
+    pub profile: bool,
 }
 
 /// A measurement's outcome: its figures, or why it failed.
@@ -88,6 +95,9 @@ pub struct RunSample {
     pub udp: Outcome<UdpSample>,
     /// Problems noticed after the measurements (a weft that exited, ...).
     pub problems: Vec<String>,
+    /// Where the machine's CPU time went during the one-stream measurement (`--profile`
+    /// only; `None` without it or when that measurement failed).
+    pub profile: Option<Outcome<Profile>>,
 }
 
 impl RunSample {
@@ -117,9 +127,12 @@ pub fn run(setup: Setup, bed: &Testbed, weft: Option<&Path>, plan: &Plan) -> Res
     report("latency", &latency, |l| {
         format!("p50 {:.0} µs, p99 {:.0} µs", l.p50_us, l.p99_us)
     });
-    let tcp1 = tcp(&mut running, bed, setup, (src, dst), plan, 1);
+    let (tcp1, profile) = tcp(&mut running, bed, setup, (src, dst), plan, 1, plan.profile);
     report("1 stream", &tcp1, tcp_progress);
-    let tcp4 = tcp(&mut running, bed, setup, (src, dst), plan, STREAMS);
+    if let Some(profile) = &profile {
+        report("profile", profile, Profile::summary);
+    }
+    let (tcp4, _) = tcp(&mut running, bed, setup, (src, dst), plan, STREAMS, false);
     report("4 streams", &tcp4, tcp_progress);
     let udp = udp(bed, (src, dst), plan.seconds);
     report("UDP 64 B", &udp, |u| {
@@ -158,6 +171,7 @@ pub fn run(setup: Setup, bed: &Testbed, weft: Option<&Path>, plan: &Plan) -> Res
         tcp4,
         udp,
         problems,
+        profile,
     })
 }
 
@@ -184,7 +198,8 @@ fn tcp_progress(sample: &TcpSample) -> String {
 }
 
 /// `streams` TCP streams from host 1 to host 2, with the CPU time they cost and (weft
-/// setups) how full weft's batches were.
+/// setups) how full weft's batches were; with `profile`, also where the machine's CPU time
+/// went meanwhile (`None` when the measurement itself failed).
 fn tcp(
     running: &mut Running<'_>,
     bed: &Testbed,
@@ -192,11 +207,16 @@ fn tcp(
     (src, dst): (Ipv4Addr, Ipv4Addr),
     plan: &Plan,
     streams: u32,
-) -> Outcome<TcpSample> {
+    profile: bool,
+) -> (Outcome<TcpSample>, Option<Outcome<Profile>>) {
+    let mut profiled = None;
     let mut inner = || -> Result<TcpSample> {
         let server = iperf::Server::start(bed.host(2).netns(), dst)?;
         let pids = running.weft_pids();
         let stats_before = running.stats().ok().flatten();
+        // Started just before iperf3: perf records from a second into the measurement. A
+        // recording left behind by an early return is stopped when it is dropped.
+        let recording = profile.then(|| Recording::start(plan.seconds));
         let (before, machine_before) = (total_ticks(&pids), cpu::machine_busy_ticks());
         let start = Instant::now();
         let json = iperf::run_client(
@@ -228,6 +248,11 @@ fn tcp(
             ),
             _ => (None, None),
         };
+        profiled = recording.map(|recording| {
+            recording
+                .and_then(Recording::finish)
+                .map_err(|e| format!("{e:#}"))
+        });
         Ok(TcpSample {
             gbps: report.bits_per_second / 1e9,
             retransmits: report.retransmits,
@@ -237,7 +262,8 @@ fn tcp(
             tx_batch_fill,
         })
     };
-    inner().map_err(|e| format!("{e:#}"))
+    let sample = inner().map_err(|e| format!("{e:#}"));
+    (sample, profiled)
 }
 
 /// [`UDP_PAYLOAD`]-byte UDP datagrams from host 1 to host 2 as fast as iperf3 sends them.

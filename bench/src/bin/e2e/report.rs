@@ -1,10 +1,12 @@
 //! Results: medians over runs and ratios to the kernel vxlan, the markdown report, the JSON
-//! dump, and the generated section of `bench/RESULTS.md`.
+//! dump, and the generated section of `bench/RESULTS.md`. The CPU profile (`--profile`)
+//! adds a section and JSON keys only when it was asked for.
 
 use std::fmt::Write as _;
 
 use crate::facts::Facts;
 use crate::measure::{RunSample, TcpSample, STREAMS, UDP_PAYLOAD};
+use crate::profile::{self, Profile, APP_COMM, COPY_SYMBOLS, IDLE_COMM, WEFT_WORKER_COMM};
 use crate::setups::Setup;
 
 /// Every run of one setup.
@@ -36,6 +38,17 @@ impl SetupResult {
         field: impl Fn(&TcpSample) -> Option<f64>,
     ) -> Option<f64> {
         self.median(|run| which(run).as_ref().ok().and_then(&field))
+    }
+
+    /// The median CPU profile of the runs that have one (`--profile`).
+    pub fn profile(&self) -> Option<Profile> {
+        let profiles: Vec<&Profile> = self
+            .runs
+            .iter()
+            .flatten()
+            .filter_map(|run| run.profile.as_ref()?.as_ref().ok())
+            .collect();
+        Profile::median_of(&profiles)
     }
 
     /// The cell of `metric`: median over the runs, failures, and the last failure's reason.
@@ -370,6 +383,9 @@ pub fn markdown(facts: &Facts, results: &[SetupResult]) -> String {
             sent.map_or_else(|| "–".to_owned(), |s| Metric::Udp.format(s)),
         );
     }
+    if let Some(status) = &facts.profile {
+        profile_section(&mut out, status, facts.seconds, results);
+    }
     let _ = writeln!(out);
     for result in results {
         let _ = writeln!(
@@ -404,6 +420,10 @@ pub fn markdown(facts: &Facts, results: &[SetupResult]) -> String {
                         ("1 stream", run.tcp1.as_ref().err()),
                         ("4 streams", run.tcp4.as_ref().err()),
                         ("UDP", run.udp.as_ref().err()),
+                        (
+                            "profile",
+                            run.profile.as_ref().and_then(|p| p.as_ref().err()),
+                        ),
                     ]
                     .into_iter()
                     .filter_map(|(what, error)| error.map(|e| format!("{what}: {e}")))
@@ -421,6 +441,114 @@ pub fn markdown(facts: &Facts, results: &[SetupResult]) -> String {
         let _ = writeln!(out, "\nFailures:\n\n{}", failures.join("\n"));
     }
     out
+}
+
+/// A share of all samples as a table figure.
+fn percent(share: f64) -> String {
+    format!("{share:.1}%")
+}
+
+/// The `--profile` section: the breakdown of every setup's CPU time and weft's hottest
+/// symbols (medians of the runs), or why there is none (`status`: the perf version, or why
+/// perf cannot record).
+fn profile_section(
+    out: &mut String,
+    status: &Result<String, String>,
+    seconds: u32,
+    results: &[SetupResult],
+) {
+    let perf = match status {
+        Ok(perf) => perf,
+        Err(reason) => {
+            let _ = writeln!(
+                out,
+                "\nCPU profile (`--profile`): not taken, perf cannot record: {reason}"
+            );
+            return;
+        }
+    };
+    let (delay, length) = profile::window(seconds);
+    let _ = writeln!(
+        out,
+        "\nCPU profile of the 1-stream measurement (`--profile`, {perf}: `perf record -a -g` \
+         over {:.1} s of its {seconds} s from {:.2} s in, `perf report --no-children --sort \
+         comm,dso,symbol`), in % of all samples, i.e. of the whole machine's CPU time; medians \
+         of the runs:\n",
+        length.as_secs_f64(),
+        delay.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "| setup | idle | {APP_COMM} (of it kernel copies) | weft workers in the kernel \
+         (copies + rest) | weft workers in user space | everything else |"
+    );
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|");
+    let medians: Vec<(&SetupResult, Option<Profile>)> =
+        results.iter().map(|r| (r, r.profile())).collect();
+    for (result, median) in &medians {
+        let label = result.setup.label();
+        let Some(p) = median else {
+            let _ = writeln!(out, "| {label} | – | – | – | – | – |");
+            continue;
+        };
+        let (kernel, user) = if result.setup.is_weft() {
+            (
+                format!(
+                    "{} ({} + {})",
+                    percent(p.weft_kernel),
+                    percent(p.weft_kernel_copies),
+                    percent(p.weft_kernel_rest())
+                ),
+                percent(p.weft_user),
+            )
+        } else {
+            ("–".to_owned(), "–".to_owned())
+        };
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} ({}) | {kernel} | {user} | {} |",
+            percent(p.idle),
+            percent(p.app),
+            percent(p.app_copies),
+            percent(p.other)
+        );
+    }
+    let hot: Vec<String> = medians
+        .iter()
+        .filter_map(|(result, median)| {
+            let median = median.as_ref().filter(|p| !p.hot.is_empty())?;
+            let symbols: Vec<String> = median
+                .hot
+                .iter()
+                .map(|h| format!("`{}` {}", h.name(), percent(h.share)))
+                .collect();
+            Some(format!(
+                "- {}: {}",
+                result.setup.label(),
+                symbols.join(", ")
+            ))
+        })
+        .collect();
+    if !hot.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nweft's hottest user-space symbols in the 1-stream measurement (% of all \
+             samples, medians):\n\n{}",
+            hot.join("\n")
+        );
+    }
+    let copies = COPY_SYMBOLS.map(|s| format!("`{s}`")).join(", ");
+    let _ = writeln!(
+        out,
+        "\nProfile columns: idle is the `{IDLE_COMM}` task (softirq work that ran on an \
+         otherwise idle CPU counts there too); {APP_COMM} is the application's threads, user \
+         space and kernel (for the veth and the kernel vxlan that includes the whole path \
+         through the kernel); copies are the kernel's {copies}; weft workers are the \
+         `{WEFT_WORKER_COMM}-N` threads, in the kernel (`[kernel.kallsyms]`) or in user space \
+         (weft and its libraries); everything else includes perf itself and weft's other \
+         threads. The medians of the columns need not add up to 100%. perf costs CPU time too, \
+         so the 1-stream figures of a `--profile` run are a little lower than without it."
+    );
 }
 
 /// The marker line that starts the generated section of the results file.
@@ -479,6 +607,33 @@ fn json_outcome<T>(outcome: &Result<T, String>, fields: impl Fn(&T) -> String) -
     }
 }
 
+fn json_profile(profile: &Profile) -> String {
+    let hot: Vec<String> = profile
+        .hot
+        .iter()
+        .map(|h| {
+            format!(
+                "{{\"symbol\": {}, \"dso\": {}, \"pct\": {}}}",
+                json_string(&h.symbol),
+                json_string(&h.dso),
+                json_number(Some(h.share))
+            )
+        })
+        .collect();
+    format!(
+        "\"idle_pct\": {}, \"app_pct\": {}, \"app_copies_pct\": {}, \"weft_kernel_pct\": {}, \
+         \"weft_kernel_copies_pct\": {}, \"weft_user_pct\": {}, \"other_pct\": {}, \"hot\": [{}]",
+        json_number(Some(profile.idle)),
+        json_number(Some(profile.app)),
+        json_number(Some(profile.app_copies)),
+        json_number(Some(profile.weft_kernel)),
+        json_number(Some(profile.weft_kernel_copies)),
+        json_number(Some(profile.weft_user)),
+        json_number(Some(profile.other)),
+        hot.join(", ")
+    )
+}
+
 fn json_tcp(sample: &TcpSample) -> String {
     format!(
         "\"gbps\": {}, \"retransmits\": {}, \"weft_cores\": {}, \"machine_cores\": {}, \
@@ -511,23 +666,45 @@ pub fn json(facts: &Facts, results: &[SetupResult]) -> String {
     ] {
         let _ = writeln!(out, "  {}: {},", json_string(key), json_string(value));
     }
+    match &facts.profile {
+        None => {}
+        Some(Ok(perf)) => {
+            let _ = writeln!(out, "  \"profile\": {{\"perf\": {}}},", json_string(perf));
+        }
+        Some(Err(reason)) => {
+            let _ = writeln!(
+                out,
+                "  \"profile\": {{\"error\": {}}},",
+                json_string(reason)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "  \"runs\": {},\n  \"seconds\": {},\n  \"pings\": {},\n  \"setups\": [",
         facts.runs, facts.seconds, facts.pings
     );
     for (i, result) in results.iter().enumerate() {
-        let medians: Vec<String> = Metric::ALL
+        let mut medians: Vec<String> = Metric::ALL
             .iter()
             .map(|&m| format!("\"{}\": {}", m.key(), json_number(result.cell(m).median)))
             .collect();
+        if matches!(facts.profile, Some(Ok(_))) {
+            medians.push(format!(
+                "\"profile\": {}",
+                result.profile().map_or_else(
+                    || "null".to_owned(),
+                    |p| format!("{{{}}}", json_profile(&p))
+                )
+            ));
+        }
         let runs: Vec<String> = result
             .runs
             .iter()
             .map(|run| match run {
                 Err(error) => format!("{{\"error\": {}}}", json_string(error)),
                 Ok(run) => format!(
-                    "{{\"latency\": {}, \"tcp1\": {}, \"tcp4\": {}, \"udp64\": {}, \"problems\": [{}]}}",
+                    "{{\"latency\": {}, \"tcp1\": {}, \"tcp4\": {}, \"udp64\": {}, \"problems\": [{}]{}}}",
                     json_outcome(&run.latency, |l| format!(
                         "\"p50_us\": {}, \"p99_us\": {}, \"sent\": {}, \"received\": {}",
                         json_number(Some(l.p50_us)),
@@ -547,6 +724,10 @@ pub fn json(facts: &Facts, results: &[SetupResult]) -> String {
                         .map(|p| json_string(p))
                         .collect::<Vec<_>>()
                         .join(", "),
+                    run.profile.as_ref().map_or_else(String::new, |profile| format!(
+                        ", \"profile\": {}",
+                        json_outcome(profile, json_profile)
+                    )),
                 ),
             })
             .collect();
@@ -568,6 +749,7 @@ mod tests {
     use super::*;
     use crate::latency::LatencyReport;
     use crate::measure::UdpSample;
+    use crate::profile::HotSymbol;
 
     fn tcp(gbps: f64) -> TcpSample {
         TcpSample {
@@ -595,6 +777,7 @@ mod tests {
                 sent_pps: 300_000.0,
             }),
             problems: vec![],
+            profile: None,
         }
     }
 
@@ -620,6 +803,7 @@ mod tests {
             seconds: 5,
             pings: 300,
             workers: None,
+            profile: None,
         }
     }
 
@@ -718,6 +902,95 @@ mod tests {
         let json = json(&facts(), &results);
         assert!(json.contains("\"tcp1_gbps\": 30,"), "{json}");
         assert!(json.contains("{\"error\": \"boom\\nline\"}"), "{json}");
+    }
+
+    #[test]
+    fn the_profile_section_is_there_only_with_profile() {
+        let mut results = results();
+        assert!(!markdown(&facts(), &results).contains("CPU profile"));
+        assert!(!json(&facts(), &results).contains("profile"));
+        let symbol = |symbol: &str, dso: &str, share| HotSymbol {
+            symbol: symbol.into(),
+            dso: dso.into(),
+            share,
+        };
+        let profile = |idle: f64| Profile {
+            idle,
+            app: 18.0,
+            app_copies: 9.0,
+            weft_kernel: 50.0,
+            weft_kernel_copies: 20.0,
+            weft_user: 20.0,
+            other: 2.0,
+            hot: vec![
+                symbol("weft::sys::csum::x86::sum_avx512", "weft", 7.0),
+                symbol("__GI___writev", "libc.so.6", 0.5),
+            ],
+        };
+        results[2].runs[0] = Ok(RunSample {
+            profile: Some(Ok(profile(10.0))),
+            ..run(5.0, 120.0)
+        });
+        results[2].runs.push(Ok(RunSample {
+            profile: Some(Ok(profile(20.0))),
+            ..run(5.0, 120.0)
+        }));
+        results[1].runs[0] = Ok(RunSample {
+            profile: Some(Err("perf died".into())),
+            ..run(10.0, 60.0)
+        });
+        let facts = Facts {
+            profile: Some(Ok("perf version 6.1".into())),
+            ..facts()
+        };
+        let text = markdown(&facts, &results);
+        assert!(
+            text.contains("`perf record -a -g` over 3.5 s of its 5 s from 1.00 s in"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| weft udp | 15.0% | 18.0% (9.0%) | 50.0% (20.0% + 30.0%) | 20.0% | 2.0% |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| kernel vxlan | – | – | – | – | – |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "- weft udp: `weft::sys::csum::x86::sum_avx512` 7.0%, `__GI___writev \
+                 (libc.so.6)` 0.5%"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("- kernel vxlan, run 1: profile: perf died"),
+            "{text}"
+        );
+        let json = json(&facts, &results);
+        assert!(
+            json.contains("\"profile\": {\"perf\": \"perf version 6.1\"},"),
+            "{json}"
+        );
+        assert!(json.contains("\"profile\": {\"idle_pct\": 15, "), "{json}");
+        assert!(
+            json.contains("\"profile\": {\"error\": \"perf died\"}"),
+            "{json}"
+        );
+        assert!(
+            json.contains("{\"symbol\": \"__GI___writev\", \"dso\": \"libc.so.6\", \"pct\": 0.5}"),
+            "{json}"
+        );
+
+        let facts = Facts {
+            profile: Some(Err("perf is not installed".into())),
+            ..facts
+        };
+        assert!(markdown(&facts, &results).contains(
+            "CPU profile (`--profile`): not taken, perf cannot record: perf is not installed"
+        ));
     }
 
     #[test]
