@@ -79,7 +79,7 @@ use super::ip::{self, tcp_flags};
 use super::vnet::{
     l4_checksum_state, L4Checksum, VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4,
 };
-use crate::wire::checksum::fold;
+use crate::wire::checksum::{fold, update16, Sum};
 use crate::wire::{PROTO_TCP, PROTO_UDP};
 
 /// Default maximum number of segments merged into one group.
@@ -173,6 +173,9 @@ struct GroupState {
     gso_size: usize,
     /// Payload bytes of all members.
     payload: usize,
+    /// The pseudo-header sum without the length (addresses and protocol), summed once when
+    /// the group starts: each merge only adds the new length.
+    pseudo_base: Sum,
 }
 
 impl GroupState {
@@ -421,19 +424,26 @@ impl Coalescer {
         if g.v6 {
             ip::wr16(ip_bytes, 4, l4_len as u16);
         } else {
-            ip::wr16(ip_bytes, 2, (g.ip_hdr_len + l4_len) as u16);
-            ip::fill_ipv4_checksum(ip_bytes, g.ip_hdr_len);
+            // The stored header's checksum was verified when its packet was admitted: only
+            // the total length changes, so the checksum is updated for that word alone
+            // (RFC 1624), not recomputed over the header.
+            let new_len = (g.ip_hdr_len + l4_len) as u16;
+            if let (Some(old_len), Some(old_csum)) = (ip::rd16(ip_bytes, 2), ip::rd16(ip_bytes, 10))
+            {
+                ip::wr16(ip_bytes, 2, new_len);
+                ip::wr16(ip_bytes, 10, update16(old_csum, old_len, new_len));
+            }
         }
-        let (proto, csum_at) = if g.udp {
+        let csum_at = if g.udp {
             ip::wr16(ip_bytes, g.ip_hdr_len + 4, l4_len as u16);
-            (PROTO_UDP, g.ip_hdr_len + ip::UDP_CSUM_OFFSET)
+            g.ip_hdr_len + ip::UDP_CSUM_OFFSET
         } else {
             if c.psh {
                 ip_bytes[g.ip_hdr_len + 13] |= tcp_flags::PSH;
             }
-            (PROTO_TCP, g.ip_hdr_len + ip::TCP_CSUM_OFFSET)
+            g.ip_hdr_len + ip::TCP_CSUM_OFFSET
         };
-        let pseudo = fold(ip::pseudo_sum(ip_bytes, g.v6, proto, l4_len));
+        let pseudo = fold(ip::add(g.pseudo_base, l4_len as u64));
         ip::wr16(ip_bytes, csum_at, pseudo);
     }
 
@@ -459,6 +469,7 @@ impl Coalescer {
             seq0: 0,
             gso_size: 0,
             payload: 0,
+            pseudo_base: 0,
         };
         if let (Some(c), Some(f)) = (cand, flow) {
             g.v6 = f.v6;
@@ -471,6 +482,8 @@ impl Coalescer {
             g.open = !c.psh && self.max_members > 1;
             let hdr_end = g.hdr_end();
             self.headers[gi * HDR_SLOT..gi * HDR_SLOT + hdr_end].copy_from_slice(&pkt[..hdr_end]);
+            let proto = if g.udp { PROTO_UDP } else { PROTO_TCP };
+            g.pseudo_base = ip::pseudo_sum(&pkt[l3..hdr_end], g.v6, proto, 0);
         }
         self.groups.push(g);
         self.members.push(Member {

@@ -185,6 +185,18 @@ pub fn split(
     };
     // The pseudo-header addresses never change: sum them once.
     let pseudo_base = ip::pseudo_sum(ip_hdr, l.v6, l.proto, 0);
+    // Nor does an IPv4 header, but for its total length, ID and checksum: its sum without
+    // those three words, to which each segment adds its own length and ID.
+    let ipv4_base = if l.v6 {
+        0
+    } else {
+        let mut fixed = [0u8; 60];
+        let fixed = &mut fixed[..l.ip_hdr_len];
+        fixed.copy_from_slice(ip_hdr);
+        fixed[2..6].fill(0);
+        fixed[10..12].fill(0);
+        checksum::sum(fixed, 0)
+    };
 
     let mut at = 0;
     for (i, chunk) in payload.chunks(l.size).enumerate() {
@@ -200,9 +212,12 @@ pub fn split(
                 // Fits: checked in `layout` for the largest segment.
                 ip::wr16(iph, 4, l4_len as u16);
             } else {
-                ip::wr16(iph, 2, (l.ip_hdr_len + l4_len) as u16);
-                ip::wr16(iph, 4, id0.wrapping_add(i as u16));
-                ip::fill_ipv4_checksum(iph, l.ip_hdr_len);
+                let total = (l.ip_hdr_len + l4_len) as u16;
+                let id = id0.wrapping_add(i as u16);
+                ip::wr16(iph, 2, total);
+                ip::wr16(iph, 4, id);
+                let sum = ip::add(ipv4_base, u64::from(total) + u64::from(id));
+                ip::wr16(iph, 10, !fold(sum));
             }
         }
         let (head, body) = seg.split_at_mut(l.hdrs_end);
