@@ -764,6 +764,16 @@ mod tests {
         );
     }
 
+    /// A xorshift64 generator seeded with `x` (not zero): the junk tests' bytes.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
     #[test]
     fn random_junk_never_panics() {
         let seeds = [
@@ -771,13 +781,7 @@ mod tests {
             fixture("neigh/ns.hex"),
             fixture("neigh/ns-dad.hex"),
         ];
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut answered = 0;
         for i in 0..30_000 {
             let r = next();
@@ -1068,13 +1072,7 @@ mod tests {
             fixture("neigh/ns.hex"),
             fixture("neigh/na.hex"),
         ];
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let mut answered = 0;
         for _ in 0..20_000 {
             let r = next();

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::flannel::{
-    leased_subnet, peers, start_flannel, vtep_mac_of, wait_peers, wait_written, with_client,
-    write_previous_env, CHANGE_TIMEOUT, CONFIG_UDP, PREFIX, UP_TIMEOUT,
+    find_lease, leased_subnet, peers, start_flannel, subnet_leases, vtep_mac_of, wait_peers,
+    wait_written, with_client, write_previous_env, CHANGE_TIMEOUT, CONFIG_UDP, PREFIX, UP_TIMEOUT,
 };
 use common::{require_root, weft_exe};
 use weft::control::etcd::{Client, EtcdConfig};
@@ -76,16 +76,11 @@ fn two_weft_hosts_lease_route_and_follow_changes_through_etcd() {
 
     // The leases as flanneld writes them: a udp lease has no BackendType, and is bound to
     // a 24 h etcd lease.
-    let leases = with_client(h1, &endpoint, |c| {
-        c.range_prefix(format!("{PREFIX}/subnets/")).unwrap().kvs
-    });
+    let leases = subnet_leases(h1, &endpoint);
     assert_eq!(leases.len(), 2, "{leases:?}");
     for (subnet, host) in [(s1, 1), (s2, 2)] {
         let key = format!("{PREFIX}/subnets/{subnet}-24");
-        let kv = leases
-            .iter()
-            .find(|kv| kv.key_str() == Some(&key))
-            .unwrap_or_else(|| panic!("no {key} in {leases:?}"));
+        let kv = find_lease(&leases, &key);
         assert_eq!(
             kv.value_str().unwrap(),
             format!(

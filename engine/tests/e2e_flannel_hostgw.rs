@@ -21,7 +21,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::flannel::{
-    peers, start_flannel, subnet_file, with_client, write_previous_env, PREFIX, UP_TIMEOUT,
+    find_lease, peers, put_config, start_flannel, subnet_file, subnet_leases, with_client,
+    write_previous_env, PREFIX, UP_TIMEOUT,
 };
 use common::{require_root, weft_exe};
 use weft_testbed::{
@@ -159,30 +160,22 @@ fn three_host_gw_hosts_route_to_each_other_without_a_device() {
     let etcd_ns = bed.host(ETCD_HOST).netns();
     let etcd = EtcdServer::start(etcd_ns, underlay_addr(ETCD_HOST)).expect("etcd");
     let endpoint = etcd.endpoint();
-    with_client(etcd_ns, &endpoint, |c| {
-        c.put(
-            format!("{PREFIX}/config"),
-            r#"{"Network":"100.96.0.0/16","Backend":{"Type":"host-gw"}}"#,
-            0,
-        )
-        .unwrap()
-    });
+    put_config(
+        etcd_ns,
+        &endpoint,
+        r#"{"Network":"100.96.0.0/16","Backend":{"Type":"host-gw"}}"#,
+    );
 
     // FLANNEL_MTU is the interface's MTU, as flanneld's host-gw writes it.
     let daemons = start_all(&bed, &HOSTS, &endpoint, dir.path(), UNDERLAY_MTU);
     let all_logs = || logs(&HOSTS, &daemons);
 
     // Each lease exactly as flanneld's host-gw writes it, bound to a 24 h etcd lease.
-    let leases = with_client(etcd_ns, &endpoint, |c| {
-        c.range_prefix(format!("{PREFIX}/subnets/")).unwrap().kvs
-    });
+    let leases = subnet_leases(etcd_ns, &endpoint);
     assert_eq!(leases.len(), 3, "{leases:?}");
     for host in HOSTS {
         let key = format!("{PREFIX}/subnets/100.96.{host}.0-24");
-        let kv = leases
-            .iter()
-            .find(|kv| kv.key_str() == Some(&key))
-            .unwrap_or_else(|| panic!("no {key} in {leases:?}"));
+        let kv = find_lease(&leases, &key);
         assert_eq!(
             kv.value_str().unwrap(),
             format!(
@@ -339,14 +332,11 @@ fn direct_routing_skips_encapsulation_on_the_same_segment_only() {
     let etcd_ns = bed.host(ETCD_HOST).netns();
     let etcd = EtcdServer::start(etcd_ns, underlay_addr(ETCD_HOST)).expect("etcd");
     let endpoint = etcd.endpoint();
-    with_client(etcd_ns, &endpoint, |c| {
-        c.put(
-            format!("{PREFIX}/config"),
-            r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
-            0,
-        )
-        .unwrap()
-    });
+    put_config(
+        etcd_ns,
+        &endpoint,
+        r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
+    );
     let daemons = start_all(&bed, &HOSTS, &endpoint, dir.path(), VXLAN_OVERLAY_MTU);
     let all_logs = || logs(&HOSTS, &daemons);
     let host3 = routed_underlay_addr(3);

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::flannel::{
-    peers, start_flannel, subnet_file, vtep_mac_of, with_client, write_previous_env, PREFIX,
-    UP_TIMEOUT,
+    find_lease, peers, start_flannel, subnet_file, subnet_leases, vtep_mac_of, with_client,
+    write_previous_env, PREFIX, UP_TIMEOUT,
 };
 use common::require_root;
 use weft_testbed::{
@@ -198,16 +198,11 @@ fn three_hosts(
     );
 
     // Each host's own lease, exactly as flanneld writes it, bound to a 24 h etcd lease.
-    let leases = with_client(etcd_ns, &endpoint, |c| {
-        c.range_prefix(format!("{PREFIX}/subnets/")).unwrap().kvs
-    });
+    let leases = subnet_leases(etcd_ns, &endpoint);
     assert_eq!(leases.len(), 3, "{leases:?}");
     for host in HOSTS {
         let key = format!("{PREFIX}/subnets/100.96.{host}.0-24");
-        let kv = leases
-            .iter()
-            .find(|kv| kv.key_str() == Some(&key))
-            .unwrap_or_else(|| panic!("no {key} in {leases:?}"));
+        let kv = find_lease(&leases, &key);
         let value = kv.value_str().unwrap();
         match backend {
             Backend::Udp => assert_eq!(

@@ -103,13 +103,39 @@ const LANE_BLOCKS: usize = 65_536;
 /// [`LANE_BLOCKS`] blocks. A loop of its own, with nothing else in it, so that it vectorizes.
 #[inline]
 fn sum_blocks(span: &[u8]) -> u64 {
-    let mut lanes = [0u32; 16];
-    for block in span.chunks_exact(32) {
+    lane_sum::<16>(span)
+}
+
+/// The loop of every bulk summer: the native-endian sum of `span`'s 16-bit words, in blocks
+/// of `2 * N` bytes into `N` 32-bit lanes (one word per lane per block), then what is left
+/// (a multiple of 32 bytes, under `2 * N`) in blocks of 32 bytes into 16 lanes; bytes after
+/// the last multiple of 32 are not summed. A lane takes at most 0xffff per block, so no lane
+/// wraps for a span of at most 2 MiB (32 x 65,536 bytes) and `N` >= 16.
+///
+/// Always inlined, so that a caller compiled for wider vectors (weft's engine builds it into
+/// functions with AVX2 and AVX-512 enabled, with 64 and 128 lanes) gets it vectorized for
+/// those: see [`install_bulk_sum`].
+#[inline(always)]
+pub fn lane_sum<const N: usize>(span: &[u8]) -> u64 {
+    let (wide, rest) = lane_blocks::<N>(span);
+    if N == 16 {
+        return wide;
+    }
+    wide + lane_blocks::<16>(rest).0
+}
+
+/// The sum of `span`'s whole blocks of `2 * N` bytes in `N` lanes, and the rest of `span`.
+#[inline(always)]
+fn lane_blocks<const N: usize>(span: &[u8]) -> (u64, &[u8]) {
+    let mut lanes = [0u32; N];
+    let mut blocks = span.chunks_exact(2 * N);
+    for block in &mut blocks {
         for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(2)) {
             *lane += u32::from(u16::from_ne_bytes([word[0], word[1]]));
         }
     }
-    lanes.iter().map(|&lane| u64::from(lane)).sum()
+    let sum = lanes.iter().map(|&lane| u64::from(lane)).sum();
+    (sum, blocks.remainder())
 }
 
 /// Folds a partial sum to 16 bits (one's complement), without complementing it.

@@ -216,17 +216,10 @@ impl ControlContext {
             }
             ["fdb", "list"] => {
                 let device = target.device;
-                let learned = self
-                    .inspector
-                    .as_ref()
-                    .and_then(|i| {
-                        i.inspect::<VxlanBackend, _>(move |b| {
-                            b.fdb(device)
-                                .map(|f| f.entries().map(|(m, e, _)| (m, e)).collect::<Vec<_>>())
-                        })
-                    })
-                    .flatten()
-                    .unwrap_or_default();
+                let learned = self.inspect_vxlan(move |b| {
+                    b.fdb(device)
+                        .map(|f| f.entries().map(|(m, e, _)| (m, e)).collect::<Vec<_>>())
+                });
                 out.extend(learned.iter().map(|(m, e)| format!("{m} {e} learned")));
                 let snapshot = target.routes.snapshot();
                 out.extend(
@@ -263,16 +256,8 @@ impl ControlContext {
             }
             ["neigh", "list"] => {
                 let device = target.device;
-                let learned = self
-                    .inspector
-                    .as_ref()
-                    .and_then(|i| {
-                        i.inspect::<VxlanBackend, _>(move |b| {
-                            b.neigh_cache(device).map(|c| c.entries())
-                        })
-                    })
-                    .flatten()
-                    .unwrap_or_default();
+                let learned =
+                    self.inspect_vxlan(move |b| b.neigh_cache(device).map(|c| c.entries()));
                 out.extend(
                     learned
                         .iter()
@@ -306,6 +291,19 @@ impl ControlContext {
             }
             _ => Err(format!("unknown request {line:?}; {USAGE}")),
         }
+    }
+
+    /// What `f` finds in the running VXLAN backend (learned entries), or nothing when there
+    /// is no such backend, no inspector, or `f` finds nothing.
+    fn inspect_vxlan<T: Default + Send + 'static>(
+        &self,
+        f: impl FnOnce(&VxlanBackend) -> Option<T> + Send + 'static,
+    ) -> T {
+        self.inspector
+            .as_ref()
+            .and_then(|i| i.inspect::<VxlanBackend, _>(f))
+            .flatten()
+            .unwrap_or_default()
     }
 
     fn parse_endpoint(&self, endpoint: &str) -> Result<std::net::SocketAddr, String> {

@@ -1,7 +1,7 @@
 //! The Internet checksum's bulk on the widest vectors the CPU has.
 //!
-//! `weft-encap` sums 16-bit words into 16 32-bit lanes, which the compiler vectorizes for
-//! x86-64's baseline (SSE2). Every byte weft carries with offloads is summed twice (each
+//! `weft-encap` sums 16-bit words into 16 32-bit lanes (`checksum::lane_sum`), which the
+//! compiler vectorizes for x86-64's baseline (SSE2). Every byte weft carries with offloads is summed twice (each
 //! segment's TCP or UDP checksum is computed when a super-packet is split and verified before
 //! datagrams are coalesced), so the summer is one of the hottest loops of the data path. Here
 //! the same loop is compiled a second and third time with AVX2 and with AVX-512 enabled and
@@ -43,46 +43,18 @@ fn best() -> (&'static str, BulkSum) {
     ("portable", checksum::portable_bulk_sum)
 }
 
-/// The native-endian sum of `span`'s 16-bit words: blocks of `2 * N` bytes into `N` 32-bit
-/// lanes, one word per lane per block, then what is left (a multiple of 32 bytes, under
-/// `2 * N`) the same way in 16 lanes. Inlined into each `target_feature` function below, so
-/// that each is vectorized for its own instructions. A lane takes at most 0xffff per block
-/// and a span (at most 2 MiB) has at most 2^20 / N blocks, so no lane wraps for `N` >= 16.
-#[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn lanes<const N: usize>(span: &[u8]) -> u64 {
-    let (wide, rest) = blocks::<N>(span);
-    let (narrow, _) = blocks::<16>(rest);
-    wide + narrow
-}
-
-/// The sum of `span`'s whole blocks of `2 * N` bytes in `N` lanes, and the rest of `span`.
-#[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn blocks<const N: usize>(span: &[u8]) -> (u64, &[u8]) {
-    let mut lanes = [0u32; N];
-    let mut blocks = span.chunks_exact(2 * N);
-    for block in &mut blocks {
-        for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(2)) {
-            *lane += u32::from(u16::from_ne_bytes([word[0], word[1]]));
-        }
-    }
-    let sum = lanes.iter().map(|&lane| u64::from(lane)).sum();
-    (sum, blocks.remainder())
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::lanes;
+    use weft_encap::wire::checksum::lane_sum;
 
     #[target_feature(enable = "avx2")]
     fn sum_avx2(span: &[u8]) -> u64 {
-        lanes::<128>(span)
+        lane_sum::<64>(span)
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
     fn sum_avx512(span: &[u8]) -> u64 {
-        lanes::<128>(span)
+        lane_sum::<128>(span)
     }
 
     /// [`sum_avx2`], for CPUs with AVX2.

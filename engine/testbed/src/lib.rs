@@ -975,30 +975,7 @@ impl Testbed {
             )));
         }
         let netns = Netns::new(&format!("{}-h{index}", self.prefix))?;
-        let port = format!("p{index}");
-        switch.ip(&[
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            UNDERLAY_IFNAME,
-            "netns",
-            netns.name(),
-        ])?;
-        let mtu = UNDERLAY_MTU.to_string();
-        switch.ip(&[
-            "link",
-            "set",
-            &port,
-            "mtu",
-            &mtu,
-            "master",
-            SWITCH_BRIDGE,
-            "up",
-        ])?;
+        plug_underlay(switch, &format!("p{index}"), SWITCH_BRIDGE, &netns)?;
         configure_underlay(&netns, index)?;
         if index != ROUTER_HOST && self.hosts.iter().any(|h| h.index == ROUTER_HOST) {
             route_to_routed_segment(&netns)?;
@@ -1043,30 +1020,8 @@ impl Testbed {
         self.add_router()?;
         let netns = Netns::new(&format!("{}-h{index}", self.prefix))?;
         let router = self.host(ROUTER_HOST).netns();
-        let port = format!("r{index}");
-        router.ip(&[
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            UNDERLAY_IFNAME,
-            "netns",
-            netns.name(),
-        ])?;
+        plug_underlay(router, &format!("r{index}"), ROUTED_BRIDGE, &netns)?;
         let mtu = UNDERLAY_MTU.to_string();
-        router.ip(&[
-            "link",
-            "set",
-            &port,
-            "mtu",
-            &mtu,
-            "master",
-            ROUTED_BRIDGE,
-            "up",
-        ])?;
         let address = format!("{}/24", routed_underlay_addr(index));
         netns.ip(&["addr", "add", &address, "dev", UNDERLAY_IFNAME])?;
         netns.ip(&["link", "set", UNDERLAY_IFNAME, "mtu", &mtu, "up"])?;
@@ -1165,6 +1120,26 @@ impl Host {
 fn route_to_routed_segment(netns: &Netns) -> Result<()> {
     let router = underlay_addr(ROUTER_HOST).to_string();
     netns.ip(&["route", "add", ROUTED_SEGMENT, "via", &router])?;
+    Ok(())
+}
+
+/// Gives `netns` its underlay interface: a veth whose end `port` stays in `hub` (the switch or
+/// the router), at the underlay MTU, in `hub`'s bridge `bridge`.
+fn plug_underlay(hub: &Netns, port: &str, bridge: &str, netns: &Netns) -> Result<()> {
+    hub.ip(&[
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        UNDERLAY_IFNAME,
+        "netns",
+        netns.name(),
+    ])?;
+    let mtu = UNDERLAY_MTU.to_string();
+    hub.ip(&["link", "set", port, "mtu", &mtu, "master", bridge, "up"])?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use weft::control::etcd::{Client, EtcdConfig};
+use weft::control::etcd::{Client, EtcdConfig, Kv};
 use weft_testbed::{wait_until, Netns, NsChild, Testbed};
 
 use super::weft_exe;
@@ -39,6 +39,23 @@ pub fn put_config(netns: &Netns, endpoint: &str, config: &str) {
         c.put(format!("{PREFIX}/config"), config, 0)
             .expect("put the config")
     });
+}
+
+/// Every subnet lease in etcd (the keys under `<prefix>/subnets/`).
+pub fn subnet_leases(netns: &Netns, endpoint: &str) -> Vec<Kv> {
+    with_client(netns, endpoint, |c| {
+        c.range_prefix(format!("{PREFIX}/subnets/"))
+            .expect("read the subnet leases")
+            .kvs
+    })
+}
+
+/// The lease stored at `key` among `leases`; panics naming the key if there is none.
+pub fn find_lease<'a>(leases: &'a [Kv], key: &str) -> &'a Kv {
+    leases
+        .iter()
+        .find(|kv| kv.key_str() == Some(key))
+        .unwrap_or_else(|| panic!("no {key} in {leases:?}"))
 }
 
 /// Where host `index` keeps its subnet.env under `dir`.
